@@ -1,0 +1,34 @@
+"""Exceptions a user can cause. Each message names the file, line or field at fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ErnieKGError(Exception):
+    """Base class of every error raised for bad input or configuration."""
+
+
+class KGFormatError(ErnieKGError, ValueError):
+    """A knowledge-graph file is malformed; the message names the file and the line."""
+
+    def __init__(self, path: str | Path, line: int | None, message: str) -> None:
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class UnknownIdError(ErnieKGError, KeyError):
+    """An entity or relation id is not in the knowledge graph or the embedding table."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class EmptyGraphError(ErnieKGError, ValueError):
+    """The knowledge graph holds no triples."""
+
+
+class SpanError(ErnieKGError, ValueError):
+    """A character span is out of range, reversed or overlapping; the message says which."""
