@@ -98,6 +98,18 @@ def kg_nearest(
         typer.echo(f"{entity_id}\t{score:.4f}")
 
 
+@app.command("demo")
+def demo(
+    output_dir: Annotated[Path, typer.Option(help="Where results go")] = Path("runs/demo"),
+    kg: Annotated[Path | None, typer.Option(help="KG directory (default: bundled)")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+) -> None:
+    """Run the whole pipeline on the bundled demo KG (offline, a few minutes on a CPU)."""
+    from ernie_kg.demo import run_demo
+
+    run_demo(output_dir, kg_dir=kg, seed=seed)
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one clear line."""
     try:

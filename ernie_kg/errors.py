@@ -9,14 +9,22 @@ class ErnieKGError(Exception):
     """Base class of every error raised for bad input or configuration."""
 
 
-class KGFormatError(ErnieKGError, ValueError):
-    """A knowledge-graph file is malformed; the message names the file and the line."""
+class FileFormatError(ErnieKGError, ValueError):
+    """An input file is malformed; the message names the file and the line."""
 
     def __init__(self, path: str | Path, line: int | None, message: str) -> None:
         self.path = str(path)
         self.line = line
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
+
+
+class KGFormatError(FileFormatError):
+    """A knowledge-graph file is malformed."""
+
+
+class DataFormatError(FileFormatError):
+    """A dataset file (FewRel, TACRED, JSONL, typing) is malformed."""
 
 
 class UnknownIdError(ErnieKGError, KeyError):

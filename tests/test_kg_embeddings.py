@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from ernie_kg.cli import app
 from ernie_kg.kg import EntityEmbeddings, EntityIndex, KnowledgeGraph, train_entity_embeddings
 
-FAST = {"dim": 32, "learning_rate": 0.01, "batch_size": 128, "progress": False}
+FAST = {"dim": 32, "learning_rate": 0.01, "batch_size": 128, "num_negs_per_pos": 32,
+        "progress": False}
 
 
 @pytest.fixture(scope="module")

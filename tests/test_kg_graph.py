@@ -112,7 +112,9 @@ def test_degree_stats(tiny_kg):
 
 
 def test_merge_keeps_metadata_and_deduplicates(tiny_kg):
-    other = KnowledgeGraph.from_triples([("paris", "capital_of", "france"), ("rome", "capital_of", "italy")])
+    other = KnowledgeGraph.from_triples(
+        [("paris", "capital_of", "france"), ("rome", "capital_of", "italy")]
+    )
     merged = tiny_kg.merged_with(other)
     assert merged.train.count(("paris", "capital_of", "france")) == 1
     assert merged.entity("paris").label == "Paris"
