@@ -18,14 +18,30 @@ from ernie_kg.kg import (
 
 __version__ = "0.1.0"
 
+# Linking pulls in spaCy and transformers (seconds): exported lazily (PEP 562).
+_LAZY_EXPORTS = {name: "ernie_kg.linking" for name in
+                 ("EntityLinker", "ErnieKGProcessor", "LinkedMention")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ernie_kg' has no attribute {name!r}")
+
+
 __all__ = [
     "EmptyGraphError",
     "Entity",
     "EntityEmbeddings",
     "EntityIndex",
+    "EntityLinker",
+    "ErnieKGProcessor",
     "ErnieKGError",
     "KGFormatError",
     "KnowledgeGraph",
+    "LinkedMention",
     "Relation",
     "SpanError",
     "UnknownIdError",

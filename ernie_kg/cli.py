@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ernie_kg.cli_pretrain import pretrain_app
 from ernie_kg.errors import ErnieKGError
 from ernie_kg.kg.embeddings import DEFAULT_EMBEDDING_SETTINGS
 
@@ -19,6 +20,7 @@ app = typer.Typer(help="Knowledge-enhanced language models in the style of ERNIE
 kg_app = typer.Typer(help="Knowledge graphs: statistics, TransE embeddings, neighbours.",
                      no_args_is_help=True)
 app.add_typer(kg_app, name="kg")
+app.add_typer(pretrain_app, name="pretrain")
 console = Console(stderr=True)
 
 _D = DEFAULT_EMBEDDING_SETTINGS
@@ -108,6 +110,181 @@ def demo(
     from ernie_kg.demo import run_demo
 
     run_demo(output_dir, kg_dir=kg, seed=seed)
+
+
+@app.command("link")
+def link(
+    kg: Annotated[Path, typer.Option(help="KG directory (names, aliases.json)")],
+    input: Annotated[Path, typer.Option(help='JSONL: {"text": ...} or {"tokens": [...]}')],
+    output: Annotated[Path, typer.Option(help="JSONL: each input record + 'mentions'")],
+    linker_dir: Annotated[Path | None, typer.Option(help="A saved linker instead")] = None,
+    embeddings: Annotated[Path | None, typer.Option(help="TransE vectors (coherence)")] = None,
+    nil_threshold: Annotated[float | None, typer.Option(help="Least score to link")] = None,
+    fuzzy: Annotated[bool, typer.Option(help="faiss near-miss candidates")] = False,
+    ner: Annotated[bool, typer.Option(help="Extra recall from a spaCy NER model")] = False,
+) -> None:
+    """Link every line of a JSONL file to KG entities; prints the throughput."""
+    import time
+
+    from tqdm import tqdm
+
+    from ernie_kg.errors import DataFormatError
+    from ernie_kg.kg import EntityEmbeddings, KnowledgeGraph
+    from ernie_kg.linking import EntityLinker
+
+    if not input.is_file():
+        raise DataFormatError(input, None, "missing: no such input file")
+    settings: dict = {"fuzzy": fuzzy, "use_ner": ner}
+    if nil_threshold is not None:
+        settings["nil_threshold"] = nil_threshold
+    table = EntityEmbeddings.load(embeddings) if embeddings is not None else None
+    if linker_dir is not None:
+        linker = EntityLinker.load(linker_dir, KnowledgeGraph.load(kg), table, **settings)
+    else:
+        linker = EntityLinker.from_kg_dir(kg, table, **settings)
+    linker.detector  # build the matcher before the clock starts  # noqa: B018
+    with input.open(encoding="utf-8") as handle:
+        total = sum(1 for line in handle if line.strip())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(output.name + ".tmp")
+    texts = mentions = 0
+    started = time.perf_counter()
+    try:
+        with input.open(encoding="utf-8") as source, temporary.open("w", encoding="utf-8") as sink:
+            for number, line in enumerate(tqdm(source, total=total, unit="line", desc="link"),
+                                          start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataFormatError(input, number, f"invalid JSON: {error.msg}") from None
+                text = record.get("text") if isinstance(record, dict) else None
+                tokens = record.get("tokens") if isinstance(record, dict) else None
+                if isinstance(text, str):
+                    found = linker(text)
+                elif isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+                    found = linker.link_tokens(tokens)
+                else:
+                    raise DataFormatError(
+                        input, number, 'expected an object with "text" (a string) or '
+                        '"tokens" (a list of strings)')
+                record["mentions"] = [m.to_json() for m in found]
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                texts += 1
+                mentions += len(found)
+        os.replace(temporary, output)
+    finally:
+        temporary.unlink(missing_ok=True)
+    seconds = max(time.perf_counter() - started, 1e-9)
+    console.print(f"[green]wrote {output}[/green]: {texts} texts, {mentions} mentions in "
+                  f"{seconds:.2f} s ({texts / seconds:.1f} texts/s)")
+
+
+_RELATION_FORMATS = ("fewrel", "semeval", "tacred", "jsonl")
+
+
+def _read_relations(path: Path, data_format: str, gold_ids: bool = True) -> list:
+    from ernie_kg.data import readers
+
+    if data_format not in _RELATION_FORMATS:
+        raise typer.BadParameter(f"--format must be one of {list(_RELATION_FORMATS)}")
+    if data_format == "fewrel":
+        return readers.read_fewrel(path, gold_ids=gold_ids)
+    return {"semeval": readers.read_semeval, "tacred": readers.read_tacred,
+            "jsonl": readers.read_relation_jsonl}[data_format](path)
+
+
+@app.command("finetune")
+def finetune_command(
+    train: Annotated[Path, typer.Option(help="Training file (FewRel format by default)")],
+    output_dir: Annotated[Path, typer.Option(help="Writes model/, metrics.json, log.jsonl")],
+    dev: Annotated[Path | None, typer.Option(help="Dev file (best epoch by macro-F1)")] = None,
+    kg: Annotated[Path | None, typer.Option(help="Background KG directory (default: "
+                                                 "bundled demo KG)")] = None,
+    kg_extra: Annotated[list[Path] | None, typer.Option(
+        help="FewRel files whose facts and names join the KG and the alias table")] = None,
+    embeddings: Annotated[Path | None, typer.Option(
+        help="Saved entity embeddings (default: TransE trained here, cached)")] = None,
+    model: Annotated[str, typer.Option(help="ernie (with entities) or baseline (text "
+                                            "only)")] = "ernie",
+    entities: Annotated[str, typer.Option(help="Training entities: gold, linker or "
+                                               "both")] = "both",
+    data_format: Annotated[str, typer.Option("--format", help="fewrel, semeval, tacred "
+                                                              "or jsonl")] = "fewrel",
+    backbone: Annotated[str | None, typer.Option(help="BERT checkpoint (default: "
+                                                      "packaged MiniLM)")] = None,
+    epochs: Annotated[float, typer.Option(help="Training epochs")] = 3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate")] = 5e-5,
+    knowledge_lr: Annotated[float | None, typer.Option(
+        help="Learning rate of the fresh knowledge modules (default: --lr)")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step")] = 32,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps")] = 1,
+    max_length: Annotated[int, typer.Option(help="Wordpieces per sequence")] = 128,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    kg_dim: Annotated[int, typer.Option(help="TransE dimension (= entity_dim)")] = 100,
+    kg_epochs: Annotated[int, typer.Option(help="TransE epochs")] = 25,
+    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint")] = False,
+) -> None:
+    """Fine-tune a relation classifier (ERNIE-KG or the text-only baseline)."""
+    from ernie_kg.data.features import LabelMap
+    from ernie_kg.paths import demo_kg_dir
+    from ernie_kg.training.knowledge import relation_knowledge
+    from ernie_kg.training.relation import (
+        build_relation_classifier,
+        train_relation_classifier,
+        write_json,
+    )
+
+    if model not in ("ernie", "baseline"):
+        raise typer.BadParameter("--model must be 'ernie' or 'baseline'")
+    train_examples = _read_relations(train, data_format)
+    dev_examples = _read_relations(dev, data_format) if dev else None
+    sources = [train] if data_format == "fewrel" else []
+    sources += list(kg_extra or [])
+    graph, table, aliases = relation_knowledge(
+        sources, kg or demo_kg_dir(), embeddings, dim=kg_dim, epochs=kg_epochs,
+    )
+    classifier = build_relation_classifier(
+        LabelMap.from_examples(train_examples), graph, table, aliases,
+        knowledge=model == "ernie", backbone=backbone, seed=seed, max_length=max_length,
+    )
+    metrics = train_relation_classifier(
+        classifier, train_examples, dev_examples, output_dir, train_entities=entities,
+        log_path=output_dir / "log.jsonl", resume_from_checkpoint=True if resume else None,
+        epochs=epochs, learning_rate=lr, knowledge_learning_rate=knowledge_lr,
+        batch_size=batch_size, gradient_accumulation_steps=grad_accum, seed=seed,
+    )
+    write_json(output_dir / "metrics.json", metrics)
+    summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("accuracy", "macro_f1", "micro_f1")
+                        if k in metrics)
+    console.print(f"[green]wrote {output_dir}/model[/green] {summary}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: Annotated[Path, typer.Option(help="A saved classifier directory (.../model)")],
+    data: Annotated[Path, typer.Option(help="Labelled file to score")],
+    output: Annotated[Path | None, typer.Option(help="Write metrics here (JSON)")] = None,
+    data_format: Annotated[str, typer.Option("--format", help="fewrel, semeval, tacred "
+                                                              "or jsonl")] = "fewrel",
+    entities: Annotated[str | None, typer.Option(
+        help="Override the model's entity source (linker, none)")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per batch")] = 64,
+) -> None:
+    """Score a saved relation classifier; entities come from the model's own linker
+    (gold KG ids in the file are ignored)."""
+    from ernie_kg.training.classifier import RelationClassifier
+
+    classifier = RelationClassifier.load(model, entities=entities)
+    examples = _read_relations(data, data_format, gold_ids=False)
+    metrics = classifier.evaluate(examples, batch_size=batch_size, progress=True)
+    predictions = metrics.pop("predictions")
+    metrics.update(model=str(model), data=str(data), entities=classifier.entities)
+    if output is not None:
+        _write_json(output, {**metrics, "predictions": predictions})
+    console.print(", ".join(f"{k}={metrics[k]:.4f}" for k in ("accuracy", "macro_f1",
+                                                               "micro_f1")))
 
 
 def main() -> None:

@@ -1,0 +1,116 @@
+"""``ernie-kg pretrain prepare|run``: knowledge-aware pre-training from the command line.
+
+``run`` works unchanged under ``torchrun --nproc_per_node=N -m ernie_kg pretrain run ...``
+and ``accelerate launch -m ernie_kg pretrain run ...``: both set RANK/WORLD_SIZE, which
+:class:`~ernie_kg.training.pretrain.DistributedContext` reads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+pretrain_app = typer.Typer(help="Knowledge-aware pre-training: MLM (+WWM), NSP and dEA.",
+                           no_args_is_help=True)
+
+def load_kg_embeddings(kg_dir: Path, cache_dir: Path, progress: bool = True):
+    """The KG's entity table: ``KG_DIR/embeddings`` when saved there, else TransE
+    trained with PyKEEN (tuned defaults) and cached by content hash in ``cache_dir``."""
+    from ernie_kg.kg import EntityEmbeddings, KnowledgeGraph
+    from ernie_kg.kg.cache import cached_entity_embeddings
+
+    saved = kg_dir / "embeddings"
+    if (saved / "embeddings.json").is_file():
+        return EntityEmbeddings.load(saved, mmap=False)
+    return cached_entity_embeddings(KnowledgeGraph.load(kg_dir), cache_dir, progress=progress)
+
+
+@pretrain_app.command("prepare")
+def prepare(
+    corpus: Annotated[list[Path], typer.Option(help="JSONL {'text'} or plain text (blank "
+                                               "lines between documents); repeatable")],
+    kg: Annotated[Path, typer.Option(help="KG directory: its names feed the linker")],
+    out: Annotated[Path, typer.Option(help="Output directory for the instance shards")],
+    backbone: Annotated[str | None, typer.Option(help="Tokenizer name or path "
+                                                 "(default: packaged MiniLM)")] = None,
+    max_length: Annotated[int, typer.Option(help="Wordpieces per sentence pair")] = 128,
+    seed: Annotated[int, typer.Option(help="Random seed (NSP partners)")] = 0,
+    lang: Annotated[str, typer.Option(help="spaCy language (zh: jieba words for WWM)")] = "en",
+    shard_size: Annotated[int, typer.Option(help="Instances per shard")] = 4096,
+) -> None:
+    """Sentences -> linked entities -> NSP sentence pairs -> shards in OUT."""
+    from transformers import AutoTokenizer
+
+    from ernie_kg.data.pretraining import prepare_pretraining_data
+    from ernie_kg.linking import EntityLinker
+    from ernie_kg.paths import default_backbone
+
+    tokenizer = AutoTokenizer.from_pretrained(backbone or default_backbone())
+    linker = EntityLinker.from_kg_dir(kg, lang=lang)
+    manifest = prepare_pretraining_data(corpus, linker, tokenizer, out, max_length=max_length,
+                                        seed=seed, shard_size=shard_size, lang=lang)
+    summary = {k: manifest[k] for k in ("num_instances", "documents", "sentences",
+                                        "aligned_entities")}
+    summary["entities"] = len(manifest["entity_vocab"])
+    typer.echo(json.dumps(summary))
+
+
+@pretrain_app.command("run")
+def run(
+    data: Annotated[Path, typer.Option(help="Directory written by `pretrain prepare`")],
+    kg: Annotated[Path, typer.Option(help="KG directory (entity vectors: KG/embeddings, or "
+                                     "TransE trained and cached)")],
+    output: Annotated[Path, typer.Option(help="Output directory (checkpoints, log, model)")],
+    backbone: Annotated[str | None, typer.Option(help="BERT-family name or path "
+                                                 "(default: packaged MiniLM)")] = None,
+    max_steps: Annotated[int, typer.Option(help="Optimizer steps")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Global batch size")] = 32,
+    gradient_accumulation_steps: Annotated[int, typer.Option(help="Micro-batches per step")] = 1,
+    learning_rate: Annotated[float, typer.Option(help="AdamW peak learning rate")] = 5e-5,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    num_knowledge_layers: Annotated[int | None, typer.Option(
+        help="Aggregator layers (default: half the backbone)")] = None,
+    whole_word: Annotated[bool, typer.Option(help="Whole-word masking")] = True,
+    whole_entity: Annotated[bool, typer.Option(help="Whole-entity masking")] = False,
+    dea: Annotated[bool, typer.Option(help="Denoising entity auto-encoder")] = True,
+    nsp: Annotated[bool, typer.Option(help="Next-sentence prediction")] = True,
+    mixed_precision: Annotated[str, typer.Option(help="auto (bf16 on GPU) or no")] = "auto",
+    dropout: Annotated[float | None, typer.Option(
+        help="Override the backbone's hidden and attention dropout")] = None,
+    cache_dir: Annotated[Path, typer.Option(help="TransE cache")] = Path("cache"),
+    resume: Annotated[bool, typer.Option(help="Resume from the newest checkpoint")] = True,
+) -> None:
+    """Pre-train the fusion model (MLM + NSP + dEA); resumes after a kill."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from ernie_kg.modeling import ErnieKGForPreTraining
+    from ernie_kg.paths import default_backbone
+    from ernie_kg.training.pretrain import PretrainingSettings, latest_checkpoint, pretrain
+
+    settings = PretrainingSettings(
+        max_steps=max_steps, batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=learning_rate, save_steps=save_steps, seed=seed,
+        whole_word_masking=whole_word, whole_entity_masking=whole_entity, dea=dea, nsp=nsp,
+        mixed_precision=mixed_precision,
+    )
+    path = backbone or default_backbone()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    embeddings = load_kg_embeddings(kg, cache_dir)
+    if resume and latest_checkpoint(output) is not None:
+        typer.echo(f"resuming from {latest_checkpoint(output)}", err=True)
+    torch.manual_seed(seed)  # the new fusion weights start the same in every process
+    overrides = {} if dropout is None else {"hidden_dropout_prob": dropout,
+                                            "attention_probs_dropout_prob": dropout}
+    model = ErnieKGForPreTraining.from_backbone(path, embeddings,
+                                                num_knowledge_layers=num_knowledge_layers,
+                                                **overrides)
+    result = pretrain(data, model, output, tokenizer, settings, resume=resume)
+    last = result["history"][-1] if result["history"] else {}
+    typer.echo(json.dumps({"steps": result["steps"], "resumed_from": result["resumed_from"],
+                           **{k: v for k, v in last.items() if k != "step"}}))

@@ -1,0 +1,187 @@
+"""Relation examples -> model features, built by an :class:`ErnieKGProcessor`.
+
+Why one place: training, evaluation and one-call inference must turn text into inputs
+the same way, and must agree on where entities come from:
+
+* ``"gold"``   the dataset's own KG ids for head and tail (FewRel QIDs), nothing else;
+* ``"linker"`` the processor's linker over the text (head/tail spans included), no ids;
+* ``"both"``   the linker's entities, with the dataset's ids overriding head and tail;
+* ``"none"``   no entities at all: knowledge off, the text-only baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from ernie_kg.data.examples import RelationExample
+from ernie_kg.errors import ErnieKGError
+
+ENTITY_SOURCES = ("gold", "linker", "both", "none")
+
+
+class UnknownLabelError(ErnieKGError, KeyError):
+    """A label that the model's label set does not contain."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """The label set of a classification task, in a fixed (sorted) order."""
+
+    labels: tuple[str, ...]
+
+    @classmethod
+    def from_examples(cls, examples: Iterable[RelationExample]) -> LabelMap:
+        found = sorted({e.label for e in examples if e.label is not None})
+        if not found:
+            raise ValueError("no labelled examples: cannot build a label set")
+        return cls(tuple(found))
+
+    @classmethod
+    def from_config(cls, id2label: Mapping[int | str, str]) -> LabelMap:
+        return cls(tuple(id2label[k] for k in sorted(id2label, key=int)))
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels)}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def encode(self, label: str) -> int:
+        try:
+            return self.label2id[label]
+        except KeyError:
+            raise UnknownLabelError(
+                f"label {label!r} is not in the model's {len(self)} labels "
+                f"({', '.join(self.labels[:5])}{', ...' if len(self) > 5 else ''})"
+            ) from None
+
+
+class FeatureDataset(Dataset):
+    """A list of feature dicts (lists of ints) that ``Trainer`` and DataLoader can index."""
+
+    def __init__(self, features: Sequence[dict[str, Any]]) -> None:
+        self.features = list(features)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.features[index]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(f["input_ids"]) for f in self.features]
+
+    def entity_coverage(self) -> float:
+        """Mean number of aligned entities per example (a quick check that linking ran)."""
+        if not self.features:
+            return 0.0
+        return sum(sum(1 for r in f["entity_ids"] if r) for f in self.features) / len(self)
+
+
+def check_entity_source(entities: str) -> str:
+    if entities not in ENTITY_SOURCES:
+        raise ValueError(f"entities={entities!r}: expected one of {list(ENTITY_SOURCES)}")
+    return entities
+
+
+def relation_features(
+    examples: Sequence[RelationExample],
+    processor: Any,
+    label_map: LabelMap | None = None,
+    entities: str = "gold",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> FeatureDataset:
+    """Encode ``examples`` with ``processor`` (an ``ErnieKGProcessor`` for relation
+    classification), taking entities from ``entities`` (see the module docstring).
+
+    Labels are encoded with ``label_map`` when given (an unknown label raises
+    :class:`UnknownLabelError`); unlabelled examples get no ``labels`` key.
+    """
+    check_entity_source(entities)
+    features: list[dict[str, Any]] = []
+    chunks = range(0, len(examples), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=f"features ({entities})", unit="batch")
+    for start in chunks:
+        chunk = examples[start:start + batch_size]
+        encoded = encode_relations(processor, chunk, entities)
+        for example, feature in zip(chunk, encoded):
+            if label_map is not None and example.label is not None:
+                feature["labels"] = label_map.encode(example.label)
+            features.append(feature)
+    return FeatureDataset(features)
+
+
+def encode_relations(
+    processor: Any, examples: Sequence[RelationExample], entities: str
+) -> list[dict[str, list[int]]]:
+    """One unpadded feature dict per example (``input_ids``, ``attention_mask``,
+    ``token_type_ids``, ``entity_ids``, ``marker_positions``)."""
+    check_entity_source(entities)
+    gold = entities in ("gold", "both")
+    link = entities in ("linker", "both")
+    kwargs: dict[str, Any] = {
+        "head": [e.head for e in examples],
+        "tail": [e.tail for e in examples],
+    }
+    if gold:
+        kwargs["head_id"] = [e.head_id for e in examples]
+        kwargs["tail_id"] = [e.tail_id for e in examples]
+    target = processor if link else _without_linker(processor)
+    encoded = target([e.text for e in examples], **kwargs)
+    features = _unbatch(encoded, len(examples))
+    if entities == "none":
+        for feature in features:
+            feature["entity_ids"] = [0] * len(feature["input_ids"])
+    return features
+
+
+def _without_linker(processor: Any) -> Any:
+    """The processor with its linker switched off (gold ids or no entities only)."""
+    if getattr(processor, "linker", None) is None:
+        return processor
+    import copy
+
+    clone = copy.copy(processor)
+    clone.linker = None
+    return clone
+
+
+def _unbatch(encoded: Mapping[str, Any], count: int) -> list[dict[str, list[int]]]:
+    """Split a (possibly padded, possibly tensor) batch into per-example lists."""
+    columns = {k: _to_list(v) for k, v in encoded.items()}
+    masks = columns.get("attention_mask")
+    features = []
+    for i in range(count):
+        length = int(sum(masks[i])) if masks is not None else len(columns["input_ids"][i])
+        feature = {}
+        for key, values in columns.items():
+            row = values[i]
+            if key == "marker_positions" or not isinstance(row, list):
+                feature[key] = row
+            else:
+                feature[key] = list(row[:length])
+        features.append(feature)
+    return features
+
+
+def _to_list(value: Any) -> list:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return list(value)

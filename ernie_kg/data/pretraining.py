@@ -1,0 +1,360 @@
+"""Pre-training instances: corpus -> sentences -> linked entities -> sentence pairs -> shards.
+
+Why this shape:
+
+* Sentences come from spaCy's rule-based ``sentencizer`` on a blank pipeline, so nothing
+  is downloaded. The same spaCy tokens are the *words* of whole-word masking: English
+  words for English text, and jieba-segmented words for Chinese (spaCy's ``zh`` tokenizer
+  with ``segmenter="jieba"``), as Chinese-BERT-wwm does.
+* Each instance is a sentence pair for next-sentence prediction (50% the true next
+  sentence, 50% a random sentence of another document, BERT's recipe) with each linked
+  entity on the first wordpiece of its mention (:mod:`ernie_kg.linking.alignment`).
+* Entities are stored as indices into the data set's own entity vocabulary
+  (``manifest.json``), not as model rows, so one prepared corpus serves any entity table.
+* Instances are written in safetensors shards of fixed width, read back lazily through
+  memory-mapped slices: a corpus larger than RAM streams.
+
+Layout of a prepared directory: ``manifest.json`` + ``shard-00000.safetensors`` ...,
+each shard holding ``input_ids``, ``token_type_ids``, ``entity_ids`` (vocab index + 1,
+0 = none), ``word_ids`` and ``mention_ids`` (-1 = none), ``lengths`` and
+``next_sentence_label`` (0 = B follows A, 1 = random B, as in Hugging Face BERT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from ernie_kg.errors import DataFormatError
+from ernie_kg.linking.alignment import align_entities
+
+MANIFEST = "manifest.json"
+FIELDS = ("input_ids", "token_type_ids", "entity_ids", "word_ids", "mention_ids")
+FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------- corpus
+def read_documents(path: str | Path) -> Iterator[str]:
+    """Documents of a corpus file: JSONL lines ``{"text": ...}`` (``.jsonl``/``.json``) or
+    plain text with one document per blank-line-separated block."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, None, "corpus file not found")
+    if path.suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataFormatError(path, number, f"invalid JSON: {error.msg}") from None
+                text = record.get("text") if isinstance(record, dict) else None
+                if not isinstance(text, str):
+                    raise DataFormatError(path, number, 'expected an object with a "text" string')
+                if text.strip():
+                    yield text
+        return
+    block: list[str] = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                block.append(line.rstrip("\n"))
+            elif block:
+                yield "\n".join(block)
+                block = []
+    if block:
+        yield "\n".join(block)
+
+
+def sentence_splitter(lang: str = "en"):
+    """A blank spaCy pipeline with the rule-based sentencizer (jieba words for ``zh``)."""
+    import spacy
+
+    if lang == "zh":
+        try:
+            nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {"segmenter": "jieba"}}})
+        except Exception as error:  # jieba missing: spaCy raises its own ImportError/ValueError
+            raise ImportError(
+                "Chinese whole-word masking needs jieba: pip install 'ernie-kg[zh]'"
+            ) from error
+    else:
+        nlp = spacy.blank(lang)
+    nlp.add_pipe("sentencizer")
+    nlp.max_length = 10**8
+    return nlp
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A sentence, its words as char spans, and its linked mentions ``(start, end, id)``."""
+
+    text: str
+    words: tuple[tuple[int, int], ...]
+    mentions: tuple[tuple[int, int, str], ...]
+
+
+def split_documents(
+    documents: Iterable[str], linker: Any, lang: str = "en", batch_size: int = 64
+) -> Iterator[list[Sentence]]:
+    """Per document, its sentences with words and linked (non-NIL) mentions."""
+    nlp = sentence_splitter(lang)
+    for doc in nlp.pipe(documents, batch_size=batch_size):
+        texts, words = [], []
+        for sent in doc.sents:
+            text = sent.text.strip()
+            if not text:
+                continue
+            offset = sent.start_char + sent.text.index(text[0])
+            texts.append(text)
+            words.append(tuple(
+                (t.idx - offset, t.idx - offset + len(t.text)) for t in sent
+                if not t.is_space and t.idx >= offset
+            ))
+        if not texts:
+            continue
+        linked = linker.pipe(texts) if linker is not None else ([] for _ in texts)
+        yield [
+            Sentence(text, spans, tuple(
+                (m.start, m.end, m.entity_id) for m in mentions if m.entity_id is not None
+            ))
+            for text, spans, mentions in zip(texts, words, linked)
+        ]
+
+
+# ---------------------------------------------------------------------- instances
+def sentence_pairs(
+    documents: Sequence[Sequence[Sentence]], seed: int = 0, random_next: float = 0.5
+) -> Iterator[tuple[Sentence, Sentence, int]]:
+    """``(A, B, label)`` for every sentence A that has a successor or a random partner:
+    label 0 when B is A's true next sentence, 1 when B comes from another document."""
+    rng = random.Random(seed)
+    others = [(d, s) for d, doc in enumerate(documents) for s in range(len(doc))]
+    for d, doc in enumerate(documents):
+        for s, first in enumerate(doc):
+            has_next = s + 1 < len(doc)
+            if has_next and rng.random() >= random_next:
+                yield first, doc[s + 1], 0
+                continue
+            for _ in range(10):  # a random sentence from another document
+                od, os_ = others[rng.randrange(len(others))]
+                if od != d:
+                    yield first, documents[od][os_], 1
+                    break
+            else:
+                if has_next:
+                    yield first, doc[s + 1], 0
+
+
+class _EntityVocab:
+    """Entity id -> index + 1, grown as ids are seen (the data set's own vocabulary)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def __call__(self, entity_id: str) -> int:
+        row = self.index.get(entity_id)
+        if row is None:
+            self.ids.append(entity_id)
+            row = self.index[entity_id] = len(self.ids)
+        return row
+
+
+def encode_pair(
+    tokenizer: Any, first: Sentence, second: Sentence, max_length: int, vocab: _EntityVocab
+) -> dict[str, list[int]]:
+    """Token ids, segment ids, first-wordpiece entities, word ids and mention ids of a pair."""
+    encoding = tokenizer(first.text, second.text, truncation="longest_first",
+                         max_length=max_length, return_offsets_mapping=False)
+    length = len(encoding["input_ids"])
+    entity_ids = [0] * length
+    word_ids = [-1] * length
+    mention_ids = [-1] * length
+    item = encoding.encodings[0]
+    word_base = 0
+    mention_base = 0
+    for index, sentence in enumerate((first, second)):
+        rows = align_entities(encoding, sentence.text, sentence.mentions, vocab,
+                              sequence_index=index)
+        for position, row in enumerate(rows):
+            if row:
+                entity_ids[position] = row
+        starts = [start for start, _ in sentence.words]
+        mention_spans = [(s, e) for s, e, _ in sentence.mentions]
+        for position, ((a, b), sid) in enumerate(zip(item.offsets, item.sequence_ids)):
+            if sid != index or b <= a:
+                continue
+            word = _containing(sentence.words, starts, a)
+            if word is not None:
+                word_ids[position] = word_base + word
+            for m, (s, e) in enumerate(mention_spans):
+                if s <= a < e:
+                    mention_ids[position] = mention_base + m
+                    break
+        word_base += len(sentence.words)
+        mention_base += len(mention_spans)
+    return {
+        "input_ids": list(encoding["input_ids"]),
+        "token_type_ids": list(encoding["token_type_ids"]),
+        "entity_ids": entity_ids,
+        "word_ids": word_ids,
+        "mention_ids": mention_ids,
+    }
+
+
+def _containing(words: Sequence[tuple[int, int]], starts: Sequence[int], char: int) -> int | None:
+    from bisect import bisect_right
+
+    k = bisect_right(starts, char) - 1
+    return k if k >= 0 and words[k][0] <= char < words[k][1] else None
+
+
+# ---------------------------------------------------------------------- shards
+def prepare_pretraining_data(
+    corpus: str | Path | Sequence[str | Path],
+    linker: Any,
+    tokenizer: Any,
+    out: str | Path,
+    max_length: int = 128,
+    seed: int = 0,
+    shard_size: int = 4096,
+    lang: str = "en",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Turn corpus file(s) into instance shards in ``out``; returns the manifest.
+
+    Deterministic for a seed. The manifest is written last (atomically), so a directory
+    with a manifest is complete.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
+    documents: list[list[Sentence]] = []
+    for path in paths:
+        texts = read_documents(path)
+        found = split_documents(tqdm(texts, desc=f"linking {Path(path).name}", unit="doc",
+                                     disable=not progress), linker, lang)
+        documents.extend(doc for doc in found if doc)
+    if not documents:
+        raise DataFormatError(paths[0], None, "no sentences found in the corpus")
+    vocab = _EntityVocab()
+    shards: list[dict[str, Any]] = []
+    buffer: list[tuple[dict[str, list[int]], int]] = []
+    pairs = sentence_pairs(documents, seed)
+    for first, second, label in tqdm(pairs, desc="instances", unit="pair", disable=not progress):
+        buffer.append((encode_pair(tokenizer, first, second, max_length, vocab), label))
+        if len(buffer) >= shard_size:
+            shards.append(_write_shard(out, len(shards), buffer, max_length, tokenizer))
+            buffer = []
+    if buffer:
+        shards.append(_write_shard(out, len(shards), buffer, max_length, tokenizer))
+    aligned = sum(s["aligned_entities"] for s in shards)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "num_instances": sum(s["num_instances"] for s in shards),
+        "max_length": max_length,
+        "seed": seed,
+        "lang": lang,
+        "tokenizer": getattr(tokenizer, "name_or_path", ""),
+        "vocab_size": len(tokenizer),
+        "documents": len(documents),
+        "sentences": sum(len(d) for d in documents),
+        "aligned_entities": aligned,
+        "entity_vocab": vocab.ids,
+        "shards": shards,
+    }
+    temporary = out / (MANIFEST + ".tmp")
+    temporary.write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    os.replace(temporary, out / MANIFEST)
+    return manifest
+
+
+def _write_shard(
+    out: Path, number: int, buffer: list[tuple[dict[str, list[int]], int]], width: int,
+    tokenizer: Any,
+) -> dict[str, Any]:
+    count = len(buffer)
+    pad = tokenizer.pad_token_id or 0
+    arrays = {
+        "input_ids": np.full((count, width), pad, dtype=np.int32),
+        "token_type_ids": np.zeros((count, width), dtype=np.int8),
+        "entity_ids": np.zeros((count, width), dtype=np.int32),
+        "word_ids": np.full((count, width), -1, dtype=np.int32),
+        "mention_ids": np.full((count, width), -1, dtype=np.int32),
+    }
+    lengths = np.zeros(count, dtype=np.int32)
+    labels = np.zeros(count, dtype=np.int8)
+    for i, (fields, label) in enumerate(buffer):
+        length = len(fields["input_ids"])
+        lengths[i] = length
+        labels[i] = label
+        for name in FIELDS:
+            arrays[name][i, :length] = fields[name]
+    name = f"shard-{number:05d}.safetensors"
+    temporary = out / (name + ".tmp")
+    save_file({**arrays, "lengths": lengths, "next_sentence_label": labels}, str(temporary))
+    os.replace(temporary, out / name)
+    return {"file": name, "num_instances": count,
+            "aligned_entities": int((arrays["entity_ids"] > 0).sum())}
+
+
+class PretrainingShards:
+    """Random access to prepared instances without loading the shards into RAM."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        manifest_path = self.directory / MANIFEST
+        if not manifest_path.is_file():
+            raise DataFormatError(
+                manifest_path, None,
+                "missing: not a prepared directory (run `ernie-kg pretrain prepare`)",
+            )
+        try:
+            self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise DataFormatError(manifest_path, error.lineno,
+                                  f"invalid JSON: {error.msg}") from None
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise DataFormatError(manifest_path, None,
+                                  f"format_version {self.manifest.get('format_version')!r} "
+                                  f"is not {FORMAT_VERSION}")
+        self.entity_vocab: list[str] = self.manifest["entity_vocab"]
+        counts = [s["num_instances"] for s in self.manifest["shards"]]
+        self._ends = np.cumsum(counts)
+        self._handles: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def _shard(self, number: int) -> Any:
+        handle = self._handles.get(number)
+        if handle is None:
+            path = self.directory / self.manifest["shards"][number]["file"]
+            handle = self._handles[number] = safe_open(str(path), framework="numpy")
+        return handle
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"instance {index} out of range ({len(self)} instances)")
+        number = int(np.searchsorted(self._ends, index, side="right"))
+        local = index - (int(self._ends[number - 1]) if number else 0)
+        shard = self._shard(number)
+        length = int(shard.get_slice("lengths")[local:local + 1][0])
+        item = {name: np.asarray(shard.get_slice(name)[local:local + 1])[0, :length]
+                for name in FIELDS}
+        label = shard.get_slice("next_sentence_label")[local:local + 1]
+        item["next_sentence_label"] = int(label[0])
+        item["index"] = index
+        return item

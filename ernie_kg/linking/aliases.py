@@ -1,0 +1,234 @@
+"""The alias table: surface form -> candidate entities with a prior P(entity | surface).
+
+Counts come from the KG's names (each label/alias counts once) and, optionally, from
+annotated corpora such as FewRel, whose head/tail mentions carry their entity ids. Keys
+are normalised with :func:`~ernie_kg.linking.normalize.normalize`, identically at build
+and lookup time. Counts per exact (cased) surface are kept too: when the caller's casing
+was seen, it sharpens the prior ("General" vs "general"), smoothed towards the
+case-folded prior so unseen casings fall back to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ernie_kg.errors import KGFormatError
+from ernie_kg.kg.graph import KnowledgeGraph
+from ernie_kg.linking.normalize import cased_key, loose_key, normalize
+
+__all__ = ["ALIASES_FILE", "AliasTable"]
+
+#: File name of an alias table stored next to a KG (``KG_DIR/aliases.json``).
+ALIASES_FILE = "aliases.json"
+_FORMAT = "ernie_kg.aliases"
+
+
+class AliasTable:
+    """Surface forms with entity counts; :meth:`candidates` turns them into priors."""
+
+    def __init__(self, case_smoothing: float = 5.0) -> None:
+        if case_smoothing < 0:
+            raise ValueError(f"case_smoothing must be >= 0, not {case_smoothing}")
+        self.case_smoothing = float(case_smoothing)
+        self._raw: dict[str, dict[str, float]] = {}  # surface as given -> entity -> count
+        self._by_key: dict[str, dict[str, float]] = {}  # normalised key -> entity -> count
+        self._by_cased: dict[str, dict[str, float]] = {}
+        self._by_loose: dict[str, set[str]] = {}  # loose key -> normalised keys
+        self._surfaces: dict[str, list[str]] = {}  # normalised key -> surfaces as given
+        self._cache: dict[str, list[tuple[str, float]]] = {}
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_kg(cls, kg: KnowledgeGraph, case_smoothing: float = 5.0) -> AliasTable:
+        """One count for every name (label and aliases) of every KG entity."""
+        table = cls(case_smoothing)
+        for entity in kg.entities.values():
+            for name in entity.names:
+                table.add(name, entity.id)
+        return table
+
+    def add(self, surface: str, entity_id: str, count: float = 1.0) -> None:
+        """Add ``count`` observations of ``surface`` naming ``entity_id``."""
+        if not isinstance(surface, str) or not isinstance(entity_id, str) or not entity_id:
+            raise TypeError("surface and entity_id must be strings (entity_id non-empty)")
+        if count <= 0:
+            raise ValueError(f"count must be positive, not {count} (surface {surface!r})")
+        key = normalize(surface)
+        if not key:
+            return  # nothing to match: whitespace only
+        self._cache.clear()
+        for table, k in ((self._raw, surface), (self._by_key, key),
+                         (self._by_cased, cased_key(surface))):
+            counts = table.setdefault(k, {})
+            counts[entity_id] = counts.get(entity_id, 0.0) + float(count)
+        surfaces = self._surfaces.setdefault(key, [])
+        if surface not in surfaces:
+            surfaces.append(surface)
+        loose = loose_key(surface)
+        if loose:
+            self._by_loose.setdefault(loose, set()).add(key)
+
+    def update(self, other: AliasTable) -> AliasTable:
+        """Add every count of ``other``; returns self."""
+        for surface, counts in other._raw.items():
+            for entity_id, count in counts.items():
+                self.add(surface, entity_id, count)
+        return self
+
+    def add_fewrel(self, data: str | Path | Mapping[str, Any]) -> AliasTable:
+        """Count the head/tail mentions of a FewRel file or dict (name and span text).
+
+        The span text (as written in the sentence, case kept) counts once per mention;
+        the annotated name counts too when it normalises differently.
+        """
+        from ernie_kg.linking.fewrel import fewrel_mentions
+
+        for mention in fewrel_mentions(data):
+            self.add(mention.span_text, mention.entity_id)
+            if normalize(mention.name) != normalize(mention.span_text):
+                self.add(mention.name, mention.entity_id)
+        return self
+
+    # ------------------------------------------------------------------ lookup
+    def candidates(self, surface: str) -> list[tuple[str, float]]:
+        """Entities ``surface`` may name, with P(entity | surface), best first."""
+        cached = self._cache.get(surface)
+        if cached is not None:
+            return cached
+        result = self.key_candidates(normalize(surface), cased_key(surface))
+        if len(self._cache) > 200_000:
+            self._cache.clear()
+        self._cache[surface] = result
+        return result
+
+    def key_candidates(self, key: str, cased: str | None = None) -> list[tuple[str, float]]:
+        """Candidates of a normalised key; ``cased`` (a :func:`cased_key`) sharpens them."""
+        counts = self._by_key.get(key)
+        if not counts:
+            return []
+        total = sum(counts.values())
+        exact = self._by_cased.get(cased) if cased is not None else None
+        if exact and self.case_smoothing > 0:
+            exact_total = sum(exact.values())
+            denominator = exact_total + self.case_smoothing
+            priors = {
+                e: (exact.get(e, 0.0) + self.case_smoothing * c / total) / denominator
+                for e, c in counts.items()
+            }
+        elif exact:
+            exact_total = sum(exact.values())
+            priors = {e: exact.get(e, 0.0) / exact_total for e in counts}
+        else:
+            priors = {e: c / total for e, c in counts.items()}
+        return sorted(priors.items(), key=lambda item: (-item[1], item[0]))
+
+    def loose_keys(self, surface: str) -> list[str]:
+        """Normalised keys sharing ``surface``'s punctuation-free form."""
+        return sorted(self._by_loose.get(loose_key(surface), ()))
+
+    def __contains__(self, surface: object) -> bool:
+        return isinstance(surface, str) and normalize(surface) in self._by_key
+
+    def __len__(self) -> int:
+        """Number of distinct normalised keys."""
+        return len(self._by_key)
+
+    def __bool__(self) -> bool:
+        return True  # an empty table is still a table
+
+    def keys(self) -> Iterator[str]:
+        """The normalised keys."""
+        return iter(self._by_key)
+
+    def surfaces(self, key: str) -> list[str]:
+        """The surfaces (as added) behind a normalised key."""
+        return list(self._surfaces.get(key, ()))
+
+    def counts(self, key: str) -> dict[str, float]:
+        """Raw entity counts of a normalised key."""
+        return dict(self._by_key.get(key, {}))
+
+    def entity_ids(self) -> set[str]:
+        """Every entity with at least one alias."""
+        return {e for counts in self._by_key.values() for e in counts}
+
+    def __repr__(self) -> str:
+        return f"AliasTable({len(self)} keys, {len(self.entity_ids())} entities)"
+
+    # ------------------------------------------------------------------ storage
+    def to_json(self) -> dict[str, Any]:
+        rows = [[s, e, c] for s, counts in self._raw.items() for e, c in counts.items()]
+        return {"format": _FORMAT, "version": 1, "case_smoothing": self.case_smoothing,
+                "aliases": rows}
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON (a directory gets ``aliases.json``); :meth:`load` reads it back."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / ALIASES_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
+        os.replace(temporary, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> AliasTable:
+        """Read :meth:`save`'s JSON; a KG directory's ``aliases.json`` when given a folder."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / ALIASES_FILE
+        if not path.exists():
+            raise KGFormatError(path, None, "missing: no alias table here")
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise KGFormatError(path, error.lineno, f"invalid JSON: {error.msg}") from None
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise KGFormatError(path, None, f"not an alias table (expected format {_FORMAT!r})")
+        table = cls(float(payload.get("case_smoothing", 5.0)))
+        for number, row in enumerate(payload.get("aliases", []), start=1):
+            if (not isinstance(row, list) or len(row) != 3 or not isinstance(row[0], str)
+                    or not isinstance(row[1], str) or not isinstance(row[2], (int, float))
+                    or row[2] <= 0):
+                raise KGFormatError(
+                    path, None, f"alias row {number}: expected [surface, entity_id, count > 0]"
+                )
+            table.add(row[0], row[1], row[2])
+        return table
+
+    @classmethod
+    def coerce(
+        cls,
+        value: AliasTable | str | Path | Mapping[str, Any] | Iterable[tuple] | None,
+    ) -> AliasTable:
+        """An alias table from a table, a saved file, a FewRel dict/file, a
+        ``{surface: entity_id | [entity_ids]}`` mapping or ``(surface, id[, count])`` rows."""
+        if value is None:
+            return cls()
+        if isinstance(value, AliasTable):
+            return value
+        if isinstance(value, (str, Path)):
+            path = Path(value)
+            if path.is_dir() or path.name.endswith(ALIASES_FILE):
+                return cls.load(path)
+            try:
+                return cls.load(path)
+            except KGFormatError:
+                return cls().add_fewrel(path)
+        table = cls()
+        if isinstance(value, Mapping):
+            if value and all(isinstance(v, list) and v and isinstance(v[0], dict)
+                             for v in value.values()):
+                return table.add_fewrel(value)
+            for surface, ids in value.items():
+                for entity_id in [ids] if isinstance(ids, str) else ids:
+                    table.add(surface, entity_id)
+            return table
+        for row in value:
+            table.add(*row)
+        return table

@@ -1,0 +1,148 @@
+"""Mention detection: a spaCy ``PhraseMatcher`` over the alias table, optional NER.
+
+A private ``spacy.blank(lang)`` pipeline tokenizes, so detection needs no downloaded
+model. Its vocabulary's NORM getter is :func:`~ernie_kg.linking.normalize.token_norm`
+(case-folded, accents stripped), computed once per word type, and the matcher compares
+NORMs, so "FÉLIX Trinidad" matches the alias "felix trinidad" at no per-token cost.
+The vocabulary is private, so a user's own pipeline keeps its norms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import spacy
+from spacy.attrs import NORM
+from spacy.language import Language
+from spacy.matcher import PhraseMatcher
+from spacy.tokens import Doc
+
+from ernie_kg.errors import ErnieKGError
+from ernie_kg.linking.aliases import AliasTable
+from ernie_kg.linking.normalize import token_norm
+
+__all__ = ["LinkerConfigError", "Mention", "MentionDetector", "load_spacy_model"]
+
+
+class LinkerConfigError(ErnieKGError, ValueError):
+    """The linker was configured with something unusable (e.g. a missing spaCy model)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """A detected span: half-open char and token offsets, its alias key, its source."""
+
+    start: int
+    end: int
+    key: str  # normalised alias key ("" when the span is not an alias)
+    token_start: int
+    token_end: int
+    source: str = "alias"  # "alias" or "ner"
+
+
+def load_spacy_model(name: str) -> Language:
+    """``spacy.load(name)``, else the installed model package whose name starts with it."""
+    try:
+        return spacy.load(name)
+    except OSError:
+        pass
+    for installed in sorted(spacy.util.get_installed_models()):
+        if installed.startswith(name):
+            return spacy.load(installed)
+    raise LinkerConfigError(
+        f"spaCy model {name!r} is not installed (needed because use_ner=True); install it "
+        "(e.g. `pip install ernie-kg[ner]`) or set use_ner=False"
+    )
+
+
+class MentionDetector:
+    """Finds alias occurrences (longest match wins, no overlaps) and optional NER spans."""
+
+    def __init__(
+        self,
+        aliases: AliasTable,
+        lang: str = "en",
+        use_ner: bool = False,
+        ner_model: str = "en_core_web_sm",
+        skip_stop_words: bool = True,
+        min_chars: int = 2,
+    ) -> None:
+        self.aliases = aliases
+        self.use_ner = use_ner
+        self.ner_model = ner_model
+        self.nlp = spacy.blank(lang)
+        vocab = self.nlp.vocab
+        vocab.lex_attr_getters[NORM] = token_norm
+        for lexeme in vocab:
+            lexeme.norm_ = token_norm(lexeme.orth_)
+        self.matcher = PhraseMatcher(vocab, attr="NORM")
+        self._key_of: dict[int, str] = {}
+        self._ner: Language | None = None
+        self._add_patterns(skip_stop_words, min_chars)
+        # Tokenizing the aliases filled the tokenizer's chunk cache (10,000 entries);
+        # re-setting the rules gives a fresh one, so running text gets the cache.
+        self.nlp.tokenizer.rules = self.nlp.tokenizer.rules
+
+    def _add_patterns(self, skip_stop_words: bool, min_chars: int) -> None:
+        keys = [k for k in self.aliases.keys() if len(k.replace(" ", "")) >= min_chars]
+        surfaces = [(k, s) for k in keys for s in self.aliases.surfaces(k)]
+        patterns: dict[str, dict[tuple, Doc]] = {}
+        for (key, _), doc in zip(surfaces, self.nlp.tokenizer.pipe(s for _, s in surfaces)):
+            if not len(doc):
+                continue
+            if skip_stop_words and all(t.is_stop or t.is_punct for t in doc):
+                continue  # "the", "his mother": would fire everywhere
+            patterns.setdefault(key, {}).setdefault(tuple(t.norm for t in doc), doc)
+        for key, docs in patterns.items():
+            self._key_of[self.nlp.vocab.strings.add(key)] = key
+            self.matcher.add(key, list(docs.values()))
+
+    # ------------------------------------------------------------------ spaCy docs
+    def make_doc(self, text: str) -> Doc:
+        return self.nlp.make_doc(text)
+
+    def docs(self, texts: Iterable[str]) -> Iterator[tuple[str, Doc]]:
+        """``(text, doc)`` pairs (``doc.text`` would rebuild the string token by token)."""
+        make_doc = self.nlp.make_doc
+        for text in texts:
+            yield text, make_doc(text)
+
+    @property
+    def ner(self) -> Language:
+        """The NER pipeline, loaded on first use."""
+        if self._ner is None:
+            self._ner = load_spacy_model(self.ner_model)
+        return self._ner
+
+    # ------------------------------------------------------------------ detection
+    def detect(self, doc: Doc, ner_spans: Iterable[tuple[int, int]] = ()) -> list[Mention]:
+        """Alias matches of ``doc`` (longest first, no overlaps) plus non-overlapping
+        ``ner_spans`` (char spans), sorted by start."""
+        matches = self.matcher(doc)
+        if len(matches) > 1:
+            matches.sort(key=lambda m: (m[1] - m[2], m[1]))
+        taken = bytearray(len(doc))
+        key_of = self._key_of
+        found = []
+        for match_id, start, end in matches:
+            if 1 in taken[start:end]:
+                continue
+            taken[start:end] = b"\x01" * (end - start)
+            last = doc[end - 1]
+            found.append(Mention(doc[start].idx, last.idx + len(last), key_of[match_id],
+                                 start, end))
+        for char_start, char_end in ner_spans:
+            span = doc.char_span(char_start, char_end, alignment_mode="expand")
+            if span is None or 1 in taken[span.start:span.end]:
+                continue
+            taken[span.start:span.end] = b"\x01" * len(span)
+            found.append(Mention(char_start, char_end, "", span.start, span.end, "ner"))
+        if len(found) > 1:
+            found.sort(key=lambda m: m.start)
+        return found
+
+    def ner_spans(self, texts: Iterable[str], batch_size: int = 64) -> Iterator[list]:
+        """Char spans of the NER pipeline's entities, one list per text."""
+        for doc in self.ner.pipe(texts, batch_size=batch_size):
+            yield [(ent.start_char, ent.end_char) for ent in doc.ents]

@@ -1,0 +1,59 @@
+"""Text normalisation shared by alias building and lookup.
+
+The same functions run when the alias table is built and when text is looked up, so a
+surface form matches however it is cased, accented, quoted or spaced around punctuation
+("Rolls-Royce", "rolls - royce" and "ROLLS–ROYCE" share one key).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+__all__ = ["cased_key", "loose_key", "normalize", "token_norm"]
+
+# Typographic variants NFKC leaves alone but writers use interchangeably.
+_PUNCT_MAP = str.maketrans(
+    {
+        "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "`": "'",
+        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
+        "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
+        "\u2015": "-", "\u2212": "-",
+    }
+)
+_PIECES = re.compile(r"\w+|[^\w\s]")
+_CACHE_SIZE = 1 << 17
+
+
+def _fold(text: str) -> str:
+    """NFKC, typographic punctuation to ASCII, accents stripped (case kept)."""
+    text = unicodedata.normalize("NFKC", text).translate(_PUNCT_MAP)
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return unicodedata.normalize("NFC", stripped)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def cased_key(text: str) -> str:
+    """Like :func:`normalize` but keeping case: the key of the case-sensitive prior."""
+    return " ".join(_PIECES.findall(_fold(text)))
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def normalize(text: str) -> str:
+    """The alias key: folded, case-folded, words and punctuation marks space-separated."""
+    return " ".join(_PIECES.findall(_fold(text).casefold()))
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def loose_key(text: str) -> str:
+    """:func:`normalize` without punctuation: the back-off key ("lieutenant-colonel")."""
+    return " ".join(p for p in normalize(text).split(" ") if p[:1].isalnum() or "_" in p)
+
+
+def token_norm(token: str) -> str:
+    """The per-token norm the phrase matcher compares (set as spaCy's NORM getter)."""
+    return _fold(token).casefold()

@@ -1,0 +1,62 @@
+"""ERNIE-KG fusion encoder: config, base model, heads, outputs (Hugging Face classes).
+
+Importing this package registers ``model_type="ernie_kg"`` with ``AutoConfig``,
+``AutoModel``, ``AutoModelForSequenceClassification`` (relation classification) and
+``AutoModelForPreTraining``.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
+)
+
+from ernie_kg.modeling.configuration import LAYER_TYPES, ErnieKGConfig, default_layer_types
+from ernie_kg.modeling.heads import (
+    ErnieKGEntityPredictionHead,
+    ErnieKGForEntityTyping,
+    ErnieKGForPreTraining,
+    ErnieKGForRelationClassification,
+)
+from ernie_kg.modeling.modeling import (
+    ENTITY_IDS_FILE,
+    EntityLayout,
+    ErnieKGAggregatorLayer,
+    ErnieKGEncoder,
+    ErnieKGEntityAttention,
+    ErnieKGModel,
+    ErnieKGPreTrainedModel,
+)
+from ernie_kg.modeling.outputs import (
+    ErnieKGClassifierOutput,
+    ErnieKGModelOutput,
+    ErnieKGPreTrainingOutput,
+)
+
+AutoConfig.register(ErnieKGConfig.model_type, ErnieKGConfig, exist_ok=True)
+AutoModel.register(ErnieKGConfig, ErnieKGModel, exist_ok=True)
+AutoModelForSequenceClassification.register(
+    ErnieKGConfig, ErnieKGForRelationClassification, exist_ok=True
+)
+AutoModelForPreTraining.register(ErnieKGConfig, ErnieKGForPreTraining, exist_ok=True)
+
+__all__ = [
+    "ENTITY_IDS_FILE",
+    "LAYER_TYPES",
+    "EntityLayout",
+    "ErnieKGAggregatorLayer",
+    "ErnieKGClassifierOutput",
+    "ErnieKGConfig",
+    "ErnieKGEncoder",
+    "ErnieKGEntityAttention",
+    "ErnieKGEntityPredictionHead",
+    "ErnieKGForEntityTyping",
+    "ErnieKGForPreTraining",
+    "ErnieKGForRelationClassification",
+    "ErnieKGModel",
+    "ErnieKGModelOutput",
+    "ErnieKGPreTrainedModel",
+    "ErnieKGPreTrainingOutput",
+    "default_layer_types",
+]

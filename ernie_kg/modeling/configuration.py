@@ -1,0 +1,126 @@
+"""Configuration of the ERNIE-KG fusion encoder: a BERT config plus the knowledge layout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import BertConfig
+
+#: Layer kinds, named as in the released ERNIE code (``code/knowledge_bert/modeling.py``):
+#: "sim" is a plain BERT layer, "mix" fuses entities without entity self-attention (it
+#: starts the entity stream), "norm" is a full K-Encoder aggregator.
+LAYER_TYPES = ("sim", "mix", "norm")
+
+#: Keys of a backbone config that describe the checkpoint or its old task, not the encoder.
+_BACKBONE_ONLY_KEYS = ("model_type", "architectures", "_name_or_path", "transformers_version",
+                       "id2label", "label2id", "num_labels", "problem_type")
+
+
+def default_layer_types(num_hidden_layers: int, num_knowledge_layers: int) -> list[str]:
+    """The paper's layout: the last M layers are full aggregators ("norm").
+
+    The layer just before them becomes a "mix" layer that starts the entity stream, as in
+    the released ERNIE: M=6 on a 12-layer BERT-base gives ``sim*5 + mix + norm*6``. When
+    M equals the depth there is no room for it and every layer is "norm"; M=0 is the
+    plain backbone.
+    """
+    if not 0 <= num_knowledge_layers <= num_hidden_layers:
+        raise ValueError(
+            f"num_knowledge_layers={num_knowledge_layers} must lie in [0, num_hidden_layers="
+            f"{num_hidden_layers}]"
+        )
+    if num_knowledge_layers == 0:
+        return ["sim"] * num_hidden_layers
+    num_plain = num_hidden_layers - num_knowledge_layers
+    if num_plain == 0:
+        return ["norm"] * num_hidden_layers
+    return ["sim"] * (num_plain - 1) + ["mix"] + ["norm"] * num_knowledge_layers
+
+
+@strict
+class ErnieKGConfig(BertConfig):
+    r"""A :class:`~transformers.BertConfig` plus the fields of the knowledge stream.
+
+    Args:
+        num_knowledge_layers: M, the number of full aggregator (K-Encoder) layers at the
+            top; ``None`` means half the depth (ERNIE's 6 of 12). Ignored when
+            ``layer_types`` is given, and then set to the number of "norm" layers.
+        layer_types: one of "sim" / "mix" / "norm" per backbone layer; derived from
+            ``num_knowledge_layers`` by :func:`default_layer_types` when ``None``.
+        entity_dim: size of the entity vectors (100: TransE as in ERNIE).
+        entity_attention_heads: heads of the entity self-attention (4 in ERNIE).
+        num_entities: rows of the entity table without the "no entity" row 0.
+        freeze_entity_table: keep the KG vectors fixed while training (ERNIE does).
+        rc_classifier: relation classification over the pooled "[CLS]" state (``"cls"``,
+            the paper) or over the concatenated head/tail marker states (``"markers"``).
+        typing_classifier: the same choice for entity typing (one mention marker).
+        typing_threshold: probability above which an entity type is predicted.
+        entity_table_sha256: :meth:`EntityEmbeddings.content_hash` of the table, checked
+            when a saved model is loaded.
+    """
+
+    model_type = "ernie_kg"
+
+    num_knowledge_layers: int | None = None
+    layer_types: list[str] | None = None
+    entity_dim: int = 100
+    entity_attention_heads: int = 4
+    num_entities: int = 0
+    freeze_entity_table: bool = True
+    rc_classifier: str = "cls"
+    typing_classifier: str = "cls"
+    typing_threshold: float = 0.5
+    entity_table_sha256: str | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.layer_types is None:
+            if self.num_knowledge_layers is None:
+                self.num_knowledge_layers = self.num_hidden_layers // 2
+            self.layer_types = default_layer_types(
+                self.num_hidden_layers, self.num_knowledge_layers
+            )
+        else:
+            self.layer_types = list(self.layer_types)
+            self.num_knowledge_layers = self.layer_types.count("norm")
+        super().__post_init__(**kwargs)
+
+    # Validators run by ``@strict``; HF's own ``validate_layer_type`` would reject our kinds.
+    def validate_layer_type(self) -> None:
+        if len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(
+                f"layer_types has {len(self.layer_types)} entries, expected num_hidden_layers="
+                f"{self.num_hidden_layers}"
+            )
+        unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
+        if unknown:
+            raise ValueError(f"layer_types: unknown kinds {unknown}; allowed {list(LAYER_TYPES)}")
+
+    def validate_knowledge_fields(self) -> None:
+        if self.entity_dim % self.entity_attention_heads:
+            raise ValueError(
+                f"entity_dim={self.entity_dim} is not a multiple of entity_attention_heads="
+                f"{self.entity_attention_heads}"
+            )
+        if self.num_entities < 0:
+            raise ValueError(f"num_entities={self.num_entities} must be >= 0")
+        for field, value in (("rc_classifier", self.rc_classifier),
+                             ("typing_classifier", self.typing_classifier)):
+            if value not in ("cls", "markers"):
+                raise ValueError(f"{field}={value!r}: expected 'cls' or 'markers'")
+        if not 0.0 < self.typing_threshold < 1.0:
+            raise ValueError(f"typing_threshold={self.typing_threshold} must lie in (0, 1)")
+
+    @property
+    def knowledge_layer_indices(self) -> list[int]:
+        """Indices of the layers that read the entity stream ("mix" or "norm")."""
+        return [i for i, kind in enumerate(self.layer_types) if kind != "sim"]
+
+    @classmethod
+    def from_backbone_config(cls, backbone: BertConfig, **overrides: Any) -> ErnieKGConfig:
+        """This config with every BERT field copied from ``backbone``."""
+        values = backbone.to_dict()
+        for key in _BACKBONE_ONLY_KEYS:
+            values.pop(key, None)
+        values.update(overrides)
+        return cls(**values)

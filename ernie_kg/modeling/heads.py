@@ -1,0 +1,265 @@
+"""Task heads: thin subclasses over :class:`ErnieKGModel`, as in Hugging Face models.
+
+Marker tokens (the paper's [HD]/[TL] around head and tail, [ENT] around a typed mention)
+are inserted by the feature builder; a head only needs their positions when it
+classifies from marker states (``config.rc_classifier`` / ``typing_classifier`` =
+``"markers"``) instead of the pooled [CLS] state (the paper).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import BertForPreTraining, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.models.bert.modeling_bert import BertPreTrainingHeads
+from transformers.utils import logging as hf_logging
+
+from ernie_kg.modeling.configuration import ErnieKGConfig
+from ernie_kg.modeling.modeling import ErnieKGModel, ErnieKGPreTrainedModel
+from ernie_kg.modeling.outputs import ErnieKGClassifierOutput, ErnieKGPreTrainingOutput
+
+
+class _ErnieKGClassifierHead(ErnieKGPreTrainedModel):
+    """Shared body of the sentence-level heads: features, dropout, one linear layer."""
+
+    _classifier_field = "rc_classifier"
+    _num_markers = 2
+
+    def __init__(self, config: ErnieKGConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.use_markers = getattr(config, self._classifier_field) == "markers"
+        # The pooler is only built when read: the marker classifier ignores [CLS].
+        self.ernie = ErnieKGModel(config, add_pooling_layer=not self.use_markers)
+        dropout = config.classifier_dropout
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        width = config.hidden_size * (self._num_markers if self.use_markers else 1)
+        self.classifier = nn.Linear(width, config.num_labels)
+        self.post_init()
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _features(self, sequence_output: torch.Tensor, pooled: torch.Tensor | None,
+                  marker_positions: torch.Tensor | None) -> torch.Tensor:
+        if not self.use_markers:
+            return pooled
+        batch, _, hidden = sequence_output.shape
+        expected = (batch, self._num_markers)
+        if marker_positions is None or tuple(marker_positions.shape) != expected:
+            got = None if marker_positions is None else tuple(marker_positions.shape)
+            raise ValueError(
+                f"{self._classifier_field}='markers' needs marker_positions of shape "
+                f"{expected}, got {got}"
+            )
+        index = marker_positions.long()[:, :, None].expand(-1, -1, hidden)
+        return sequence_output.gather(1, index).reshape(batch, self._num_markers * hidden)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        entity_ids: torch.Tensor | None = None,
+        marker_positions: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ErnieKGClassifierOutput | tuple:
+        """``logits`` ``[B, num_labels]``; ``loss`` when ``labels`` are given."""
+        if return_dict is None:
+            return_dict = self.config.return_dict
+        outputs = self.ernie(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            entity_ids=entity_ids,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        features = self._features(outputs.last_hidden_state, outputs.pooler_output,
+                                  marker_positions)
+        logits = self.classifier(self.dropout(features))
+        result = ErnieKGClassifierOutput(
+            loss=self._loss(logits, labels) if labels is not None else None,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            entity_hidden_states=outputs.entity_hidden_states,
+        )
+        return result if return_dict else result.to_tuple()
+
+
+class ErnieKGForRelationClassification(_ErnieKGClassifierHead):
+    """Relation classification: pooled [CLS] (ERNIE) or the head/tail start-marker states
+    concatenated (``rc_classifier="markers"``, ``marker_positions`` ``[B, 2]``); ``labels``
+    ``[B]`` class ids, cross-entropy."""
+
+    _classifier_field = "rc_classifier"
+    _num_markers = 2
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1).long())
+
+
+class ErnieKGForEntityTyping(_ErnieKGClassifierHead):
+    """Entity typing: multi-label, ``labels`` ``[B, C]`` multi-hot floats, BCE with logits.
+
+    Classifies pooled [CLS] (ERNIE) or the mention start-marker state
+    (``typing_classifier="markers"``, ``marker_positions`` ``[B, 1]``); a type is predicted
+    when its probability exceeds ``config.typing_threshold`` (:meth:`predict`).
+    """
+
+    _classifier_field = "typing_classifier"
+    _num_markers = 1
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """Boolean ``[B, C]`` decisions: sigmoid(logit) > ``config.typing_threshold``."""
+        return torch.sigmoid(logits) > self.config.typing_threshold
+
+
+class ErnieKGEntityPredictionHead(nn.Module):
+    """dEA transform (ERNIE's ``BertEntPredictionHead``): token state -> entity space."""
+
+    def __init__(self, config: ErnieKGConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.entity_dim)
+        self.transform_act_fn = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.entity_dim, eps=config.layer_norm_eps)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.transform_act_fn(self.dense(states)))
+
+
+class ErnieKGForPreTraining(ErnieKGPreTrainedModel):
+    """Masked LM + next-sentence prediction + denoising entity auto-encoder (dEA).
+
+    ``labels`` ``[B, L]`` (MLM, -100 ignored), ``next_sentence_label`` ``[B]`` and
+    ``entity_labels`` ``[B, L]`` (the original entity row of each aligned token, -100 or
+    0 ignored; see :func:`ernie_kg.data.dea_noise`). dEA scores each labelled token
+    against the entities present in the batch (ERNIE's code; the paper uses the
+    sequence's), through the entity table itself; ``entity_candidates`` (rows) adds to
+    that set, so a batch split over processes can score against the whole global
+    batch's entities. The total loss is the unweighted sum.
+    """
+
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "ernie.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: ErnieKGConfig) -> None:
+        super().__init__(config)
+        self.ernie = ErnieKGModel(config)
+        self.cls = BertPreTrainingHeads(config)
+        self.entity_predictions = ErnieKGEntityPredictionHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    @classmethod
+    def _load_backbone(cls, path: str) -> tuple[PreTrainedModel, dict[str, Any]]:
+        """Reuse the checkpoint's MLM/NSP heads when it has them (BERT-base does)."""
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # MiniLM has no heads: silence "newly initialized"
+        try:
+            full, info = BertForPreTraining.from_pretrained(path, output_loading_info=True)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        missing = set(info["missing_keys"])
+        heads = {f"cls.{k}": v for k, v in full.cls.state_dict().items()
+                 if f"cls.{k}" not in missing and not k.startswith("predictions.decoder")}
+        return full.bert, heads
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        entity_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        next_sentence_label: torch.Tensor | None = None,
+        entity_labels: torch.Tensor | None = None,
+        entity_candidates: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ErnieKGPreTrainingOutput | tuple:
+        if return_dict is None:
+            return_dict = self.config.return_dict
+        outputs = self.ernie(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            entity_ids=entity_ids,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        sequence_output = outputs.last_hidden_state
+        prediction_logits, nsp_logits = self.cls(sequence_output, outputs.pooler_output)
+        mlm_loss = nsp_loss = None
+        if labels is not None:
+            mlm_loss = F.cross_entropy(
+                prediction_logits.view(-1, self.config.vocab_size), labels.view(-1),
+                ignore_index=-100,
+            )
+        if next_sentence_label is not None:
+            nsp_loss = F.cross_entropy(nsp_logits.view(-1, 2), next_sentence_label.view(-1))
+        entity_logits, candidates, dea_loss = self._dea(sequence_output, entity_ids,
+                                                        entity_labels, entity_candidates)
+        losses = [x for x in (mlm_loss, nsp_loss, dea_loss) if x is not None]
+        result = ErnieKGPreTrainingOutput(
+            loss=sum(losses[1:], losses[0]) if losses else None,
+            prediction_logits=prediction_logits,
+            seq_relationship_logits=nsp_logits,
+            entity_logits=entity_logits,
+            entity_candidates=candidates,
+            mlm_loss=mlm_loss,
+            nsp_loss=nsp_loss,
+            dea_loss=dea_loss,
+            hidden_states=outputs.hidden_states,
+            entity_hidden_states=outputs.entity_hidden_states,
+        )
+        return result if return_dict else result.to_tuple()
+
+    def _dea(
+        self,
+        sequence_output: torch.Tensor,
+        entity_ids: torch.Tensor | None,
+        entity_labels: torch.Tensor | None,
+        entity_candidates: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """(logits [P, K], candidate rows [K], loss) of the dEA task, or Nones."""
+        present = [t[t > 0] for t in (entity_labels, entity_ids, entity_candidates)
+                   if t is not None]
+        if not present:
+            return None, None, None
+        candidates = torch.unique(torch.cat(present))
+        if candidates.numel() == 0:
+            return None, None, None
+        if int(candidates[-1]) > self.config.num_entities:
+            raise ValueError(
+                f"entity_labels/entity_ids hold row {int(candidates[-1])}, beyond "
+                f"num_entities={self.config.num_entities}"
+            )
+        positions = (entity_labels if entity_labels is not None else entity_ids) > 0
+        if not bool(positions.any()):
+            return None, candidates, None
+        table = self.ernie.entity_embeddings.weight
+        states = self.entity_predictions(sequence_output[positions])
+        logits = states @ table[candidates].to(states.dtype).T
+        loss = None
+        if entity_labels is not None:
+            targets = torch.searchsorted(candidates, entity_labels[positions])
+            loss = F.cross_entropy(logits, targets)
+        return logits, candidates, loss

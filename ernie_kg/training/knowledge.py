@@ -1,0 +1,83 @@
+"""The knowledge side of a relation-classification run: KG + aliases from FewRel files.
+
+Why: a FewRel file is also knowledge. Its (head, relation, tail) QID facts go into the
+KG that TransE embeds, and its mention names go into the alias table the linker uses;
+a background KG (e.g. CoDEx-M) adds structure around them. Which files count decides the
+setting: the training split only ("open") or also the evaluation split ("closed", as in
+ERNIE, whose Wikidata held the test facts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ernie_kg.kg.embeddings import EntityEmbeddings
+from ernie_kg.kg.graph import KnowledgeGraph
+from ernie_kg.linking.aliases import AliasTable
+from ernie_kg.linking.fewrel import fewrel_kg, read_fewrel
+
+FewRelSource = str | Path | Mapping[str, Any]
+
+
+def merge_fewrel(sources: Sequence[FewRelSource]) -> dict[str, list[dict[str, Any]]]:
+    """One FewRel dict holding every instance of every source (relation lists joined)."""
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for source in sources:
+        for relation, instances in read_fewrel(source).items():
+            merged.setdefault(relation, []).extend(instances)
+    return merged
+
+
+def flatten_splits(kg: KnowledgeGraph) -> KnowledgeGraph:
+    """All of ``kg``'s triples (train, valid and test) as training triples."""
+    return KnowledgeGraph.from_triples(
+        list(dict.fromkeys(kg.triples)),
+        entities=kg.entities.values(),
+        relations=kg.relations.values(),
+    )
+
+
+def fewrel_knowledge(
+    sources: Sequence[FewRelSource],
+    background: KnowledgeGraph | str | Path | None = None,
+) -> tuple[KnowledgeGraph, AliasTable]:
+    """The KG (facts of ``sources`` + every split of ``background``) and the alias table
+    (names of the KG entities + every mention of ``sources``, counted)."""
+    data = merge_fewrel(sources)
+    kg = fewrel_kg(data) if data else None
+    if background is not None:
+        if not isinstance(background, KnowledgeGraph):
+            background = KnowledgeGraph.load(background)
+        background = flatten_splits(background)
+        # the background's metadata (labels, aliases, types) wins over FewRel names
+        kg = background if kg is None else background.merged_with(kg)
+    if kg is None:
+        raise ValueError("no knowledge: give FewRel sources or a background KG")
+    aliases = AliasTable.from_kg(kg)
+    if data:
+        aliases.add_fewrel(data)
+    return kg, aliases
+
+
+def relation_knowledge(
+    sources: Sequence[FewRelSource],
+    background: KnowledgeGraph | str | Path | None = None,
+    embeddings: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    **embedding_settings: Any,
+) -> tuple[KnowledgeGraph, EntityEmbeddings, AliasTable]:
+    """:func:`fewrel_knowledge` plus entity vectors: loaded from ``embeddings`` (a saved
+    table), else TransE trained with PyKEEN and cached by content hash in ``cache_dir``."""
+    from ernie_kg.kg.cache import cached_entity_embeddings
+    from ernie_kg.paths import PROJECT_ROOT
+
+    kg, aliases = fewrel_knowledge(sources, background)
+    if embeddings is not None:
+        table = EntityEmbeddings.load(embeddings, mmap=False)
+    else:
+        cache = Path(cache_dir) if cache_dir is not None else PROJECT_ROOT / "cache" / "kg"
+        table = cached_entity_embeddings(kg, cache, progress=progress, **embedding_settings)
+    return kg, table, aliases

@@ -1,0 +1,439 @@
+"""Knowledge-aware pre-training loop: MLM + NSP + dEA, resumable, single or distributed.
+
+Why a hand-written loop rather than ``Trainer``: exact resume and exact equivalence
+between one process and N processes need control over three things ``Trainer`` hides:
+
+* **Data order is a function of the step.** Epoch ``e`` visits the instances in the
+  permutation drawn from ``seed + e``; optimizer step ``s`` takes the next ``global_batch``
+  of them. A checkpoint therefore needs only the step number to resume the stream.
+* **Corruption is a function of the instance** (:class:`PretrainingCollator`): every
+  process collates the whole global batch (cheap) and keeps its own rows, so the masks,
+  the dEA noise and the dEA candidate set (the entities of the global batch, as ERNIE's
+  collate_fn) do not depend on the number of processes.
+* **Losses are normalised over the global batch**: each micro-batch's mean losses are
+  reweighted by its share of the global batch's masked tokens / aligned entities /
+  pairs, so summing over accumulation steps and averaging over processes (DDP) gives
+  exactly the global mean. Dropout draws from a generator reseeded at every step.
+
+Checkpoints (model, optimizer, scheduler, step) are written to a temporary directory and
+renamed into place, so a killed run never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ernie_kg.data.masking import IGNORE_INDEX, MaskingVocab
+from ernie_kg.data.pretraining import PretrainingShards
+from ernie_kg.data.pretraining_collator import PretrainingCollator, entity_row_map
+from ernie_kg.errors import ErnieKGError
+
+LOG_FILE = "log.jsonl"
+STATE_FILE = "trainer_state.json"
+OBJECTIVES = ("mlm", "nsp", "dea")
+
+
+@dataclass
+class PretrainingSettings:
+    """Every knob of a run; saved with each checkpoint and checked on resume."""
+
+    max_steps: int = 1000
+    batch_size: int = 32  # global batch: per process x processes x accumulation
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-5  # ERNIE's run_pretrain.py
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    save_steps: int = 200
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    seed: int = 0
+    mlm_probability: float = 0.15
+    whole_word_masking: bool = True
+    whole_entity_masking: bool = False
+    dea: bool = True
+    nsp: bool = True
+    mixed_precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; or "no"
+    progress: bool = True
+
+
+class DistributedContext:
+    """Rank, world size and device from the launcher's environment (torchrun, accelerate)."""
+
+    def __init__(self) -> None:
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.distributed and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.distributed:
+            torch.distributed.barrier()
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            values = values.to(self.device)
+            torch.distributed.all_reduce(values)
+        return values.cpu()
+
+
+def global_batches(
+    num_instances: int, batch_size: int, seed: int, start_step: int = 0
+) -> Iterator[list[tuple[int, int]]]:
+    """``[(epoch, instance index), ...]`` per optimizer step, from ``start_step`` on."""
+    if num_instances < batch_size:
+        raise ErnieKGError(
+            f"the prepared data holds {num_instances} instances, fewer than one global "
+            f"batch ({batch_size}); lower --batch-size or prepare more text"
+        )
+    per_epoch = num_instances // batch_size  # a partial last batch is dropped
+    step = start_step
+    while True:
+        epoch, position = divmod(step, per_epoch)
+        order = np.random.default_rng(seed + epoch).permutation(num_instances)
+        chunk = order[position * batch_size:(position + 1) * batch_size]
+        yield [(epoch, int(i)) for i in chunk]
+        step += 1
+
+
+def _optimizer(model: nn.Module, settings: PretrainingSettings) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.learning_rate,
+    )
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, settings: PretrainingSettings):
+    from transformers import get_linear_schedule_with_warmup
+
+    warmup = int(math.ceil(settings.warmup_ratio * settings.max_steps))
+    return get_linear_schedule_with_warmup(optimizer, warmup, settings.max_steps)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``output_dir/checkpoints`` (renames are atomic,
+    so every ``checkpoint-N`` directory is complete)."""
+    root = Path(output_dir) / "checkpoints"
+    found = [p for p in root.glob("checkpoint-*") if (p / STATE_FILE).is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def _save_checkpoint(
+    output_dir: Path, step: int, model: nn.Module, optimizer, scheduler,
+    settings: PretrainingSettings, keep: int,
+) -> Path:
+    root = output_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"checkpoint-{step}"
+    temporary = root / f".tmp-checkpoint-{step}"
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir()
+    model.save_pretrained(temporary)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+               temporary / "optimizer.pt")
+    (temporary / STATE_FILE).write_text(
+        json.dumps({"step": step, "settings": asdict(settings)}, indent=2))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(temporary, target)
+    checkpoints = sorted((p for p in root.glob("checkpoint-*") if p.is_dir()),
+                         key=lambda p: int(p.name.split("-")[1]))
+    for old in checkpoints[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _micro_batches(
+    batch: dict[str, torch.Tensor], context: DistributedContext, accumulation: int
+) -> list[dict[str, torch.Tensor]]:
+    """This process's rows of the global batch, cut into accumulation steps."""
+    size = batch["input_ids"].shape[0]
+    per_process = size // context.world_size
+    mine = slice(context.rank * per_process, (context.rank + 1) * per_process)
+    rows = {k: v[mine] for k, v in batch.items() if k != "entity_candidates"}
+    per_micro = per_process // accumulation
+    micros = []
+    for m in range(accumulation):
+        part = slice(m * per_micro, (m + 1) * per_micro)
+        micro = {k: v[part] for k, v in rows.items()}
+        width = int(micro["attention_mask"].sum(dim=1).max())  # trim shared padding
+        micros.append({k: (v[:, :width] if v.dim() == 2 else v).contiguous()
+                       for k, v in micro.items()})
+    return micros
+
+
+def _counts(batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """How many targets each objective has: the normalisers of the global mean."""
+    counts = {"mlm": float((batch["labels"] != IGNORE_INDEX).sum()),
+              "nsp": float(batch["next_sentence_label"].numel())}
+    if "entity_labels" in batch:
+        counts["dea"] = float((batch["entity_labels"] > 0).sum())
+    return counts
+
+
+def pretrain(
+    data_dir: str | Path,
+    model: nn.Module,
+    output_dir: str | Path,
+    tokenizer: Any,
+    settings: PretrainingSettings | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Pre-train ``model`` (an :class:`~ernie_kg.modeling.ErnieKGForPreTraining`) on a
+    prepared directory; resumes from the newest checkpoint in ``output_dir``."""
+    from tqdm.auto import tqdm
+
+    settings = settings or PretrainingSettings()
+    context = DistributedContext()
+    output_dir = Path(output_dir)
+    data = PretrainingShards(data_dir)
+    per_step = context.world_size * settings.gradient_accumulation_steps
+    if settings.batch_size % per_step:
+        raise ErnieKGError(
+            f"batch_size {settings.batch_size} is not a multiple of processes x "
+            f"gradient_accumulation_steps = {per_step}"
+        )
+    if data.manifest.get("vocab_size") not in (None, len(tokenizer)):
+        raise ErnieKGError(
+            f"{data_dir} was prepared with a tokenizer of {data.manifest['vocab_size']} "
+            f"tokens, but the model's has {len(tokenizer)}: prepare it with the same backbone"
+        )
+    base = model.base_model
+    collator = PretrainingCollator(
+        vocab=MaskingVocab.from_tokenizer(tokenizer),
+        entity_rows=entity_row_map(data.entity_vocab, base.entity_row),
+        pad_token_id=tokenizer.pad_token_id or 0,
+        mlm_probability=settings.mlm_probability,
+        whole_word=settings.whole_word_masking,
+        whole_entity=settings.whole_entity_masking,
+        dea=settings.dea,
+        seed=settings.seed,
+    )
+    model.to(context.device)
+    optimizer = _optimizer(model, settings)
+    scheduler = _scheduler(optimizer, settings)
+    start_step = 0
+    checkpoint = latest_checkpoint(output_dir) if resume else None
+    if checkpoint is not None:
+        start_step = _restore(checkpoint, model, optimizer, scheduler, context)
+    engine: nn.Module = model
+    if context.distributed:
+        engine = nn.parallel.DistributedDataParallel(
+            model, device_ids=[context.device.index] if context.device.type == "cuda" else None,
+            find_unused_parameters=True)  # a micro-batch without entities skips the dEA head
+    autocast = settings.mixed_precision == "auto" and context.device.type == "cuda"
+    if context.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _truncate_log(output_dir / LOG_FILE, start_step)
+    batches = global_batches(len(data), settings.batch_size, settings.seed, start_step)
+    bar = tqdm(total=settings.max_steps, initial=start_step, desc="pre-training",
+               unit="step", disable=not (settings.progress and context.is_main))
+    model.train()
+    started = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    for step in range(start_step, settings.max_steps):
+        chosen = next(batches)
+        batch = collator([{**data[i], "epoch": epoch} for epoch, i in chosen])
+        if not settings.nsp:
+            batch.pop("next_sentence_label")
+        counts = _counts(batch)
+        candidates = _candidates(batch)
+        torch.manual_seed(settings.seed * 7_919 + step * context.world_size + context.rank)
+        totals = torch.zeros(len(OBJECTIVES) + 2, dtype=torch.float64)  # + dEA correct, chance
+        micros = _micro_batches(batch, context, settings.gradient_accumulation_steps)
+        for m, micro in enumerate(micros):
+            micro = {k: v.to(context.device) for k, v in micro.items()}
+            last = m == len(micros) - 1
+            sync = engine.no_sync() if context.distributed and not last else _nullcontext()
+            with sync, torch.autocast(context.device.type, dtype=torch.bfloat16,
+                                      enabled=autocast):
+                output = engine(**micro, entity_candidates=candidates.to(context.device)
+                                if candidates is not None else None)
+                loss, sums = _weighted_loss(output, micro, counts, context.world_size)
+            if loss is not None:
+                loss.backward()
+            totals += sums
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        totals = context.sum(totals)
+        record = _record(step + 1, totals, counts, scheduler.get_last_lr()[0], started)
+        history.append(record)
+        if context.is_main:
+            with (output_dir / LOG_FILE).open("a", encoding="utf-8") as log:
+                log.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['loss']:.3f}",
+                            dea_acc=f"{record.get('dea_accuracy', 0):.2f}")
+        bar.update(1)
+        if (step + 1) % settings.save_steps == 0 and step + 1 < settings.max_steps:
+            if context.is_main:
+                _save_checkpoint(output_dir, step + 1, model, optimizer, scheduler, settings,
+                                 settings.save_total_limit)
+            context.barrier()
+    bar.close()
+    if context.is_main:
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        (output_dir / "pretraining_settings.json").write_text(
+            json.dumps(asdict(settings), indent=2))
+        _plot(output_dir)
+    context.barrier()
+    return {"steps": settings.max_steps, "resumed_from": start_step, "history": history}
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _candidates(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The dEA softmax candidates: every entity of the global batch (ERNIE's collate_fn)."""
+    present = [t[t > 0] for t in (batch.get("entity_labels"), batch["entity_ids"])
+               if t is not None]
+    rows = torch.unique(torch.cat(present))
+    return rows if rows.numel() else None
+
+
+def _weighted_loss(
+    output: Any, micro: dict[str, torch.Tensor], counts: dict[str, float], world: int
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """This micro-batch's share of the global mean loss (x world: DDP averages), and the
+    raw sums for logging: per-objective loss sums, dEA correct and chance."""
+    micro_counts = _counts(micro)
+    sums = torch.zeros(len(OBJECTIVES) + 2, dtype=torch.float64)
+    loss = None
+    for k, name in enumerate(OBJECTIVES):
+        value = getattr(output, f"{name}_loss")
+        n = micro_counts.get(name, 0.0)
+        if value is None or n == 0:
+            continue
+        sums[k] = float(value.detach()) * n
+        term = value * (n / counts[name] * world)
+        loss = term if loss is None else loss + term
+    if output.entity_logits is not None and "entity_labels" in micro:
+        labels = micro["entity_labels"]
+        targets = torch.searchsorted(output.entity_candidates, labels[labels > 0])
+        predicted = output.entity_logits.argmax(dim=-1)
+        sums[3] = float((predicted == targets).sum())
+        sums[4] = float(targets.numel()) / max(1, output.entity_candidates.numel())
+    if loss is None:  # nothing to learn from (e.g. no masked token): keep DDP in step
+        loss = sum(p.sum() * 0.0 for p in output.values() if isinstance(p, torch.Tensor)
+                   and p.requires_grad)
+    return loss, sums
+
+
+def _record(step: int, totals: torch.Tensor, counts: dict[str, float], lr: float,
+            started: float) -> dict[str, Any]:
+    record: dict[str, Any] = {"step": step}
+    loss = 0.0
+    for k, name in enumerate(OBJECTIVES):
+        if counts.get(name):
+            value = float(totals[k]) / counts[name]
+            record[f"{name}_loss"] = value
+            loss += value
+    record["loss"] = loss
+    if counts.get("dea"):
+        record["dea_accuracy"] = float(totals[3]) / counts["dea"]
+        record["dea_chance"] = float(totals[4]) / counts["dea"]
+    record["learning_rate"] = lr
+    record["seconds"] = time.perf_counter() - started
+    return record
+
+
+def _restore(checkpoint: Path, model: nn.Module, optimizer, scheduler,
+             context: DistributedContext) -> int:
+    from safetensors.torch import load_file
+
+    state = load_file(str(checkpoint / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or {})
+    if [k for k in missing if k not in tied] or unexpected:
+        raise ErnieKGError(f"{checkpoint}: checkpoint does not fit the model "
+                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    saved = torch.load(checkpoint / "optimizer.pt", map_location=context.device,
+                       weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    return int(json.loads((checkpoint / STATE_FILE).read_text())["step"])
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the checkpoint a resume starts from)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    os.replace(temporary, path)
+
+
+def _plot(output_dir: Path) -> None:
+    """``loss.png``: each objective's loss and dEA accuracy against chance, per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in (output_dir / LOG_FILE).read_text().splitlines()
+               if line.strip()]
+    if not records:
+        return
+    steps = [r["step"] for r in records]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in OBJECTIVES:
+        key = f"{name}_loss"
+        if key in records[0]:
+            left.plot(steps, [r.get(key, float("nan")) for r in records], label=name)
+    left.set(xlabel="step", ylabel="loss", title="pre-training losses")
+    left.legend()
+    if "dea_accuracy" in records[0]:
+        right.plot(steps, [r.get("dea_accuracy", float("nan")) for r in records],
+                   label="dEA accuracy")
+        right.plot(steps, [r.get("dea_chance", float("nan")) for r in records],
+                   label="in-batch chance", linestyle="--")
+        right.set(xlabel="step", ylabel="accuracy", title="dEA", ylim=(0, 1))
+        right.legend()
+    figure.tight_layout()
+    figure.savefig(output_dir / "loss.png", dpi=100)
+    plt.close(figure)

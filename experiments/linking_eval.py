@@ -1,0 +1,274 @@
+"""Entity-linking evaluation on FewRel-format data.
+
+Contract form (TRAIN and TEST are FewRel-format files):
+
+    python experiments/linking_eval.py --train TRAIN.json --test TEST.json --output OUT.json
+
+or, splitting one file 80/20 by instance (stratified by relation, fixed seed; the split
+files go to a temporary directory):
+
+    python experiments/linking_eval.py --data ../shared/data/fewrel/fewrel16.json \
+        --split-seed 0 --output results/linking_fewrel16.json
+
+The alias table and the KG come from TRAIN only (head/tail names and QIDs; the
+instances' (head, relation, tail) as triples). TEST's head/tail mentions are then linked.
+OUT.json holds:
+
+- ``in_kb_accuracy``: TEST mentions whose gold QID occurs in TRAIN, linked to the gold
+  QID given the gold spans (head and tail disambiguated together);
+- ``prior_only_accuracy``: the same with the same candidates but the prior alone
+  (``coherence_weight=0``), the baseline;
+- ``nil_accuracy``: mentions whose QID is absent from TRAIN that are left unlinked (NIL);
+- ``end_to_end_recall``: in-KB gold mentions found by mention detection on the raw
+  sentence (exact span) with the right QID (``end_to_end_recall_all``: over all gold
+  mentions);
+- ``sentences_per_second``: end-to-end linking (``linker.pipe``) of TEST's sentences and
+  ``spacy_tokenize_sentences_per_second``: bare ``spacy.blank("en")`` tokenization of the
+  same sentences with ``nlp.pipe``, same run, both warmed up, best of ``--repeats``.
+
+A Markdown table is written next to OUT.json (same name, ``.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import spacy
+
+from ernie_kg.linking import (
+    AliasTable,
+    EntityLinker,
+    fewrel_kg,
+    fewrel_mentions,
+    read_fewrel,
+    split_fewrel,
+)
+from ernie_kg.linking.fewrel import FewRelData, instance_text
+
+#: Linker settings of the reported run (``fuzzy`` is on: spans given by the dataset
+#: often differ slightly from every training spelling).
+EVAL_CONFIG: dict[str, Any] = {"fuzzy": True}
+
+
+def build_linker(train: FewRelData, **config: Any) -> EntityLinker:
+    """Alias table and KG from TRAIN's head/tail names, QIDs and triples."""
+    aliases = AliasTable().add_fewrel(train)
+    return EntityLinker(aliases, fewrel_kg(train), **{**EVAL_CONFIG, **config})
+
+
+def span_metrics(linker: EntityLinker, train: FewRelData, test: FewRelData) -> dict[str, Any]:
+    """in-KB accuracy (full and prior-only) and NIL accuracy on gold spans."""
+    known = {m.entity_id for m in fewrel_mentions(train)}
+    prior_only = linker.replace(coherence_weight=0.0)
+    counts = {"in_kb": 0, "in_kb_correct": 0, "prior_correct": 0, "nil": 0, "nil_correct": 0}
+    for instances in test.values():
+        for instance in instances:
+            text, head, tail = instance_text(instance)
+            gold = [instance["h"][1], instance["t"][1]]
+            full = linker.link_spans(text, [head, tail])
+            prior = prior_only.link_spans(text, [head, tail])
+            for g, m, p in zip(gold, full, prior):
+                if g in known:
+                    counts["in_kb"] += 1
+                    counts["in_kb_correct"] += m.entity_id == g
+                    counts["prior_correct"] += p.entity_id == g
+                else:
+                    counts["nil"] += 1
+                    counts["nil_correct"] += m.entity_id is None
+    return {
+        "in_kb_accuracy": counts["in_kb_correct"] / max(1, counts["in_kb"]),
+        "prior_only_accuracy": counts["prior_correct"] / max(1, counts["in_kb"]),
+        "nil_accuracy": counts["nil_correct"] / max(1, counts["nil"]),
+        "counts": counts,
+    }
+
+
+def end_to_end_metrics(linker: EntityLinker, train: FewRelData, test: FewRelData) -> dict:
+    """Gold mentions found on raw text (exact span) with the right QID."""
+    known = {m.entity_id for m in fewrel_mentions(train)}
+    sentences, gold = _sentences(test)
+    found_in_kb = found_all = spans_found = in_kb = 0
+    for linked, mentions in zip(linker.pipe(sentences), gold):
+        by_span = {(m.start, m.end): m.entity_id for m in linked}
+        for start, end, qid in mentions:
+            spans_found += (start, end) in by_span
+            hit = by_span.get((start, end)) == qid
+            found_all += hit
+            if qid in known:
+                in_kb += 1
+                found_in_kb += hit
+    total = sum(len(m) for m in gold)
+    return {
+        "end_to_end_recall": found_in_kb / max(1, in_kb),
+        "end_to_end_recall_all": found_all / max(1, total),
+        "mention_detection_recall": spans_found / max(1, total),
+    }
+
+
+def throughput(linker: EntityLinker, sentences: list[str], repeats: int = 3,
+               batch_size: int = 256) -> dict[str, float]:
+    """Warm sentences/second of ``linker.pipe`` and of bare ``spacy.blank`` tokenization
+    (interleaved, best of ``repeats``), plus the first, cold pass of each."""
+    blank = spacy.blank(linker.config["lang"])
+    linker.detector  # build the matcher outside the timing  # noqa: B018
+
+    def linking() -> float:
+        started = time.perf_counter()
+        for _ in linker.pipe(sentences, batch_size=batch_size):
+            pass
+        return len(sentences) / (time.perf_counter() - started)
+
+    def tokenizing() -> float:
+        started = time.perf_counter()
+        for _ in blank.pipe(sentences, batch_size=batch_size):
+            pass
+        return len(sentences) / (time.perf_counter() - started)
+
+    cold_tokenize, cold_link = tokenizing(), linking()
+    link_runs, tokenize_runs = [], []
+    for _ in range(repeats):
+        tokenize_runs.append(tokenizing())
+        link_runs.append(linking())
+    return {
+        "sentences_per_second": max(link_runs),
+        "spacy_tokenize_sentences_per_second": max(tokenize_runs),
+        "speed_ratio": max(link_runs) / max(tokenize_runs),
+        "cold_sentences_per_second": cold_link,
+        "cold_spacy_tokenize_sentences_per_second": cold_tokenize,
+        "sentences": len(sentences),
+    }
+
+
+def _sentences(data: FewRelData) -> tuple[list[str], list[list[tuple[int, int, str]]]]:
+    sentences, gold = [], []
+    for instances in data.values():
+        for instance in instances:
+            text, head, tail = instance_text(instance)
+            sentences.append(text)
+            gold.append([(*head, instance["h"][1]), (*tail, instance["t"][1])])
+    return sentences, gold
+
+
+def evaluate(train_path: Path, test_path: Path, repeats: int = 3, **config: Any) -> dict:
+    train, test = read_fewrel(train_path), read_fewrel(test_path)
+    started = time.perf_counter()
+    linker = build_linker(train, **config)
+    linker.detector  # noqa: B018
+    if linker.config["fuzzy"]:
+        linker.fuzzy_index  # noqa: B018
+    build_seconds = time.perf_counter() - started
+    result: dict[str, Any] = {}
+    result.update(span_metrics(linker, train, test))
+    result.update(end_to_end_metrics(linker, train, test))
+    result.update(throughput(linker, _sentences(test)[0], repeats))
+    result["build_seconds"] = build_seconds
+    result["alias_keys"] = len(linker.aliases)
+    result["kg"] = repr(linker.kg)
+    result["train"] = str(train_path)
+    result["test"] = str(test_path)
+    result["config"] = linker.config
+    result["machine"] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "spacy": spacy.__version__,
+    }
+    return result
+
+
+def markdown(result: dict) -> str:
+    c = result["counts"]
+    rows = [
+        ("in_kb_accuracy", result["in_kb_accuracy"], f"{c['in_kb_correct']}/{c['in_kb']}"),
+        ("prior_only_accuracy", result["prior_only_accuracy"],
+         f"{c['prior_correct']}/{c['in_kb']}"),
+        ("nil_accuracy", result["nil_accuracy"], f"{c['nil_correct']}/{c['nil']}"),
+        ("end_to_end_recall (in-KB gold)", result["end_to_end_recall"], ""),
+        ("end_to_end_recall_all (all gold)", result["end_to_end_recall_all"], ""),
+        ("mention_detection_recall (span only)", result["mention_detection_recall"], ""),
+    ]
+    m = result["machine"]
+    lines = [
+        "# Entity linking on FewRel-16 (80/20 stratified split)",
+        "",
+        f"Train: `{result['train']}`; test: `{result['test']}`. Alias table and KG from "
+        f"train only ({result['alias_keys']} alias keys; {result['kg']}).",
+        "",
+        "| metric | value | count |",
+        "|---|---:|---:|",
+        *[f"| {name} | {value:.4f} | {count} |" for name, value, count in rows],
+        "",
+        "| speed (warm, best of repeats) | sentences/s |",
+        "|---|---:|",
+        f"| end-to-end linking (`linker.pipe`) | {result['sentences_per_second']:.0f} |",
+        f"| bare `spacy.blank(\"en\")` tokenization | "
+        f"{result['spacy_tokenize_sentences_per_second']:.0f} |",
+        f"| ratio (target >= 0.5) | {result['speed_ratio']:.3f} |",
+        f"| cold first pass: linking / tokenization | {result['cold_sentences_per_second']:.0f}"
+        f" / {result['cold_spacy_tokenize_sentences_per_second']:.0f} |",
+        "",
+        f"Machine: {m['platform']}, Python {m['python']}, spaCy {m['spacy']}, "
+        f"cpu_count={m['cpu_count']}, usable CPUs={m['usable_cpus']}.",
+        "",
+        "Config: `" + json.dumps(result["config"]) + "`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train", type=Path)
+    parser.add_argument("--test", type=Path)
+    parser.add_argument("--data", type=Path, help="one FewRel file to split 80/20 instead")
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-fuzzy", action="store_true")
+    parser.add_argument("--nil-threshold", type=float)
+    parser.add_argument("--coherence-weight", type=float)
+    args = parser.parse_args(argv)
+    config: dict[str, Any] = {}
+    if args.no_fuzzy:
+        config["fuzzy"] = False
+    if args.nil_threshold is not None:
+        config["nil_threshold"] = args.nil_threshold
+    if args.coherence_weight is not None:
+        config["coherence_weight"] = args.coherence_weight
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.data is not None:
+            train_part, test_part = split_fewrel(args.data, (0.8, 0.2), args.split_seed)
+            train_path, test_path = Path(scratch) / "train.json", Path(scratch) / "test.json"
+            train_path.write_text(json.dumps(train_part), encoding="utf-8")
+            test_path.write_text(json.dumps(test_part), encoding="utf-8")
+        elif args.train is not None and args.test is not None:
+            train_path, test_path = args.train, args.test
+        else:
+            parser.error("give --train and --test, or --data")
+        result = evaluate(train_path, test_path, args.repeats, **config)
+    if args.data is not None:
+        result["train"] = f"{args.data} (80% split, seed {args.split_seed})"
+        result["test"] = f"{args.data} (20% split, seed {args.split_seed})"
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    args.output.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    keys = ("in_kb_accuracy", "prior_only_accuracy", "nil_accuracy", "end_to_end_recall",
+            "sentences_per_second", "spacy_tokenize_sentences_per_second", "speed_ratio")
+    for key in keys:
+        print(f"{key}: {result[key]:.4f}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

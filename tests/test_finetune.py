@@ -1,0 +1,241 @@
+"""Fine-tuning, evaluation, one-call inference and the CLI on the bundled demo corpus.
+
+A tiny random BERT (saved with the real MiniLM tokenizer, so the processor's markers and
+offsets are real) keeps every training step in milliseconds; the data and the KG are the
+project's own (kg_data/demo, kg_data/demo_corpus), never ../shared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel, TrainerCallback
+from typer.testing import CliRunner
+
+from ernie_kg.cli import app
+from ernie_kg.data.collator import ErnieKGCollator
+from ernie_kg.data.examples import RelationExample
+from ernie_kg.data.features import LabelMap, UnknownLabelError, relation_features
+from ernie_kg.data.readers import read_fewrel
+from ernie_kg.errors import SpanError
+from ernie_kg.kg import EntityEmbeddings, KnowledgeGraph
+from ernie_kg.kg.cache import cached_entity_embeddings
+from ernie_kg.linking.aliases import AliasTable
+from ernie_kg.paths import default_backbone, kg_data_dir
+from ernie_kg.training.classifier import RelationClassifier, find_span, predict
+from ernie_kg.training.evaluation import evaluate_relations
+from ernie_kg.training.finetune import finetune
+from ernie_kg.training.knowledge import fewrel_knowledge
+from ernie_kg.training.relation import build_relation_classifier, train_relation_classifier
+
+CORPUS = kg_data_dir() / "demo_corpus"
+FAST = {"batch_size": 8, "eval_batch_size": 32, "logging_steps": 1, "progress": False,
+        "learning_rate": 1e-3}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory) -> str:
+    """A 2-layer random BERT with MiniLM's vocabulary and tokenizer."""
+    path = tmp_path_factory.mktemp("tiny_backbone")
+    tokenizer = AutoTokenizer.from_pretrained(default_backbone())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=128)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> dict[str, list[RelationExample]]:
+    """Every relation of the demo corpus, a few examples each (train 8, dev/test 3)."""
+    picked = {}
+    for split, per_label in (("train", 8), ("dev", 3), ("test", 3)):
+        examples = read_fewrel(CORPUS / f"{split}.json")
+        counts: dict[str, int] = {}
+        chosen = []
+        for example in examples:
+            if counts.get(example.label, 0) < per_label:
+                counts[example.label] = counts.get(example.label, 0) + 1
+                chosen.append(example)
+        picked[split] = chosen
+    return picked
+
+
+@pytest.fixture(scope="module")
+def knowledge():
+    kg = KnowledgeGraph.load(kg_data_dir() / "demo")
+    embeddings = EntityEmbeddings.random(list(kg.entities), dim=8)
+    aliases = AliasTable().add_fewrel(CORPUS / "train.json")
+    return kg, embeddings, aliases
+
+
+def _classifier(tiny_backbone, corpus, knowledge, knowledge_on=True) -> RelationClassifier:
+    kg, embeddings, aliases = knowledge
+    return build_relation_classifier(LabelMap.from_examples(corpus["train"]), kg, embeddings,
+                                     aliases, knowledge=knowledge_on, backbone=tiny_backbone)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_backbone, corpus, knowledge, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    classifier = _classifier(tiny_backbone, corpus, knowledge)
+    metrics = train_relation_classifier(
+        classifier, corpus["train"], corpus["dev"], out, log_path=out / "log.jsonl",
+        epochs=2, seed=0, save_total_limit=2, **FAST,
+    )
+    return classifier, metrics, out, corpus["dev"]
+
+
+# ---------------------------------------------------------------------- features
+def test_features_entity_sources(tiny_backbone, corpus, knowledge):
+    classifier = _classifier(tiny_backbone, corpus, knowledge)
+    examples = corpus["train"][:16]
+    labels = LabelMap.from_examples(corpus["train"])
+    by_source = {s: relation_features(examples, classifier.processor, labels, s)
+                 for s in ("gold", "linker", "both", "none")}
+    rows = {s: [[r for r in f["entity_ids"] if r] for f in d] for s, d in by_source.items()}
+    embeddings = knowledge[1]
+    for example, gold in zip(examples, rows["gold"]):  # gold: exactly head and tail
+        assert sorted(gold) == sorted({embeddings.row(example.head_id),
+                                       embeddings.row(example.tail_id)})
+    assert all(not r for r in rows["none"])
+    for gold, both in zip(rows["gold"], rows["both"]):  # both: gold ids win, more may join
+        assert set(gold) <= set(both)
+    assert sum(map(len, rows["linker"])) > 0
+    feature = by_source["both"][0]
+    assert feature["labels"] == labels.encode(examples[0].label)
+    assert len(feature["input_ids"]) == len(feature["entity_ids"])
+    assert len(feature["marker_positions"]) == 2
+    with pytest.raises(UnknownLabelError, match="not in the model"):
+        labels.encode("no_such_relation")
+
+
+def test_collator_pads_dynamically():
+    batch = ErnieKGCollator(pad_token_id=0)([
+        {"input_ids": [101, 7, 102], "attention_mask": [1, 1, 1], "entity_ids": [0, 5, 0],
+         "marker_positions": [1, 1], "labels": 2, "length": 3},
+        {"input_ids": [101, 102], "attention_mask": [1, 1], "entity_ids": [0, 0],
+         "marker_positions": [0, 1], "labels": 0, "length": 2},
+    ])
+    assert batch["input_ids"].tolist() == [[101, 7, 102], [101, 102, 0]]
+    assert batch["entity_ids"].tolist() == [[0, 5, 0], [0, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].dtype == torch.long and "length" not in batch
+    multi = ErnieKGCollator()([{"input_ids": [1], "labels": [1, 0]},
+                               {"input_ids": [1, 2], "labels": [0, 1]}])
+    assert multi["labels"].dtype == torch.float32
+
+
+# ---------------------------------------------------------------------- training
+def test_training_lowers_loss_and_reports_metrics(trained):
+    classifier, metrics, out, _ = trained
+    for key in ("accuracy", "macro_f1", "micro_f1", "per_label_f1", "dev_linker_macro_f1"):
+        assert key in metrics
+    assert set(metrics["per_label_f1"]) <= set(classifier.labels)
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) >= 4 and all(math.isfinite(x) for x in losses)
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < first, losses
+    assert any("eval_macro_f1" in r for r in records)
+    assert metrics["best_checkpoint"] is not None
+
+
+def test_saved_model_predicts_from_raw_text(trained):
+    classifier, metrics, out, _ = trained
+    loaded = RelationClassifier.load(out / "model")
+    assert loaded.labels == classifier.labels and loaded.entities == "linker"
+    label, probability = loaded.predict("Paris is the capital of France .", head="Paris",
+                                        tail="France")
+    assert label in loaded.labels and 0.0 <= probability <= 1.0
+    text = "Berlin lies in Germany ."
+    spans = loaded.predict(text, head=(0, 6), tail=(15, 22))
+    assert spans == loaded.predict(text, head="Berlin", tail="Germany")
+    assert spans == predict(loaded.model, loaded.processor, text, "Berlin", "Germany")
+    probabilities = loaded.predict_proba(text, "Berlin", "Germany")
+    assert abs(sum(probabilities.values()) - 1) < 1e-4
+    with pytest.raises(SpanError, match="does not occur"):
+        loaded.predict(text, head="Tokyo", tail="Germany")
+    # the saved model gives the trained model's dev scores (linker entities)
+    again = loaded.evaluate(trained[3])
+    assert again["macro_f1"] == pytest.approx(metrics["dev_linker_macro_f1"])
+
+
+def test_resume_from_checkpoint(tiny_backbone, corpus, knowledge, tmp_path):
+    labels = LabelMap.from_examples(corpus["train"])
+    classifier = _classifier(tiny_backbone, corpus, knowledge)
+    features = relation_features(corpus["train"], classifier.processor, labels, "gold")
+    first = finetune(classifier.model, features, output_dir=tmp_path, epochs=1, seed=0, **FAST)
+    steps = first.trainer.state.global_step
+    assert list(tmp_path.glob("checkpoint-*"))
+    resumed_model = _classifier(tiny_backbone, corpus, knowledge).model
+    counter = _StepCounter()
+    second = finetune(resumed_model, features, output_dir=tmp_path, epochs=2, seed=0,
+                      resume_from_checkpoint=True, callbacks=[counter], **FAST)
+    assert second.trainer.state.global_step == 2 * steps
+    assert counter.steps == steps  # only the second epoch ran
+
+
+class _StepCounter(TrainerCallback):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+
+def test_baseline_gets_no_entities(tiny_backbone, corpus, knowledge):
+    classifier = _classifier(tiny_backbone, corpus, knowledge, knowledge_on=False)
+    assert classifier.entities == "none"
+    features = classifier.features(corpus["dev"])
+    assert all(not any(f["entity_ids"]) for f in features)
+    metrics = evaluate_relations(classifier.model, features)
+    assert 0.0 <= metrics["macro_f1"] <= 1.0
+
+
+# ---------------------------------------------------------------------- knowledge
+def test_fewrel_knowledge_and_cache(tmp_path):
+    kg, aliases = fewrel_knowledge([CORPUS / "dev.json"], kg_data_dir() / "demo")
+    background = KnowledgeGraph.load(kg_data_dir() / "demo")
+    assert len(kg.train) >= len(background.triples)
+    assert kg.entity("france").label == background.entity("france").label
+    assert aliases.candidates("France")[0][0] == "france"
+    small = KnowledgeGraph.from_triples(kg.train[:60])
+    settings = {"dim": 8, "epochs": 1, "batch_size": 64, "num_negs_per_pos": 4}
+    first = cached_entity_embeddings(small, tmp_path, progress=False, **settings)
+    second = cached_entity_embeddings(small, tmp_path, progress=False, **settings)
+    assert first.content_hash() == second.content_hash()
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_evaluate_writes_metrics(trained, tmp_path):
+    out = trained[2]
+    target = tmp_path / "m.json"
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(out / "model"), "--data",
+                                      str(CORPUS / "test.json"), "--output", str(target)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(target.read_text())
+    for key in ("accuracy", "macro_f1", "micro_f1", "per_label_f1"):
+        assert key in metrics
+    assert metrics["num_examples"] == 300 and metrics["entities"] == "linker"
+
+
+def test_find_span():
+    assert find_span("a Bob b Bob", "Bob") == (2, 5)
+    assert find_span("abc", (0, 2)) == (0, 2)
+    with pytest.raises(SpanError):
+        find_span("abc", (2, 9))

@@ -1,0 +1,239 @@
+"""The entity linker on the bundled demo KG: mentions, disambiguation, NIL, given spans,
+pre-tokenized input, storage, bad input, the spaCy component and the ``link`` CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import spacy
+from typer.testing import CliRunner
+
+from ernie_kg.cli import app
+from ernie_kg.errors import DataFormatError, SpanError
+from ernie_kg.kg import KnowledgeGraph
+from ernie_kg.linking import AliasTable, EntityLinker, LinkedMention
+from ernie_kg.paths import demo_kg_dir
+
+
+@pytest.fixture(scope="module")
+def kg() -> KnowledgeGraph:
+    return KnowledgeGraph.load(demo_kg_dir())
+
+
+@pytest.fixture(scope="module")
+def linker(kg) -> EntityLinker:
+    return EntityLinker.from_kg(kg)
+
+
+def ids(mentions: list[LinkedMention]) -> list[tuple[str, str | None]]:
+    return [(m.text, m.entity_id) for m in mentions]
+
+
+# ----------------------------------------------------------------------------- raw text
+def test_mentions_have_ids_and_half_open_offsets(linker):
+    text = "Marie Curie was born in Warsaw, the capital of Poland."
+    found = linker(text)
+    assert ids(found) == [("Marie Curie", "marie_curie"), ("Warsaw", "warsaw"),
+                          ("Poland", "poland")]
+    for mention in found:
+        assert text[mention.start:mention.end] == mention.text
+        assert mention.candidates[0][0] == mention.entity_id
+    assert (found[0].start, found[0].end) == (0, 11)
+
+
+def test_longest_alias_wins(linker):
+    found = linker("She moved to New York City last year.")
+    assert ids(found) == [("New York City", "new_york_city")]
+
+
+@pytest.mark.parametrize("text,surface,coherent,prior", [
+    ("Atlanta is the capital of Georgia.", "Georgia", "georgia_us_state", "georgia"),
+    ("Cambridge is in Massachusetts.", "Cambridge", "cambridge_massachusetts", "cambridge"),
+    ("The Amazon flows through Brazil.", "Amazon", "river_amazon", "amazon"),
+])
+def test_coherence_beats_the_prior(linker, text, surface, coherent, prior):
+    full = dict(ids(linker(text)))
+    prior_only = dict(ids(linker.replace(coherence_weight=0.0)(text)))
+    assert full[surface] == coherent
+    assert prior_only[surface] == prior
+
+
+def test_nil_threshold(linker):
+    text = "Atlanta is the capital of Georgia."
+    strict = dict(ids(linker.replace(nil_threshold=0.999)(text)))
+    assert strict == {"Atlanta": "atlanta", "Georgia": None}  # ambiguous: below 0.999
+    nil = [m for m in linker.replace(nil_threshold=0.999)(text) if m.is_nil][0]
+    assert nil.candidates and nil.score < 0.999
+    assert dict(ids(linker.replace(nil_threshold=0.0)(text)))["Georgia"] == "georgia_us_state"
+
+
+def test_pipe_matches_single_calls(linker):
+    texts = ["Paris is in France.", "", "Jeff Bezos founded Amazon.", "nothing here"]
+    assert list(linker.pipe(texts, batch_size=2)) == [linker(t) for t in texts]
+
+
+# ----------------------------------------------------------------------------- given input
+def test_pre_tokenized_input(linker):
+    tokens = ["Marie", "Curie", "was", "born", "in", "Warsaw", "."]
+    found = linker.link_tokens(tokens)
+    assert [(m.token_start, m.token_end, m.entity_id) for m in found] == [
+        (0, 2, "marie_curie"), (5, 6, "warsaw")]
+    joined = " ".join(tokens)
+    assert all(joined[m.start:m.end] == m.text for m in found)
+    with pytest.raises(TypeError, match="tokens"):
+        linker.link_tokens("Marie Curie")
+
+
+def test_link_spans_disambiguates_together(linker):
+    text = "Atlanta is the capital of Georgia."
+    head, tail = linker.link_spans(text, [(0, 7), (26, 33)])
+    assert (head.entity_id, tail.entity_id) == ("atlanta", "georgia_us_state")
+    assert (tail.start, tail.end, tail.text) == (26, 33, "Georgia")
+    # a span that is no alias is NIL, not an error
+    assert linker.link_spans(text, [(11, 14)])[0].entity_id is None
+    tokens = text[:-1].split() + ["."]
+    linked = linker.link_token_spans(tokens, [(0, 1), (5, 6)])
+    assert [(m.token_start, m.entity_id) for m in linked] == [(0, "atlanta"),
+                                                            (5, "georgia_us_state")]
+
+
+def test_save_and_load(linker, kg, tmp_path):
+    tuned = linker.replace(nil_threshold=0.4, coherence_weight=2.0)
+    tuned.save(tmp_path / "linker")
+    loaded = EntityLinker.load(tmp_path / "linker", kg=kg)
+    assert loaded.config == tuned.config
+    text = "Atlanta is the capital of Georgia. Tesla was founded by Elon Musk."
+    assert loaded(text) == tuned(text)
+    assert len(loaded.aliases) == len(linker.aliases)
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("text", ["", " ", "\n\t  \r\n"])
+def test_empty_and_whitespace_text(linker, text):
+    assert linker(text) == []
+    assert linker.link_tokens([]) == []
+
+
+def test_emoji_and_mixed_scripts(linker):
+    text = "🇫🇷 Paris 東京 Москва, café 😀 France and Zürich… 🚀Berlin"
+    found = linker(text)
+    assert ("Paris", "paris") in ids(found) and ("France", "france") in ids(found)
+    for mention in found:
+        assert text[mention.start:mention.end] == mention.text
+
+
+def test_long_text(linker):
+    sentence = "Marie Curie was born in Warsaw and Georgia borders Russia. "
+    text = (sentence * (100_000 // len(sentence) + 1))[:100_000]
+    started = time.perf_counter()
+    found = linker(text)
+    assert time.perf_counter() - started < 30
+    assert len(found) > 4 * (100_000 // len(sentence))
+    assert all(text[m.start:m.end] == m.text for m in found[-10:])
+    assert found[-1].end <= len(text)
+
+
+@pytest.mark.parametrize("spans,message", [
+    ([(0, 99)], "out of range"),
+    ([(-1, 3)], "out of range"),
+    ([(5, 2)], "reversed"),
+    ([(3, 3)], "empty"),
+    ([(0, "4")], "integers"),
+    ([(1,)], "pair"),
+    ("0,4", "list"),
+])
+def test_bad_spans_raise_span_error(linker, spans, message):
+    with pytest.raises(SpanError, match=message) as error:
+        linker.link_spans("Paris is nice.", spans)
+    assert isinstance(error.value, ValueError)
+    if not isinstance(spans, str):
+        assert "span 0" in str(error.value)
+
+
+def test_bad_token_spans_name_the_unit(linker):
+    with pytest.raises(SpanError, match="token"):
+        linker.link_token_spans(["Paris"], [(0, 2)])
+
+
+def test_non_string_text_is_a_type_error(linker):
+    with pytest.raises(TypeError):
+        linker(None)  # type: ignore[arg-type]
+
+
+def test_empty_alias_table_links_nothing(kg):
+    empty = EntityLinker(AliasTable(), kg)
+    assert empty("Paris is the capital of France.") == []
+    assert empty.link_spans("Paris", [(0, 5)])[0].entity_id is None
+    assert EntityLinker(AliasTable(), None, fuzzy=True).link_spans("Paris", [(0, 5)])[0].is_nil
+
+
+# ----------------------------------------------------------------------------- spaCy
+def test_spacy_component_writes_kb_ids_and_extension():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ernie_kg_linker", config={"kg_dir": str(demo_kg_dir()), "label": "",
+                                            "settings": {"nil_threshold": 0.3}})
+    doc = nlp("Atlanta is the capital of Georgia.")
+    assert [(e.text, e.kb_id_, e.label_) for e in doc.ents] == [
+        ("Atlanta", "atlanta", "city"), ("Georgia", "georgia_us_state", "region")]
+    assert [m.entity_id for m in doc._.linked_mentions] == ["atlanta", "georgia_us_state"]
+    docs = list(nlp.pipe(["Paris is in France.", ""]))
+    assert [e.kb_id_ for e in docs[0].ents] == ["paris", "france"]
+    assert docs[1]._.linked_mentions == [] and not docs[1].ents
+
+
+def test_spacy_component_keeps_other_entities():
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "DATE", "pattern": "1867"},
+                        {"label": "GPE", "pattern": "Warsaw"}])
+    nlp.add_pipe("ernie_kg_linker", config={"kg_dir": str(demo_kg_dir())})
+    doc = nlp("Marie Curie was born in Warsaw in 1867.")
+    assert [(e.text, e.label_, e.kb_id_) for e in doc.ents] == [
+        ("Marie Curie", "ENTITY", "marie_curie"), ("Warsaw", "GPE", "warsaw"),
+        ("1867", "DATE", "")]
+
+
+def test_spacy_component_needs_a_kg():
+    with pytest.raises(Exception, match="kg_dir"):
+        spacy.blank("en").add_pipe("ernie_kg_linker")
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_link_writes_mentions(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        json.dumps({"id": 1, "text": "Marie Curie was born in Warsaw."}) + "\n\n"
+        + json.dumps({"tokens": ["Georgia", "borders", "Russia", "."]}) + "\n",
+        encoding="utf-8",
+    )
+    target = tmp_path / "out" / "linked.jsonl"
+    result = CliRunner().invoke(app, ["link", "--kg", str(demo_kg_dir()), "--input",
+                                      str(source), "--output", str(target)])
+    assert result.exit_code == 0, result.output
+    assert "texts/s" in result.output
+    records = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert records[0]["id"] == 1
+    assert [(m["start"], m["end"], m["entity_id"]) for m in records[0]["mentions"]] == [
+        (0, 11, "marie_curie"), (24, 30, "warsaw")]
+    assert [(m["token_start"], m["entity_id"]) for m in records[1]["mentions"]] == [
+        (0, "georgia"), (2, "russia")]
+
+
+@pytest.mark.parametrize("line,message", [
+    ("{not json", "invalid JSON"),
+    ('{"txt": "Paris"}', '"text"'),
+    ('{"tokens": ["a", 3]}', '"tokens"'),
+    ('["Paris"]', '"text"'),
+])
+def test_cli_link_names_the_bad_line(tmp_path, line, message):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "Paris"}\n' + line + "\n", encoding="utf-8")
+    target = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["link", "--kg", str(demo_kg_dir()), "--input",
+                                      str(source), "--output", str(target)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, DataFormatError)
+    assert f"{source}:2" in str(result.exception) and message in str(result.exception)
+    assert not target.exists() and not (tmp_path / "out.jsonl.tmp").exists()

@@ -1,0 +1,401 @@
+"""The fusion encoder and its heads on tiny random BERT configs (plus one real MiniLM check)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertModel,
+)
+from transformers.masking_utils import create_bidirectional_mask
+
+from ernie_kg.errors import KGFormatError
+from ernie_kg.kg.embeddings import EntityEmbeddings
+from ernie_kg.modeling import (
+    ENTITY_IDS_FILE,
+    ErnieKGAggregatorLayer,
+    ErnieKGConfig,
+    ErnieKGForEntityTyping,
+    ErnieKGForPreTraining,
+    ErnieKGForRelationClassification,
+    ErnieKGModel,
+    default_layer_types,
+)
+
+VOCAB, HIDDEN, LAYERS, ENTITY_DIM, NUM_ENTITIES = 99, 32, 4, 8, 20
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine a second thread
+    turns every op into a wait for the scheduler."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(tmp_path_factory) -> str:
+    """A tiny random BERT checkpoint on disk, the way from_backbone meets real ones."""
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                        num_attention_heads=4, intermediate_size=37,
+                        max_position_embeddings=64)
+    path = tmp_path_factory.mktemp("tiny_bert")
+    BertModel(config).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def backbone(backbone_dir) -> BertModel:
+    return BertModel.from_pretrained(backbone_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def table() -> EntityEmbeddings:
+    return EntityEmbeddings.random([f"Q{i}" for i in range(NUM_ENTITIES)], dim=ENTITY_DIM)
+
+
+def build(cls, backbone_dir, table, knowledge_layers=2, **overrides):
+    torch.manual_seed(1)
+    return cls.from_backbone(backbone_dir, table, num_knowledge_layers=knowledge_layers,
+                             entity_attention_heads=2, **overrides)
+
+
+def batch(seed: int = 0, size: int = 3, length: int = 12) -> dict[str, torch.Tensor]:
+    """Random tokens; rows 0 and 2 carry entities (>= 2 each), row 1 none; row 2 padded."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, VOCAB, (size, length), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[2, 9:] = 0
+    entity_ids = torch.zeros_like(input_ids)
+    entity_ids[0, [1, 4, 7]] = torch.tensor([3, 5, 3])
+    entity_ids[2, [2, 3]] = torch.tensor([1, NUM_ENTITIES])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "entity_ids": entity_ids}
+
+
+# ----------------------------------------------------------------------------- config
+def test_default_layer_types_follow_ernie():
+    assert default_layer_types(12, 6) == ["sim"] * 5 + ["mix"] + ["norm"] * 6
+    assert default_layer_types(6, 3) == ["sim", "sim", "mix", "norm", "norm", "norm"]
+    assert default_layer_types(4, 4) == ["norm"] * 4
+    assert default_layer_types(4, 0) == ["sim"] * 4
+    assert ErnieKGConfig().layer_types == default_layer_types(12, 6)
+
+
+def test_config_explicit_layout_and_validation(tmp_path):
+    config = ErnieKGConfig(num_hidden_layers=3, layer_types=["sim", "mix", "norm"])
+    assert config.num_knowledge_layers == 1
+    config.save_pretrained(tmp_path)
+    assert ErnieKGConfig.from_pretrained(tmp_path).layer_types == ["sim", "mix", "norm"]
+    with pytest.raises(Exception, match="layer_types"):
+        ErnieKGConfig(num_hidden_layers=2, layer_types=["sim", "bogus"])
+    with pytest.raises(Exception, match="entity_attention_heads"):
+        ErnieKGConfig(entity_dim=10, entity_attention_heads=4)
+    with pytest.raises(Exception, match="rc_classifier"):
+        ErnieKGConfig(rc_classifier="mean")
+
+
+def test_from_backbone_builds_no_unused_modules(backbone_dir, table):
+    model = build(ErnieKGModel, backbone_dir, table, knowledge_layers=2)
+    assert model.config.layer_types == ["sim", "mix", "norm", "norm"]
+    mix, top = model.encoder.layer[1], model.encoder.layer[3]
+    assert isinstance(mix, ErnieKGAggregatorLayer) and mix.entity_attention is None
+    assert top.entity_output is None  # nothing would read the top layer's entity output
+    assert model.encoder.layer[2].entity_output is not None
+    assert model.config.entity_table_sha256 == table.content_hash()
+    assert model.entity_ids == table.entity_ids and model.entity_row("Q4") == 5
+    assert torch.equal(model.entity_embeddings.weight, torch.from_numpy(table.padded_table()))
+
+
+# ----------------------------------------------------------------------------- knowledge off
+@pytest.mark.parametrize("knowledge_layers", [0, 1, 2, 4])
+def test_knowledge_off_is_the_backbone(backbone_dir, backbone, table, knowledge_layers):
+    model = build(ErnieKGModel, backbone_dir, table, knowledge_layers).eval()
+    inputs = batch()
+    with torch.no_grad():
+        expected = backbone(inputs["input_ids"], inputs["attention_mask"],
+                            output_hidden_states=True)
+        off = model(inputs["input_ids"], inputs["attention_mask"], output_hidden_states=True)
+        zeros = model(inputs["input_ids"], inputs["attention_mask"],
+                      entity_ids=torch.zeros_like(inputs["entity_ids"]))
+    assert torch.equal(off.last_hidden_state, expected.last_hidden_state)
+    assert torch.equal(off.pooler_output, expected.pooler_output)
+    assert all(torch.equal(a, b) for a, b in zip(off.hidden_states, expected.hidden_states,
+                                                 strict=True))
+    assert torch.equal(zeros.last_hidden_state, expected.last_hidden_state)
+    assert off.entity_last_hidden_state is None
+
+
+def test_entities_change_only_their_sequences_above_the_t_encoder(backbone_dir, table):
+    model = build(ErnieKGModel, backbone_dir, table, knowledge_layers=2).eval()
+    inputs = batch()
+    with torch.no_grad():
+        off = model(inputs["input_ids"], inputs["attention_mask"], output_hidden_states=True)
+        on = model(**inputs, output_hidden_states=True)
+    first_knowledge_layer = 1  # layer 1 is "mix": hidden_states[0..1] precede it
+    for i in range(first_knowledge_layer + 1):
+        assert torch.equal(on.hidden_states[i], off.hidden_states[i])
+    assert torch.equal(on.last_hidden_state[1], off.last_hidden_state[1])  # no entities
+    for row in (0, 2):
+        assert not torch.allclose(on.last_hidden_state[row], off.last_hidden_state[row])
+    assert on.entity_last_hidden_state.shape == (3, 12, ENTITY_DIM)
+    assert len(on.entity_hidden_states) == 3  # mix + 2 norm layers
+    aligned = inputs["entity_ids"] > 0
+    assert torch.all(on.entity_last_hidden_state[~aligned] == 0)
+    assert torch.all(on.entity_last_hidden_state[aligned].abs().sum(-1) > 0)
+
+
+def _dense_reference(model: ErnieKGModel, input_ids, attention_mask, entity_ids):
+    """ERNIE's own formulation: a position-aligned [B, L, d] entity stream, masked."""
+    embeddings = model.embeddings(input_ids=input_ids)
+    mask = create_bidirectional_mask(config=model.config, inputs_embeds=embeddings,
+                                     attention_mask=attention_mask)
+    ent_mask = (entity_ids > 0).to(embeddings.dtype)[..., None]
+    key_bias = (1 - ent_mask[..., 0])[:, None, None, :] * torch.finfo(embeddings.dtype).min
+    entities = model.entity_embeddings(entity_ids)
+    hidden = embeddings
+    batch_size, length = input_ids.shape
+    for layer in model.encoder.layer:
+        if not isinstance(layer, ErnieKGAggregatorLayer):
+            hidden = layer(hidden, mask)
+            continue
+        attention = layer.attention(hidden, mask)[0]
+        attn = layer.entity_attention
+        if attn is not None:
+            def heads(x, attn=attn):
+                return x.view(batch_size, length, attn.num_heads, attn.head_dim).transpose(1, 2)
+            q, k, v = (heads(x) for x in attn.qkv(entities).chunk(3, dim=-1))
+            scores = q @ k.transpose(-1, -2) / attn.head_dim ** 0.5 + key_bias
+            context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch_size, length, -1)
+            entities = attn.LayerNorm(entities + attn.dense(context))
+        entities = entities * ent_mask
+        pre = layer.intermediate.dense(attention) + ent_mask * layer.entity_intermediate(entities)
+        fused = layer.intermediate.intermediate_act_fn(pre)
+        hidden = layer.output(fused, attention)
+        if layer.entity_output is not None:
+            entities = layer.entity_output(fused, entities)
+    return hidden
+
+
+@pytest.mark.parametrize("knowledge_layers", [2, 4])
+def test_packed_entity_stream_equals_dense_masked_formulation(backbone_dir, table,
+                                                              knowledge_layers):
+    model = build(ErnieKGModel, backbone_dir, table, knowledge_layers).eval()
+    inputs = batch(seed=3)
+    with torch.no_grad():
+        ours = model(**inputs).last_hidden_state
+        reference = _dense_reference(model, **inputs)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_entity_ids_raise(backbone_dir, table):
+    model = build(ErnieKGModel, backbone_dir, table)
+    inputs = batch()
+    with pytest.raises(ValueError, match="num_entities"):
+        model(inputs["input_ids"], entity_ids=inputs["entity_ids"] + NUM_ENTITIES)
+    with pytest.raises(ValueError, match="shape"):
+        model(inputs["input_ids"], entity_ids=inputs["entity_ids"][:, :5])
+
+
+# ----------------------------------------------------------------------------- heads
+def _labels(cls, size=3, num_labels=5):
+    if cls is ErnieKGForEntityTyping:
+        return (torch.rand(size, num_labels, generator=torch.Generator().manual_seed(0)) > 0.6
+                ).float()
+    return torch.tensor([0, 3, 1])[:size]
+
+
+@pytest.mark.parametrize("cls,mode,markers", [
+    (ErnieKGForRelationClassification, "cls", None),
+    (ErnieKGForRelationClassification, "markers", [[1, 4], [2, 6], [0, 3]]),
+    (ErnieKGForEntityTyping, "cls", None),
+    (ErnieKGForEntityTyping, "markers", [[1], [2], [3]]),
+])
+def test_classifier_heads_shapes_loss_and_gradients(backbone_dir, table, cls, mode, markers):
+    field = "rc_classifier" if cls is ErnieKGForRelationClassification else "typing_classifier"
+    model = build(cls, backbone_dir, table, num_labels=5, **{field: mode}).train()
+    assert (model.ernie.pooler is None) == (mode == "markers")
+    inputs = batch()
+    if markers is not None:
+        inputs["marker_positions"] = torch.tensor(markers)
+    out = model(**inputs, labels=_labels(cls), output_hidden_states=True)
+    assert out.logits.shape == (3, 5) and out.loss.ndim == 0
+    assert len(out.hidden_states) == LAYERS + 1 and len(out.entity_hidden_states) == 3
+    out.loss.backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+    assert model.ernie.entity_embeddings.weight.grad is None  # frozen KG table
+    # W_e learns (the top layer's FFN cannot reach [CLS], so only below it in "cls" mode)
+    for layer in model.ernie.encoder.layer[1:-1]:
+        assert layer.entity_intermediate.weight.grad.abs().sum() > 0
+    assert model.ernie.encoder.layer[2].entity_attention.qkv.weight.grad.abs().sum() > 0
+    assert model.ernie.encoder.layer[1].entity_output.dense.weight.grad.abs().sum() > 0
+
+
+def test_marker_classifier_requires_positions(backbone_dir, table):
+    model = build(ErnieKGForRelationClassification, backbone_dir, table, num_labels=5,
+                  rc_classifier="markers")
+    with pytest.raises(ValueError, match="marker_positions"):
+        model(**batch())
+
+
+def test_typing_threshold_decides(backbone_dir, table):
+    model = build(ErnieKGForEntityTyping, backbone_dir, table, num_labels=3,
+                  typing_threshold=0.7)
+    logits = torch.tensor([[0.0, 0.9, 2.0]])  # probabilities 0.5, 0.71, 0.88
+    assert model.predict(logits).tolist() == [[False, True, True]]
+
+
+def test_unfrozen_entity_table_gets_gradient_on_used_rows(backbone_dir, table):
+    model = build(ErnieKGForRelationClassification, backbone_dir, table, num_labels=5,
+                  freeze_entity_table=False)
+    inputs = batch()
+    model(**inputs, labels=_labels(ErnieKGForRelationClassification)).loss.backward()
+    grad = model.ernie.entity_embeddings.weight.grad
+    used = torch.unique(inputs["entity_ids"][inputs["entity_ids"] > 0])
+    assert grad[used].abs().sum(-1).gt(0).all()
+    assert grad[0].abs().sum() == 0 and grad[2].abs().sum() == 0
+
+
+def test_pretraining_head_losses_and_dea_candidates(backbone_dir, table):
+    model = build(ErnieKGForPreTraining, backbone_dir, table).train()
+    inputs = batch()
+    labels = torch.full_like(inputs["input_ids"], -100)
+    labels[:, 2] = inputs["input_ids"][:, 2]
+    entity_labels = torch.where(inputs["entity_ids"] > 0, inputs["entity_ids"], -100)
+    noisy = inputs["entity_ids"].clone()
+    noisy[0, 4] = 0  # one alignment masked away by dEA
+    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                entity_ids=noisy, labels=labels, next_sentence_label=torch.tensor([0, 1, 0]),
+                entity_labels=entity_labels)
+    assert out.prediction_logits.shape == (3, 12, VOCAB)
+    assert out.seq_relationship_logits.shape == (3, 2)
+    assert out.entity_candidates.tolist() == [1, 3, 5, NUM_ENTITIES]
+    assert out.entity_logits.shape == (5, 4)  # every labelled token, masked one included
+    torch.testing.assert_close(out.loss, out.mlm_loss + out.nsp_loss + out.dea_loss)
+    out.loss.backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+    assert model.cls.predictions.decoder.weight is model.ernie.embeddings.word_embeddings.weight
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(backbone_dir, table):
+    model = build(ErnieKGForRelationClassification, backbone_dir, table, num_labels=5,
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
+    inputs, labels = batch(), _labels(ErnieKGForRelationClassification)
+    model(**inputs, labels=labels).loss.backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.ernie.encoder.layer)
+    model(**inputs, labels=labels).loss.backward()
+    for name, grad in plain.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad)
+
+
+# ----------------------------------------------------------------------------- persistence
+@pytest.mark.parametrize("cls", [ErnieKGModel, ErnieKGForRelationClassification,
+                                 ErnieKGForEntityTyping, ErnieKGForPreTraining])
+def test_save_and_load_give_identical_outputs(backbone_dir, table, tmp_path, cls):
+    extra = {} if cls in (ErnieKGModel, ErnieKGForPreTraining) else {"num_labels": 5}
+    model = build(cls, backbone_dir, table, **extra).eval()
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / ENTITY_IDS_FILE).read_text()) == table.entity_ids
+    loaded = cls.from_pretrained(tmp_path).eval()
+    inputs = batch()
+    with torch.no_grad():
+        before, after = model(**inputs), loaded(**inputs)
+    key = "last_hidden_state" if cls is ErnieKGModel else (
+        "prediction_logits" if cls is ErnieKGForPreTraining else "logits")
+    assert torch.equal(before[key], after[key])
+    assert loaded.entity_ids == table.entity_ids
+    assert loaded.base_model.entity_embeddings.weight.requires_grad is False
+
+
+def test_auto_classes_and_table_hash_check(backbone_dir, table, tmp_path):
+    build(ErnieKGForRelationClassification, backbone_dir, table, num_labels=5,
+          id2label={i: f"P{i}" for i in range(5)}).save_pretrained(tmp_path / "rc")
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rc")
+    assert isinstance(loaded, ErnieKGForRelationClassification)
+    assert loaded.config.id2label[3] == "P3" and loaded.config.label2id["P3"] == 3
+    base = AutoModel.from_pretrained(tmp_path / "rc")
+    assert isinstance(base, ErnieKGModel) and base.entity_row("Q0") == 1
+
+    ids_file = tmp_path / "rc" / ENTITY_IDS_FILE
+    ids = json.loads(ids_file.read_text())
+    ids[0], ids[1] = ids[1], ids[0]
+    ids_file.write_text(json.dumps(ids))
+    with pytest.raises(KGFormatError, match="entity_table_sha256"):
+        ErnieKGForRelationClassification.from_pretrained(tmp_path / "rc")
+
+
+def test_model_without_kg_ids_has_random_rows(backbone_dir):
+    model = ErnieKGModel.from_backbone(backbone_dir, num_knowledge_layers=1, num_entities=7,
+                                       entity_dim=ENTITY_DIM, entity_attention_heads=2)
+    assert model.entity_embeddings.weight.shape == (8, ENTITY_DIM)
+    assert torch.all(model.entity_embeddings.weight[0] == 0) and model.entity_ids is None
+    out = model(torch.tensor([[5, 6, 7]]), entity_ids=torch.tensor([[0, 7, 0]]))
+    assert out.entity_last_hidden_state.shape == (1, 3, ENTITY_DIM)
+
+
+# ----------------------------------------------------------------------------- Trainer
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+
+@pytest.mark.parametrize("cls", [ErnieKGForRelationClassification, ErnieKGForEntityTyping])
+def test_trainer_runs_a_few_steps(backbone_dir, table, tmp_path, cls):
+    from transformers import Trainer, TrainingArguments
+
+    model = build(cls, backbone_dir, table, num_labels=5)
+    inputs, labels = batch(size=3), _labels(cls)
+    rows = [{"input_ids": inputs["input_ids"][i], "attention_mask": inputs["attention_mask"][i],
+             "entity_ids": inputs["entity_ids"][i], "labels": labels[i],
+             "marker_positions": torch.tensor([1, 4])[: 2 if cls is not ErnieKGForEntityTyping
+                                                     else 1]}
+            for i in range(3)] * 2
+    before = model.classifier.weight.detach().clone()
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=2,
+                             learning_rate=1e-3, report_to=[], save_strategy="no",
+                             logging_strategy="no", disable_tqdm=True, use_cpu=True)
+    result = Trainer(model=model, args=args, train_dataset=_ListDataset(rows)).train()
+    assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
+    assert not torch.equal(before, model.classifier.weight)
+    assert model.ernie.entity_embeddings.weight.requires_grad is False
+
+
+# ----------------------------------------------------------------------------- real MiniLM
+def test_minilm_knowledge_off_matches_hf_automodel():
+    from transformers import AutoTokenizer
+
+    from ernie_kg.paths import default_backbone
+
+    path = default_backbone()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    encoded = tokenizer(["Paris is the capital of France.", "Berlin lies on the Spree."],
+                        padding=True, return_tensors="pt")
+    reference = AutoModel.from_pretrained(path).eval()
+    model = ErnieKGModel.from_backbone(path, num_knowledge_layers=3, num_entities=4).eval()
+    with torch.no_grad():
+        expected = reference(**encoded).last_hidden_state
+        off = model(**encoded).last_hidden_state
+        entity_ids = torch.zeros_like(encoded["input_ids"])
+        entity_ids[0, 1], entity_ids[0, 6] = 1, 2
+        on = model(**encoded, entity_ids=entity_ids).last_hidden_state
+    torch.testing.assert_close(off, expected, atol=1e-5, rtol=0)
+    assert model.config.layer_types == ["sim", "sim", "mix", "norm", "norm", "norm"]
+    assert torch.equal(on[1], off[1]) and not torch.allclose(on[0], off[0])

@@ -1,0 +1,245 @@
+"""Pre-training: corpus preparation, the collator, the loop, exact resume and DDP.
+
+A tiny random BERT (with the packaged MiniLM's WordPiece vocabulary) and a random entity
+table stand in for the real backbone and TransE, so the loop runs in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+from typer.testing import CliRunner
+
+from ernie_kg.cli import app
+from ernie_kg.data.masking import IGNORE_INDEX, MaskingVocab
+from ernie_kg.data.pretraining import (
+    PretrainingShards,
+    prepare_pretraining_data,
+    read_documents,
+    sentence_pairs,
+    split_documents,
+)
+from ernie_kg.data.pretraining_collator import PretrainingCollator
+from ernie_kg.errors import DataFormatError, ErnieKGError
+from ernie_kg.kg import EntityEmbeddings, KnowledgeGraph
+from ernie_kg.linking import EntityLinker
+from ernie_kg.modeling import ErnieKGForPreTraining, ErnieKGForRelationClassification
+from ernie_kg.paths import default_backbone, demo_kg_dir, kg_data_dir
+from ernie_kg.training.pretrain import global_batches
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(default_backbone())
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tokenizer) -> dict[str, Path]:
+    """A corpus from the demo corpus' sentences, a KG dir with a random entity table,
+    a tiny BERT backbone with the MiniLM tokenizer, and the prepared shards."""
+    root = tmp_path_factory.mktemp("pretrain")
+    data = json.loads((kg_data_dir() / "demo_corpus" / "train.json").read_text())
+    sentences = [" ".join(item["tokens"]) for items in data.values() for item in items[:12]]
+    documents = [" ".join(sentences[i:i + 4]) for i in range(0, len(sentences), 4)]
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in documents))
+
+    kg_dir = root / "kg"
+    shutil.copytree(demo_kg_dir(), kg_dir)
+    kg = KnowledgeGraph.load(kg_dir)
+    EntityEmbeddings.random(sorted(kg.entities), dim=8).save(kg_dir / "embeddings")
+
+    backbone = root / "tiny-bert"
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=37,
+                        max_position_embeddings=128, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+
+    shards = root / "shards"
+    linker = EntityLinker.from_kg(kg)
+    prepare_pretraining_data(corpus, linker, tokenizer, shards, max_length=64, seed=0,
+                             shard_size=16, progress=False)
+    return {"root": root, "corpus": corpus, "kg": kg_dir, "backbone": backbone,
+            "shards": shards}
+
+
+def test_read_documents_formats_and_errors(tmp_path):
+    plain = tmp_path / "corpus.txt"
+    plain.write_text("First doc. Two sentences.\n\n\nSecond doc\nspans lines.\n")
+    assert list(read_documents(plain)) == ["First doc. Two sentences.",
+                                           "Second doc\nspans lines."]
+    bad = tmp_path / "corpus.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "no text key"}\n')
+    with pytest.raises(DataFormatError, match=r"corpus.jsonl:2: .*\"text\""):
+        list(read_documents(bad))
+
+
+def test_sentences_words_and_linked_mentions():
+    kg = KnowledgeGraph.load(demo_kg_dir())
+    linker = EntityLinker.from_kg(kg)
+    (doc,) = split_documents(["Paris is the capital of France. The Seine flows through Paris."],
+                             linker)
+    assert [s.text for s in doc] == ["Paris is the capital of France.",
+                                     "The Seine flows through Paris."]
+    first = doc[0]
+    assert [first.text[a:b] for a, b in first.words][:3] == ["Paris", "is", "the"]
+    assert {(first.text[s:e], eid) for s, e, eid in first.mentions} >= {("Paris", "paris"),
+                                                                         ("France", "france")}
+
+
+def test_nsp_pairs_half_random_and_deterministic():
+    from ernie_kg.data.pretraining import Sentence
+
+    documents = [[Sentence(f"d{d}s{s}", (), ()) for s in range(6)] for d in range(40)]
+    pairs = list(sentence_pairs(documents, seed=3))
+    assert pairs == list(sentence_pairs(documents, seed=3))
+    random_share = np.mean([label for _, _, label in pairs])
+    assert 0.4 < random_share < 0.65  # last sentences of a document always get random partners
+    for first, second, label in pairs:
+        d1, s1 = first.text[1:].split("s")
+        d2, s2 = second.text[1:].split("s")
+        if label == 0:
+            assert (d1, int(s1) + 1) == (d2, int(s2))
+        else:
+            assert d1 != d2
+
+
+def test_prepared_shards(workspace, tokenizer):
+    data = PretrainingShards(workspace["shards"])
+    manifest = data.manifest
+    assert len(data) == manifest["num_instances"] > 16  # more than one shard
+    assert len(manifest["shards"]) >= 2
+    assert manifest["aligned_entities"] > len(data)  # the demo sentences are full of entities
+    kg = KnowledgeGraph.load(workspace["kg"])
+    assert set(data.entity_vocab) <= set(kg.entities)
+    for index in range(len(data)):
+        item = data[index]
+        tokens = tokenizer.convert_ids_to_tokens(item["input_ids"].tolist())
+        assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]" and len(tokens) <= 64
+        for position in np.flatnonzero(item["entity_ids"]):
+            assert not tokens[position].startswith("##")  # first wordpiece of a word
+            assert item["mention_ids"][position] >= 0  # inside a linked mention
+            if position > 0:  # and it is the mention's first piece
+                assert item["mention_ids"][position - 1] != item["mention_ids"][position]
+        for position, token in enumerate(tokens):
+            if token.startswith("##"):  # a continuation piece belongs to the previous word
+                assert item["word_ids"][position] == item["word_ids"][position - 1] >= 0
+
+
+def test_prepare_is_deterministic(workspace, tokenizer, tmp_path):
+    kg = KnowledgeGraph.load(workspace["kg"])
+    prepare_pretraining_data(workspace["corpus"], EntityLinker.from_kg(kg), tokenizer, tmp_path,
+                             max_length=64, seed=0, shard_size=16, progress=False)
+    for shard in sorted(workspace["shards"].glob("*.safetensors")):
+        assert (tmp_path / shard.name).read_bytes() == shard.read_bytes()
+
+
+def test_collator_masks_whole_words_and_is_batch_independent(workspace, tokenizer):
+    data = PretrainingShards(workspace["shards"])
+    rows = np.arange(len(data.entity_vocab) + 1)
+    collator = PretrainingCollator(MaskingVocab.from_tokenizer(tokenizer), rows,
+                                   pad_token_id=tokenizer.pad_token_id, mlm_probability=0.3)
+    items = [data[i] for i in range(8)]
+    batch = collator(items)
+    alone = collator(items[3:4])
+    width = len(items[3]["input_ids"])
+    assert torch.equal(batch["labels"][3, :width], alone["labels"][0])
+    masked = batch["labels"] != IGNORE_INDEX
+    assert masked.any()
+    for n, item in enumerate(items):
+        words = torch.as_tensor(item["word_ids"])
+        length = len(words)
+        for word in words[words >= 0].unique():
+            states = masked[n, :length][words == word]
+            assert states.all() or not states.any()  # a word is masked whole or not at all
+        aligned = torch.as_tensor(item["entity_ids"]) > 0
+        labels = batch["entity_labels"][n, :length]
+        assert torch.equal(labels > 0, aligned)  # every alignment is a dEA target
+
+
+def test_global_batches_resume_midway():
+    full = [b for _, b in zip(range(7), global_batches(10, 4, seed=1))]
+    resumed = [b for _, b in zip(range(3), global_batches(10, 4, seed=1, start_step=4))]
+    assert resumed == full[4:]
+    epoch0 = [i for batch in full[:2] for _, i in batch]
+    assert len(set(epoch0)) == 8  # no repeats within an epoch
+    with pytest.raises(ErnieKGError, match="fewer than one global batch"):
+        next(global_batches(3, 4, seed=0))
+
+
+def _run(workspace, output: Path, max_steps: int, extra: list[str] = ()) -> list[dict]:
+    result = CliRunner().invoke(app, [
+        "pretrain", "run", "--data", str(workspace["shards"]), "--kg", str(workspace["kg"]),
+        "--output", str(output), "--backbone", str(workspace["backbone"]),
+        "--max-steps", str(max_steps), "--batch-size", "4", "--save-steps", "3",
+        "--learning-rate", "1e-3", "--num-knowledge-layers", "1", *extra,
+    ])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+
+
+def test_pretrain_run_logs_saves_and_resumes_exactly(workspace):
+    torch.set_num_threads(1)
+    full_dir = workspace["root"] / "run-full"
+    full = _run(workspace, full_dir, 6)
+    assert [r["step"] for r in full] == list(range(1, 7))
+    for record in full:
+        assert {"mlm_loss", "nsp_loss", "dea_loss", "dea_accuracy", "dea_chance"} <= set(record)
+        assert 0 < record["dea_chance"] < 1
+    assert (full_dir / "loss.png").stat().st_size > 0
+    assert (full_dir / "checkpoints" / "checkpoint-3" / "optimizer.pt").is_file()
+
+    # the state a kill after step 3 leaves behind: the checkpoint and the first log lines
+    resumed_dir = workspace["root"] / "run-resumed"
+    shutil.copytree(full_dir / "checkpoints" / "checkpoint-3",
+                    resumed_dir / "checkpoints" / "checkpoint-3")
+    (resumed_dir / "log.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in full[:5]))  # two lines past the checkpoint
+    resumed = _run(workspace, resumed_dir, 6)
+    assert [r["step"] for r in resumed] == list(range(1, 7))
+    for a, b in zip(full[3:], resumed[3:]):
+        for key in ("mlm_loss", "nsp_loss", "dea_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6)
+
+    model = ErnieKGForPreTraining.from_pretrained(full_dir)
+    assert model.config.num_entities == len(KnowledgeGraph.load(workspace["kg"]).entities)
+    classifier = ErnieKGForRelationClassification.from_pretrained(full_dir, num_labels=3)
+    assert classifier.classifier.out_features == 3
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
+def test_two_processes_match_one(workspace):
+    """torchrun with 2 CPU processes (gloo) = 1 process over the same global batch."""
+    single = _run(workspace, workspace["root"] / "ddp-1", 3, ["--save-steps", "100"])
+    output = workspace["root"] / "ddp-2"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+        "--master_port=29533", "-m", "ernie_kg", "pretrain", "run",
+        "--data", str(workspace["shards"]), "--kg", str(workspace["kg"]),
+        "--output", str(output), "--backbone", str(workspace["backbone"]),
+        "--max-steps", "3", "--batch-size", "4", "--save-steps", "100",
+        "--learning-rate", "1e-3", "--num-knowledge-layers", "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300,
+                              cwd=ROOT)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    double = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    assert len(double) == len(single) == 3
+    for a, b in zip(single, double):
+        for key in ("mlm_loss", "nsp_loss", "dea_loss", "dea_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5)
