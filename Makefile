@@ -9,7 +9,7 @@ setup:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e ".[dev,ner]"
+	$(BIN)/pip install -e ".[dev,ner,zh]"
 
 demo:
 	$(BIN)/ernie-kg demo

@@ -10,14 +10,15 @@ files go to a temporary directory):
     python experiments/linking_eval.py --data ../shared/data/fewrel/fewrel16.json \
         --split-seed 0 --output results/linking_fewrel16.json
 
-The alias table and the KG come from TRAIN only (head/tail names and QIDs; the
-instances' (head, relation, tail) as triples). TEST's head/tail mentions are then linked.
+The alias table, the KG and the context profiles come from TRAIN only (head/tail names
+and QIDs; the instances' (head, relation, tail) as triples; the words around each
+mention). TEST's head/tail mentions are then linked.
 OUT.json holds:
 
 - ``in_kb_accuracy``: TEST mentions whose gold QID occurs in TRAIN, linked to the gold
   QID given the gold spans (head and tail disambiguated together);
 - ``prior_only_accuracy``: the same with the same candidates but the prior alone
-  (``coherence_weight=0``), the baseline;
+  (``coherence_weight=0``, ``context_weight=0``), the baseline;
 - ``nil_accuracy``: mentions whose QID is absent from TRAIN that are left unlinked (NIL);
 - ``end_to_end_recall``: in-KB gold mentions found by mention detection on the raw
   sentence (exact span) with the right QID (``end_to_end_recall_all``: over all gold
@@ -45,6 +46,7 @@ import spacy
 
 from ernie_kg.linking import (
     AliasTable,
+    ContextModel,
     EntityLinker,
     fewrel_kg,
     fewrel_mentions,
@@ -59,15 +61,18 @@ EVAL_CONFIG: dict[str, Any] = {"fuzzy": True}
 
 
 def build_linker(train: FewRelData, **config: Any) -> EntityLinker:
-    """Alias table and KG from TRAIN's head/tail names, QIDs and triples."""
+    """Alias table, KG and context profiles from TRAIN's head/tail names, QIDs, triples
+    and sentences."""
     aliases = AliasTable().add_fewrel(train)
-    return EntityLinker(aliases, fewrel_kg(train), **{**EVAL_CONFIG, **config})
+    context = ContextModel().add_fewrel(train)
+    return EntityLinker(aliases, fewrel_kg(train), context=context,
+                        **{**EVAL_CONFIG, **config})
 
 
 def span_metrics(linker: EntityLinker, train: FewRelData, test: FewRelData) -> dict[str, Any]:
     """in-KB accuracy (full and prior-only) and NIL accuracy on gold spans."""
     known = {m.entity_id for m in fewrel_mentions(train)}
-    prior_only = linker.replace(coherence_weight=0.0)
+    prior_only = linker.replace(coherence_weight=0.0, context_weight=0.0)
     counts = {"in_kb": 0, "in_kb_correct": 0, "prior_correct": 0, "nil": 0, "nil_correct": 0}
     for instances in test.values():
         for instance in instances:
@@ -238,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fuzzy", action="store_true")
     parser.add_argument("--nil-threshold", type=float)
     parser.add_argument("--coherence-weight", type=float)
+    parser.add_argument("--context-weight", type=float)
     args = parser.parse_args(argv)
     config: dict[str, Any] = {}
     if args.no_fuzzy:
@@ -246,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         config["nil_threshold"] = args.nil_threshold
     if args.coherence_weight is not None:
         config["coherence_weight"] = args.coherence_weight
+    if args.context_weight is not None:
+        config["context_weight"] = args.context_weight
     with tempfile.TemporaryDirectory() as scratch:
         if args.data is not None:
             train_part, test_part = split_fewrel(args.data, (0.8, 0.2), args.split_seed)

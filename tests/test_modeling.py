@@ -7,11 +7,13 @@ import json
 import pytest
 import torch
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForSequenceClassification,
     BertConfig,
     BertModel,
 )
+from transformers.activations import GELUActivation
 from transformers.masking_utils import create_bidirectional_mask
 
 from ernie_kg.errors import KGFormatError
@@ -26,6 +28,7 @@ from ernie_kg.modeling import (
     ErnieKGModel,
     default_layer_types,
 )
+from ernie_kg.modeling.modeling import _fuse, _FusedGelu
 
 VOCAB, HIDDEN, LAYERS, ENTITY_DIM, NUM_ENTITIES = 99, 32, 4, 8, 20
 
@@ -195,6 +198,44 @@ def test_packed_entity_stream_equals_dense_masked_formulation(backbone_dir, tabl
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
+def test_fused_gelu_matches_autograd_index_ops():
+    """The custom fusion backward equals autograd's on the generic path, grid and rows."""
+    generator = torch.Generator().manual_seed(0)
+    pre = torch.randn(10, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    knowledge = torch.randn(3, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    index = torch.tensor([1, 4, 8])
+    assert torch.autograd.gradcheck(
+        lambda p, k: _FusedGelu.apply(p, k, index, "none"), (pre, knowledge)
+    )
+    weights = torch.randn(10, 6, dtype=torch.float64, generator=generator)
+    row_weights = torch.randn(3, 6, dtype=torch.float64, generator=generator)
+    results = []
+    for activation in (GELUActivation(), lambda x: torch.nn.functional.gelu(x)):  # fast, generic
+        hidden, fused = _fuse(activation, pre, knowledge, index)
+        loss = (hidden * weights).sum() + (fused * row_weights).sum()
+        results.append((hidden, fused, *torch.autograd.grad(loss, (pre, knowledge))))
+    for fast, generic in zip(*results, strict=True):
+        torch.testing.assert_close(fast, generic)
+    plain = torch.nn.functional.gelu(pre.detach())
+    no_entity = torch.ones(10, dtype=torch.bool)
+    no_entity[index] = False
+    assert torch.equal(results[0][0][no_entity], plain[no_entity])  # GELU(W_t w + b_t) exactly
+
+
+def test_other_activations_take_the_generic_fusion(tmp_path, table):
+    """A backbone whose FFN is not exact GELU (here ReLU) fuses through autograd's ops."""
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=3,
+                        num_attention_heads=4, intermediate_size=37, hidden_act="relu",
+                        max_position_embeddings=64)
+    BertModel(config).save_pretrained(tmp_path)
+    model = build(ErnieKGModel, str(tmp_path), table, knowledge_layers=2).eval()
+    inputs = batch(seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).last_hidden_state,
+                                   _dense_reference(model, **inputs), atol=1e-5, rtol=1e-5)
+
+
 def test_bad_entity_ids_raise(backbone_dir, table):
     model = build(ErnieKGModel, backbone_dir, table)
     inputs = batch()
@@ -320,6 +361,7 @@ def test_save_and_load_give_identical_outputs(backbone_dir, table, tmp_path, cls
 
 
 def test_auto_classes_and_table_hash_check(backbone_dir, table, tmp_path):
+    assert isinstance(AutoConfig.for_model("ernie_kg"), ErnieKGConfig)
     build(ErnieKGForRelationClassification, backbone_dir, table, num_labels=5,
           id2label={i: f"P{i}" for i in range(5)}).save_pretrained(tmp_path / "rc")
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rc")

@@ -30,7 +30,7 @@ from ernie_kg.data.pretraining import (
 )
 from ernie_kg.data.pretraining_collator import PretrainingCollator
 from ernie_kg.errors import DataFormatError, ErnieKGError
-from ernie_kg.kg import EntityEmbeddings, KnowledgeGraph
+from ernie_kg.kg import Entity, EntityEmbeddings, KnowledgeGraph
 from ernie_kg.linking import EntityLinker
 from ernie_kg.modeling import ErnieKGForPreTraining, ErnieKGForRelationClassification
 from ernie_kg.paths import default_backbone, demo_kg_dir, kg_data_dir
@@ -243,3 +243,31 @@ def test_two_processes_match_one(workspace):
     for a, b in zip(single, double):
         for key in ("mlm_loss", "nsp_loss", "dea_loss", "dea_accuracy"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5)
+
+
+def test_chinese_whole_word_masking_uses_jieba_words(tmp_path, tokenizer):
+    """Chinese wordpieces are single characters; jieba's words group them for WWM."""
+    pytest.importorskip("jieba")
+    kg = KnowledgeGraph.from_triples([("beijing", "capital_of", "china")],
+                                     entities=[Entity("beijing", "北京"), Entity("china", "中国")])
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text("北京是中国的首都。清华大学在北京。\n\n中国有很多人口。长城在中国北方。\n")
+    linker = EntityLinker.from_kg(kg, lang="zh")
+    prepare_pretraining_data(corpus, linker, tokenizer, tmp_path / "shards", max_length=64,
+                             lang="zh", progress=False)
+    data = PretrainingShards(tmp_path / "shards")
+    item = next(data[i] for i in range(len(data)) if data[i]["next_sentence_label"] == 0
+                and "北" in tokenizer.decode(data[i]["input_ids"]))
+    tokens = tokenizer.convert_ids_to_tokens(item["input_ids"].tolist())
+    first = tokens.index("北")
+    assert tokens[first + 1] == "京"
+    assert item["word_ids"][first] == item["word_ids"][first + 1] >= 0  # one jieba word
+    assert item["word_ids"][first - 1] != item["word_ids"][first] or first == 1
+    assert data.entity_vocab and item["entity_ids"][first] > 0  # 北京 linked on its first char
+    assert item["entity_ids"][first + 1] == 0
+    collator = PretrainingCollator(MaskingVocab.from_tokenizer(tokenizer),
+                                   np.arange(len(data.entity_vocab) + 1),
+                                   pad_token_id=tokenizer.pad_token_id, mlm_probability=0.5)
+    for epoch in range(20):  # across many draws, 北 and 京 are always masked together
+        labels = collator([{**item, "epoch": epoch}])["labels"][0]
+        assert bool(labels[first] != IGNORE_INDEX) == bool(labels[first + 1] != IGNORE_INDEX)

@@ -11,6 +11,7 @@ from ernie_kg.linking.alignment import (
     row_lookup,
 )
 from ernie_kg.linking.component import COMPONENT_NAME, EntityLinkerComponent
+from ernie_kg.linking.context import ContextModel
 from ernie_kg.linking.disambiguation import Disambiguator
 from ernie_kg.linking.fewrel import (
     fewrel_kg,
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_LINKER_CONFIG",
     "DEFAULT_MARKERS",
     "AliasTable",
+    "ContextModel",
     "Disambiguator",
     "EntityLinker",
     "EntityLinkerComponent",

@@ -18,7 +18,7 @@ from typing import Any
 
 from ernie_kg.errors import KGFormatError
 from ernie_kg.kg.graph import KnowledgeGraph
-from ernie_kg.linking.normalize import cased_key, loose_key, normalize
+from ernie_kg.linking.normalize import cased_key, loose_key, normalize, stem_key
 
 __all__ = ["ALIASES_FILE", "AliasTable"]
 
@@ -38,6 +38,8 @@ class AliasTable:
         self._by_key: dict[str, dict[str, float]] = {}  # normalised key -> entity -> count
         self._by_cased: dict[str, dict[str, float]] = {}
         self._by_loose: dict[str, set[str]] = {}  # loose key -> normalised keys
+        self._by_stem: dict[str, set[str]] = {}  # stem key -> normalised keys
+        self._entity_totals: dict[str, float] = {}  # entity -> count over all surfaces
         self._surfaces: dict[str, list[str]] = {}  # normalised key -> surfaces as given
         self._cache: dict[str, list[tuple[str, float]]] = {}
 
@@ -71,6 +73,8 @@ class AliasTable:
         loose = loose_key(surface)
         if loose:
             self._by_loose.setdefault(loose, set()).add(key)
+            self._by_stem.setdefault(stem_key(surface), set()).add(key)
+        self._entity_totals[entity_id] = self._entity_totals.get(entity_id, 0.0) + count
 
     def update(self, other: AliasTable) -> AliasTable:
         """Add every count of ``other``; returns self."""
@@ -124,11 +128,21 @@ class AliasTable:
             priors = {e: exact.get(e, 0.0) / exact_total for e in counts}
         else:
             priors = {e: c / total for e, c in counts.items()}
-        return sorted(priors.items(), key=lambda item: (-item[1], item[0]))
+        totals = self._entity_totals  # ties: the entity named more often overall first
+        return sorted(priors.items(), key=lambda item: (-item[1], -totals[item[0]], item[0]))
 
     def loose_keys(self, surface: str) -> list[str]:
         """Normalised keys sharing ``surface``'s punctuation-free form."""
         return sorted(self._by_loose.get(loose_key(surface), ()))
+
+    def stem_keys(self, surface: str) -> list[str]:
+        """Normalised keys sharing ``surface``'s word-prefix form (:func:`stem_key`)."""
+        stem = stem_key(surface)
+        return sorted(self._by_stem.get(stem, ())) if stem else []
+
+    def entity_count(self, entity_id: str) -> float:
+        """How often ``entity_id`` was named, over all its surfaces."""
+        return self._entity_totals.get(entity_id, 0.0)
 
     def __contains__(self, surface: object) -> bool:
         return isinstance(surface, str) and normalize(surface) in self._by_key

@@ -4,25 +4,29 @@ For mention *i* with candidates *e* (prior p_i(e), alias-match similarity q_i(e)
 
     coherence_i(e) = mean over other mentions j (within ``window``) of
                      sum over j's candidates e' of p_j(e') * relatedness(e, e')
+    context_i(e)   = cosine(words around e's known mentions, words of this text)
     posterior_i(e) ∝ p_i(e) * exp(coherence_weight * coherence_i(e))
+                           * exp(context_weight * context_i(e))
     score_i(e)     = posterior_i(e) * q_i(e)
 
 Relatedness is graph proximity in the KG's networkx view (1 for an edge, up to 0.5 for
 shared neighbours, hubs counting less) and, with TransE embeddings, the positive cosine
-of the two vectors; the larger of the two counts. ``coherence_weight=0`` gives the
-prior-only baseline with the same candidates. The linker links the top candidate when
-its score reaches the NIL threshold.
+of the two vectors; the larger of the two counts. Context profiles come from
+:mod:`ernie_kg.linking.context`. ``coherence_weight=0`` and ``context_weight=0`` give
+the prior-only baseline with the same candidates. The linker links the top candidate
+when its score reaches the NIL threshold.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
+from ernie_kg.linking.context import ContextModel
 
 __all__ = ["Candidate", "Disambiguator"]
 
@@ -39,11 +43,16 @@ class Disambiguator:
         embeddings: EntityEmbeddings | None = None,
         coherence_weight: float = 4.0,
         window: int = 20,
+        context: ContextModel | None = None,
+        context_weight: float = 0.0,
     ) -> None:
         self.kg = kg
         self.embeddings = embeddings
         self.coherence_weight = float(coherence_weight)
         self.window = int(window)
+        self.context = context
+        self.context_weight = float(context_weight)
+        self._supports: dict[tuple[str, int], tuple[Sequence[Candidate], float]] = {}
         self._neighbours: dict[str, frozenset[str]] = {}
         self._related: dict[tuple[str, str], float] = {}
         self._unit: dict[str, np.ndarray | None] = {}
@@ -105,24 +114,61 @@ class Disambiguator:
         return max(0.0, float(va @ vb))
 
     # ------------------------------------------------------------------ ranking
-    def rank(self, mentions: Sequence[Sequence[Candidate]]) -> list[list[tuple[str, float]]]:
-        """For each mention, its candidates with final scores, best first."""
+    def rank(
+        self,
+        mentions: Sequence[Sequence[Candidate]],
+        context: Callable[[], Mapping[str, float]] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """For each mention, its candidates with final scores, best first.
+
+        ``context`` returns the text's word vector (see :class:`ContextModel`); it is
+        only called when some mention is ambiguous and a context model is set.
+        """
+        ranked: list[list[tuple[str, float]]] = []
+        if all(len(c) < 2 for c in mentions):  # nothing to choose: posterior 1
+            return [[(c[0][0], c[0][2])] if c else [] for c in mentions]
         priors = [_normalised(c) for c in mentions]
         live = [i for i, c in enumerate(mentions) if c]
         use_coherence = self.coherence_weight > 0 and len(live) > 1 and (
             self.kg is not None or self.embeddings is not None)
-        ranked = []
+        vector = None
+        if context is not None and self.context is not None and self.context_weight > 0:
+            vector = context()
         for i, candidates in enumerate(mentions):
-            if not candidates:
-                ranked.append([])
+            if len(candidates) < 2:
+                ranked.append([(candidates[0][0], candidates[0][2])] if candidates else [])
                 continue
             posterior = priors[i]
-            if use_coherence and len(candidates) > 1:
+            if use_coherence:
                 posterior = self._with_coherence(i, mentions, priors, live)
-            scores = [(c[0], posterior[n] * c[2]) for n, c in enumerate(candidates)]
-            scores.sort(key=lambda item: -item[1])
+            if vector:
+                similarity = self.context.similarity
+                weight = self.context_weight
+                posterior = _normalised_values([
+                    p * math.exp(weight * similarity(c[0], vector))
+                    for c, p in zip(candidates, posterior)
+                ])
+            scores = [(c[0], p * c[2]) for c, p in zip(candidates, posterior)]
+            scores.sort(key=_by_score)
             ranked.append(scores)
         return ranked
+
+    def _support(self, entity_id: str, candidates: Sequence[Candidate], prior: list[float]
+                 ) -> float:
+        """sum over ``candidates`` e' of prior(e') * relatedness(entity_id, e'), cached by
+        candidate list (alias lookups return the same tuple objects)."""
+        key = (entity_id, id(candidates))
+        found = self._supports.get(key)
+        if found is not None and found[0] is candidates:
+            return found[1]
+        relatedness = self.relatedness
+        value = 0.0
+        for other, p in zip(candidates, prior):
+            value += p * relatedness(entity_id, other[0])
+        if len(self._supports) > 500_000:
+            self._supports.clear()
+        self._supports[key] = (candidates, value)  # holding it keeps its id unique
+        return value
 
     def _with_coherence(
         self, i: int, mentions: Sequence[Sequence[Candidate]], priors: list[list[float]],
@@ -132,16 +178,17 @@ class Disambiguator:
         if not others:
             return priors[i]
         weights = []
+        scale = self.coherence_weight / len(others)
         for (entity_id, _, _), prior in zip(mentions[i], priors[i]):
             support = 0.0
             for j in others:
-                support += sum(
-                    p * self.relatedness(entity_id, other[0])
-                    for other, p in zip(mentions[j], priors[j])
-                )
-            coherence = support / len(others)
-            weights.append(prior * math.exp(self.coherence_weight * coherence))
+                support += self._support(entity_id, mentions[j], priors[j])
+            weights.append(prior * math.exp(scale * support))
         return _normalised_values(weights)
+
+
+def _by_score(item: tuple[str, float]) -> float:
+    return -item[1]
 
 
 def _normalised(candidates: Sequence[Candidate]) -> list[float]:

@@ -23,6 +23,7 @@ from ernie_kg.errors import KGFormatError, SpanError
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.aliases import ALIASES_FILE, AliasTable
+from ernie_kg.linking.context import CONTEXT_FILE, ContextModel
 from ernie_kg.linking.disambiguation import Candidate, Disambiguator
 from ernie_kg.linking.fewrel import token_char_spans
 from ernie_kg.linking.fuzzy import FuzzyAliasIndex
@@ -42,9 +43,11 @@ DEFAULT_LINKER_CONFIG: dict[str, Any] = {
     "fuzzy_k": 5,  # alias keys a fuzzy lookup returns
     "fuzzy_sharpness": 8.0,  # fuzzy candidate weight: similarity ** sharpness * count
     "loose_similarity": 0.95,  # match quality of a punctuation-free key match
+    "stem_similarity": 0.8,  # match quality of a word-prefix ("stem") key match
     "nil_threshold": 0.25,  # least score (posterior * match quality) to link
     "coherence_weight": 4.0,  # 0 = prior only
     "coherence_window": 20,  # mentions on either side that count for coherence
+    "context_weight": 0.0,  # weight of context-profile similarity (needs a ContextModel)
     "max_candidates": 10,
     "skip_stop_words": True,  # aliases made only of stop words/punctuation never match
     "min_chars": 2,  # shortest alias (non-space chars) the matcher uses
@@ -90,11 +93,13 @@ class EntityLinker:
         aliases: AliasTable,
         kg: KnowledgeGraph | None = None,
         embeddings: EntityEmbeddings | None = None,
+        context: ContextModel | None = None,
         **config: Any,
     ) -> None:
         self.aliases = aliases
         self.kg = kg
         self.embeddings = embeddings
+        self.context = context
         self.config = _checked_config(config)
         self._detector: MentionDetector | None = None
         self._fuzzy: FuzzyAliasIndex | None = None
@@ -104,7 +109,8 @@ class EntityLinker:
     def _setup(self) -> None:
         c = self.config
         self.disambiguator = Disambiguator(
-            self.kg, self.embeddings, c["coherence_weight"], c["coherence_window"]
+            self.kg, self.embeddings, c["coherence_weight"], c["coherence_window"],
+            self.context, c["context_weight"],
         )
         self.nil_threshold = c["nil_threshold"]
         self.max_candidates = c["max_candidates"]
@@ -120,15 +126,16 @@ class EntityLinker:
         fuzzy: bool = False,
         nil_threshold: float = DEFAULT_LINKER_CONFIG["nil_threshold"],
         coherence_weight: float = DEFAULT_LINKER_CONFIG["coherence_weight"],
+        context: ContextModel | None = None,
         **config: Any,
     ) -> EntityLinker:
         """A linker over the KG's names plus ``extra_aliases`` (an :class:`AliasTable`,
         a saved table, a FewRel file/dict, ``{surface: id}`` or ``(surface, id, count)``
-        rows)."""
+        rows). ``context`` (a :class:`ContextModel`) is used with ``context_weight``."""
         aliases = AliasTable.from_kg(kg)
         if extra_aliases is not None:
             aliases.update(AliasTable.coerce(extra_aliases))
-        return cls(aliases, kg, embeddings, use_ner=use_ner, fuzzy=fuzzy,
+        return cls(aliases, kg, embeddings, context, use_ner=use_ner, fuzzy=fuzzy,
                    nil_threshold=nil_threshold, coherence_weight=coherence_weight, **config)
 
     @classmethod
@@ -222,25 +229,27 @@ class EntityLinker:
     def _resolve(
         self, text: str, spans: Sequence[tuple[int, int]],
         candidates: Sequence[Sequence[Candidate]],
-        token_spans: Sequence[tuple[int, int] | None] | None = None,
     ) -> list[LinkedMention]:
-        ranked = self.disambiguator.rank(candidates)
+        context = None
+        if self.context is not None:
+            def context() -> dict[str, float]:
+                return self.context.vector(text, spans)
+        ranked = self.disambiguator.rank(candidates, context)
+        threshold, limit = self.nil_threshold, self.max_candidates
         linked = []
-        for n, ((start, end), scores) in enumerate(zip(spans, ranked)):
+        for (start, end), scores in zip(spans, ranked):
             best_id, best = scores[0] if scores else (None, 0.0)
-            token_start, token_end = token_spans[n] if token_spans and token_spans[n] else (
-                None, None)
             linked.append(LinkedMention(
-                start, end, text[start:end],
-                best_id if best >= self.nil_threshold else None, best,
-                tuple(scores[: self.max_candidates]), token_start, token_end,
+                start, end, text[start:end], best_id if best >= threshold else None, best,
+                tuple(scores[:limit]) if len(scores) > 1 else tuple(scores),
             ))
         return linked
 
     # ------------------------------------------------------------------ candidates
     def surface_candidates(self, surface: str) -> tuple[Candidate, ...]:
         """Candidates of an arbitrary span: exact key, then punctuation-free key, then
-        (with ``fuzzy``) faiss neighbours. Each is ``(entity_id, prior, similarity)``."""
+        word-prefix ("stem") key, then (with ``fuzzy``) faiss neighbours. Each is
+        ``(entity_id, prior, similarity)``."""
         cache_key = "\x00" + surface
         found = self._candidate_cache.get(cache_key)
         if found is not None:
@@ -248,6 +257,8 @@ class EntityLinker:
         found = tuple((e, p, 1.0) for e, p in self.aliases.candidates(surface))
         if not found:
             found = self._loose_candidates(surface)
+        if not found:
+            found = self._stem_candidates(surface)
         if not found and self.config["fuzzy"]:
             found = self._fuzzy_candidates(surface)
         found = found[: self.max_candidates]
@@ -255,13 +266,21 @@ class EntityLinker:
         return found
 
     def _loose_candidates(self, surface: str) -> tuple[Candidate, ...]:
+        return self._pooled(self.aliases.loose_keys(surface), self.config["loose_similarity"])
+
+    def _stem_candidates(self, surface: str) -> tuple[Candidate, ...]:
+        return self._pooled(self.aliases.stem_keys(surface), self.config["stem_similarity"])
+
+    def _pooled(self, keys: Iterable[str], quality: float) -> tuple[Candidate, ...]:
+        """Candidates of several alias keys, counts pooled, at one match quality."""
         counts: dict[str, float] = {}
-        for key in self.aliases.loose_keys(surface):
+        for key in keys:
             for entity_id, count in self.aliases.counts(key).items():
                 counts[entity_id] = counts.get(entity_id, 0.0) + count
         total = sum(counts.values())
-        quality = self.config["loose_similarity"]
-        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        popularity = self.aliases.entity_count
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], -popularity(item[0]),
+                                                          item[0]))
         return tuple((e, c / total, quality) for e, c in ranked)
 
     def _fuzzy_candidates(self, surface: str) -> tuple[Candidate, ...]:
@@ -317,10 +336,13 @@ class EntityLinker:
 
     # ------------------------------------------------------------------ storage
     def save(self, directory: str | Path) -> Path:
-        """Write ``aliases.json`` and ``linker.json`` (the KG is saved separately)."""
+        """Write ``aliases.json``, ``linker.json`` and, with a context model,
+        ``context.json`` (the KG is saved separately)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.aliases.save(directory / ALIASES_FILE)
+        if self.context is not None:
+            self.context.save(directory / CONTEXT_FILE)
         temporary = directory / (_CONFIG_FILE + ".tmp")
         temporary.write_text(json.dumps(self.config, indent=2), encoding="utf-8")
         os.replace(temporary, directory / _CONFIG_FILE)
@@ -345,7 +367,10 @@ class EntityLinker:
                 raise KGFormatError(
                     config_path, error.lineno, f"invalid JSON: {error.msg}"
                 ) from None
-        return cls(AliasTable.load(directory / ALIASES_FILE), kg, embeddings,
+        context = None
+        if (directory / CONTEXT_FILE).exists():
+            context = ContextModel.load(directory / CONTEXT_FILE)
+        return cls(AliasTable.load(directory / ALIASES_FILE), kg, embeddings, context,
                    **{**saved, **config})
 
     def __repr__(self) -> str:
@@ -360,10 +385,10 @@ def _checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown linker settings {sorted(unknown)}; known: {sorted(DEFAULT_LINKER_CONFIG)}"
         )
     merged = {**DEFAULT_LINKER_CONFIG, **config}
-    for name in ("nil_threshold", "fuzzy_threshold", "loose_similarity"):
+    for name in ("nil_threshold", "fuzzy_threshold", "loose_similarity", "stem_similarity"):
         if not 0.0 <= float(merged[name]) <= 1.0:
             raise LinkerConfigError(f"{name} must be in [0, 1], not {merged[name]!r}")
-    for name in ("coherence_weight", "fuzzy_sharpness"):
+    for name in ("coherence_weight", "fuzzy_sharpness", "context_weight"):
         if float(merged[name]) < 0:
             raise LinkerConfigError(f"{name} must be >= 0, not {merged[name]!r}")
     for name in ("max_candidates", "fuzzy_k", "coherence_window", "min_chars"):

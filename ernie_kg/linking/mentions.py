@@ -82,7 +82,8 @@ class MentionDetector:
         self._add_patterns(skip_stop_words, min_chars)
         # Tokenizing the aliases filled the tokenizer's chunk cache (10,000 entries);
         # re-setting the rules gives a fresh one, so running text gets the cache.
-        self.nlp.tokenizer.rules = self.nlp.tokenizer.rules
+        if hasattr(self.nlp.tokenizer, "rules"):  # not on e.g. spaCy's Chinese tokenizer
+            self.nlp.tokenizer.rules = self.nlp.tokenizer.rules
 
     def _add_patterns(self, skip_stop_words: bool, min_chars: int) -> None:
         keys = [k for k in self.aliases.keys() if len(k.replace(" ", "")) >= min_chars]

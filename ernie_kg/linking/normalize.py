@@ -11,7 +11,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["cased_key", "loose_key", "normalize", "token_norm"]
+__all__ = ["STEM_CHARS", "cased_key", "loose_key", "normalize", "stem_key", "token_norm"]
 
 # Typographic variants NFKC leaves alone but writers use interchangeably.
 _PUNCT_MAP = str.maketrans(
@@ -24,6 +24,8 @@ _PUNCT_MAP = str.maketrans(
 )
 _PIECES = re.compile(r"\w+|[^\w\s]")
 _CACHE_SIZE = 1 << 17
+#: Characters a word keeps in :func:`stem_key` ("linguistics" and "linguistic": "lingu").
+STEM_CHARS = 5
 
 
 def _fold(text: str) -> str:
@@ -52,6 +54,13 @@ def normalize(text: str) -> str:
 def loose_key(text: str) -> str:
     """:func:`normalize` without punctuation: the back-off key ("lieutenant-colonel")."""
     return " ".join(p for p in normalize(text).split(" ") if p[:1].isalnum() or "_" in p)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def stem_key(text: str) -> str:
+    """:func:`loose_key` with every word cut to :data:`STEM_CHARS` characters: the last
+    back-off key, for inflections and spelling variants ("Khafra" / "Khafre")."""
+    return " ".join(p[:STEM_CHARS] for p in loose_key(text).split(" ") if p)
 
 
 def token_norm(token: str) -> str:

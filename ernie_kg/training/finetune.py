@@ -169,6 +169,23 @@ def relation_compute_metrics(
     return compute
 
 
+def typing_compute_metrics(
+    threshold: float = 0.5,
+) -> Callable[[EvalPrediction], dict[str, float]]:
+    """A ``compute_metrics`` for multi-label typing: sigmoid > ``threshold`` ->
+    :func:`~ernie_kg.training.metrics.typing_metrics` (strict accuracy, loose F1s)."""
+    from ernie_kg.training.metrics import typing_metrics
+
+    def compute(prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        probabilities = 1 / (1 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        return typing_metrics(np.asarray(prediction.label_ids) > 0.5, probabilities > threshold)
+
+    return compute
+
+
 @dataclass
 class FinetuneResult:
     """What :func:`finetune` returns: the trained model (best checkpoint loaded) and logs."""
