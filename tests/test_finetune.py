@@ -28,7 +28,7 @@ from ernie_kg.paths import default_backbone, kg_data_dir
 from ernie_kg.training.classifier import RelationClassifier, find_span, predict
 from ernie_kg.training.evaluation import evaluate_relations
 from ernie_kg.training.finetune import finetune
-from ernie_kg.training.knowledge import fewrel_knowledge
+from ernie_kg.training.knowledge import fewrel_knowledge, neighbourhood
 from ernie_kg.training.relation import build_relation_classifier, train_relation_classifier
 
 CORPUS = kg_data_dir() / "demo_corpus"
@@ -213,6 +213,10 @@ def test_fewrel_knowledge_and_cache(tmp_path):
     assert len(kg.train) >= len(background.triples)
     assert kg.entity("france").label == background.entity("france").label
     assert aliases.candidates("France")[0][0] == "france"
+    chain = KnowledgeGraph.from_triples([("a", "r", "b"), ("b", "r", "c"), ("c", "r", "d")])
+    assert neighbourhood(chain, {"a"}, 1).train == [("a", "r", "b")]
+    assert len(neighbourhood(chain, {"a"}, 2).train) == 2
+    assert neighbourhood(chain, {"zzz"}, 1) is None
     small = KnowledgeGraph.from_triples(kg.train[:60])
     settings = {"dim": 8, "epochs": 1, "batch_size": 64, "num_negs_per_pos": 4}
     first = cached_entity_embeddings(small, tmp_path, progress=False, **settings)
@@ -239,3 +243,34 @@ def test_find_span():
     assert find_span("abc", (0, 2)) == (0, 2)
     with pytest.raises(SpanError):
         find_span("abc", (2, 9))
+
+
+# ---------------------------------------------------------------------- experiment
+def test_experiment_contract(tiny_backbone, tmp_path):
+    """experiments/relation_classification.py writes metrics.json, model/ and log.jsonl."""
+    import importlib.util
+
+    from ernie_kg.paths import PROJECT_ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "relation_classification", PROJECT_ROOT / "experiments" / "relation_classification.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "run"
+    metrics = module.main([
+        "--train", str(CORPUS / "dev.json"), "--kg-setting", "closed", "--model", "ernie",
+        "--seed", "1", "--output-dir", str(out), "--epochs", "1",
+        "--kg-extra", str(CORPUS / "test.json"), "--codex-dir", str(kg_data_dir() / "demo"),
+        "--kg-epochs", "1", "--kg-dim", "8", "--cache-dir", str(tmp_path / "cache"),
+        "--backbone", tiny_backbone, "--batch-size", "16", "--no-progress",
+    ])
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "micro_f1"):
+        assert 0.0 <= saved[key] <= 1.0 and saved[key] == metrics[key]
+    assert saved["settings"]["kg_setting"] == "closed"
+    assert (out / "model" / "config.json").exists() and not (out / "checkpoints").exists()
+    events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "end"
+    loaded = RelationClassifier.load(out / "model")
+    label, _ = loaded.predict("Paris is the capital of France .", "Paris", "France")
+    assert label in loaded.labels and len(loaded.labels) == 12

@@ -18,7 +18,14 @@ from typing import Any
 
 from ernie_kg.errors import KGFormatError
 from ernie_kg.kg.graph import KnowledgeGraph
-from ernie_kg.linking.normalize import cased_key, loose_key, normalize, stem_key
+from ernie_kg.linking.normalize import (
+    acronym_query,
+    acronyms,
+    cased_key,
+    loose_key,
+    normalize,
+    stem_key,
+)
 
 __all__ = ["ALIASES_FILE", "AliasTable"]
 
@@ -39,6 +46,7 @@ class AliasTable:
         self._by_cased: dict[str, dict[str, float]] = {}
         self._by_loose: dict[str, set[str]] = {}  # loose key -> normalised keys
         self._by_stem: dict[str, set[str]] = {}  # stem key -> normalised keys
+        self._by_acronym: dict[str, set[str]] = {}  # acronym of a name -> normalised keys
         self._entity_totals: dict[str, float] = {}  # entity -> count over all surfaces
         self._surfaces: dict[str, list[str]] = {}  # normalised key -> surfaces as given
         self._cache: dict[str, list[tuple[str, float]]] = {}
@@ -74,6 +82,8 @@ class AliasTable:
         if loose:
             self._by_loose.setdefault(loose, set()).add(key)
             self._by_stem.setdefault(stem_key(surface), set()).add(key)
+            for acronym in acronyms(surface):
+                self._by_acronym.setdefault(acronym, set()).add(key)
         self._entity_totals[entity_id] = self._entity_totals.get(entity_id, 0.0) + count
 
     def update(self, other: AliasTable) -> AliasTable:
@@ -139,6 +149,14 @@ class AliasTable:
         """Normalised keys sharing ``surface``'s word-prefix form (:func:`stem_key`)."""
         stem = stem_key(surface)
         return sorted(self._by_stem.get(stem, ())) if stem else []
+
+    def acronym_keys(self, surface: str) -> list[str]:
+        """Keys an acronym stands for ("WTO" -> "world trade organization"), or the keys
+        that are acronyms of a name ("World Trade Organization" -> "wto")."""
+        query = acronym_query(surface)
+        if query is not None:
+            return sorted(self._by_acronym.get(query, ()))
+        return sorted(a for a in acronyms(surface) if a in self._by_key)
 
     def entity_count(self, entity_id: str) -> float:
         """How often ``entity_id`` was named, over all its surfaces."""

@@ -43,11 +43,12 @@ DEFAULT_LINKER_CONFIG: dict[str, Any] = {
     "fuzzy_k": 5,  # alias keys a fuzzy lookup returns
     "fuzzy_sharpness": 8.0,  # fuzzy candidate weight: similarity ** sharpness * count
     "loose_similarity": 0.95,  # match quality of a punctuation-free key match
+    "acronym_similarity": 0.9,  # match quality of an acronym match ("WTO")
     "stem_similarity": 0.8,  # match quality of a word-prefix ("stem") key match
     "nil_threshold": 0.25,  # least score (posterior * match quality) to link
     "coherence_weight": 4.0,  # 0 = prior only
     "coherence_window": 20,  # mentions on either side that count for coherence
-    "context_weight": 0.0,  # weight of context-profile similarity (needs a ContextModel)
+    "context_weight": 2.0,  # weight of context-profile similarity (needs a ContextModel)
     "max_candidates": 10,
     "skip_stop_words": True,  # aliases made only of stop words/punctuation never match
     "min_chars": 2,  # shortest alias (non-space chars) the matcher uses
@@ -202,23 +203,34 @@ class EntityLinker:
     def _link_doc(
         self, text: str, doc: Doc, ner_spans: Iterable[tuple[int, int]]
     ) -> list[LinkedMention]:
-        mentions = self._detector.detect(doc, ner_spans)
-        if not mentions:
+        found = self._detector.spans(doc, ner_spans)
+        if not found:
             return []
-        candidates = [self._mention_candidates(m, text) for m in mentions]
-        return self._resolve(text, [(m.start, m.end) for m in mentions], candidates)
+        cache = self._candidate_cache
+        candidates = []
+        for start, end, key, _, _, source in found:
+            surface = text[start:end]
+            if source != "alias":
+                candidates.append(self.surface_candidates(surface))
+                continue
+            cached = cache.get(surface)
+            if cached is None:
+                cached = self._key_candidates(key, surface)
+            candidates.append(cached)
+        return self._resolve(text, [(m[0], m[1]) for m in found], candidates)
 
     def _mention_candidates(self, mention: Mention, text: str) -> tuple[Candidate, ...]:
         surface = text[mention.start:mention.end]
         if mention.source != "alias":
             return self.surface_candidates(surface)
         found = self._candidate_cache.get(surface)
-        if found is None:
-            found = tuple(
-                (e, p, 1.0)
-                for e, p in self.aliases.key_candidates(mention.key, cased_key(surface))
-            )[: self.max_candidates]
-            self._remember(surface, found)
+        return found if found is not None else self._key_candidates(mention.key, surface)
+
+    def _key_candidates(self, key: str, surface: str) -> tuple[Candidate, ...]:
+        found = tuple(
+            (e, p, 1.0) for e, p in self.aliases.key_candidates(key, cased_key(surface))
+        )[: self.max_candidates]
+        self._remember(surface, found)
         return found
 
     def _remember(self, surface: str, found: tuple[Candidate, ...]) -> None:
@@ -247,29 +259,30 @@ class EntityLinker:
 
     # ------------------------------------------------------------------ candidates
     def surface_candidates(self, surface: str) -> tuple[Candidate, ...]:
-        """Candidates of an arbitrary span: exact key, then punctuation-free key, then
-        word-prefix ("stem") key, then (with ``fuzzy``) faiss neighbours. Each is
-        ``(entity_id, prior, similarity)``."""
+        """Candidates of an arbitrary span: exact key, then the first back-off that finds
+        any: punctuation-free key, acronym ("WTO"), word-prefix ("stem") key, (with
+        ``fuzzy``) faiss neighbours. Each is ``(entity_id, prior, match similarity)``."""
         cache_key = "\x00" + surface
         found = self._candidate_cache.get(cache_key)
         if found is not None:
             return found
         found = tuple((e, p, 1.0) for e, p in self.aliases.candidates(surface))
-        if not found:
-            found = self._loose_candidates(surface)
-        if not found:
-            found = self._stem_candidates(surface)
-        if not found and self.config["fuzzy"]:
+        c, aliases = self.config, self.aliases
+        backoffs = (
+            (c["loose_similarity"], aliases.loose_keys),
+            (c["acronym_similarity"], aliases.acronym_keys),
+            (c["stem_similarity"], aliases.stem_keys),
+        )
+        for quality, keys in backoffs:
+            if found:
+                break
+            if quality > 0:  # 0 switches a back-off off
+                found = self._pooled(keys(surface), quality)
+        if not found and c["fuzzy"]:
             found = self._fuzzy_candidates(surface)
         found = found[: self.max_candidates]
         self._remember(cache_key, found)
         return found
-
-    def _loose_candidates(self, surface: str) -> tuple[Candidate, ...]:
-        return self._pooled(self.aliases.loose_keys(surface), self.config["loose_similarity"])
-
-    def _stem_candidates(self, surface: str) -> tuple[Candidate, ...]:
-        return self._pooled(self.aliases.stem_keys(surface), self.config["stem_similarity"])
 
     def _pooled(self, keys: Iterable[str], quality: float) -> tuple[Candidate, ...]:
         """Candidates of several alias keys, counts pooled, at one match quality."""
@@ -385,7 +398,8 @@ def _checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown linker settings {sorted(unknown)}; known: {sorted(DEFAULT_LINKER_CONFIG)}"
         )
     merged = {**DEFAULT_LINKER_CONFIG, **config}
-    for name in ("nil_threshold", "fuzzy_threshold", "loose_similarity", "stem_similarity"):
+    for name in ("nil_threshold", "fuzzy_threshold", "loose_similarity", "stem_similarity",
+                 "acronym_similarity"):
         if not 0.0 <= float(merged[name]) <= 1.0:
             raise LinkerConfigError(f"{name} must be in [0, 1], not {merged[name]!r}")
     for name in ("coherence_weight", "fuzzy_sharpness", "context_weight"):

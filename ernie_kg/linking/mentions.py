@@ -41,6 +41,10 @@ class Mention:
     source: str = "alias"  # "alias" or "ner"
 
 
+def _longest_first(match: tuple[int, int, int]) -> tuple[int, int]:
+    return match[1] - match[2], match[1]
+
+
 def load_spacy_model(name: str) -> Language:
     """``spacy.load(name)``, else the installed model package whose name starts with it."""
     try:
@@ -120,27 +124,44 @@ class MentionDetector:
     def detect(self, doc: Doc, ner_spans: Iterable[tuple[int, int]] = ()) -> list[Mention]:
         """Alias matches of ``doc`` (longest first, no overlaps) plus non-overlapping
         ``ner_spans`` (char spans), sorted by start."""
+        return [Mention(*found) for found in self.spans(doc, ner_spans)]
+
+    def spans(
+        self, doc: Doc, ner_spans: Iterable[tuple[int, int]] = ()
+    ) -> list[tuple[int, int, str, int, int, str]]:
+        """:meth:`detect` as plain tuples ``(start, end, key, token_start, token_end,
+        source)``: the linker's hot path, which runs once per sentence."""
         matches = self.matcher(doc)
-        if len(matches) > 1:
-            matches.sort(key=lambda m: (m[1] - m[2], m[1]))
-        taken = bytearray(len(doc))
-        key_of = self._key_of
         found = []
-        for match_id, start, end in matches:
-            if 1 in taken[start:end]:
-                continue
-            taken[start:end] = b"\x01" * (end - start)
+        key_of = self._key_of
+        if len(matches) == 1:
+            match_id, start, end = matches[0]
             last = doc[end - 1]
-            found.append(Mention(doc[start].idx, last.idx + len(last), key_of[match_id],
-                                 start, end))
+            found.append((doc[start].idx, last.idx + len(last), key_of[match_id], start, end,
+                          "alias"))
+            taken = None
+        else:
+            matches.sort(key=_longest_first)
+            taken = bytearray(len(doc))
+            for match_id, start, end in matches:
+                if 1 in taken[start:end]:
+                    continue
+                taken[start:end] = b"\x01" * (end - start)
+                last = doc[end - 1]
+                found.append((doc[start].idx, last.idx + len(last), key_of[match_id], start,
+                              end, "alias"))
         for char_start, char_end in ner_spans:
+            if taken is None:
+                taken = bytearray(len(doc))
+                for _, _, _, start, end, _ in found:
+                    taken[start:end] = b"\x01" * (end - start)
             span = doc.char_span(char_start, char_end, alignment_mode="expand")
             if span is None or 1 in taken[span.start:span.end]:
                 continue
             taken[span.start:span.end] = b"\x01" * len(span)
-            found.append(Mention(char_start, char_end, "", span.start, span.end, "ner"))
+            found.append((char_start, char_end, "", span.start, span.end, "ner"))
         if len(found) > 1:
-            found.sort(key=lambda m: m.start)
+            found.sort()
         return found
 
     def ner_spans(self, texts: Iterable[str], batch_size: int = 64) -> Iterator[list]:

@@ -11,7 +11,16 @@ import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["STEM_CHARS", "cased_key", "loose_key", "normalize", "stem_key", "token_norm"]
+__all__ = [
+    "STEM_CHARS",
+    "acronym_query",
+    "acronyms",
+    "cased_key",
+    "loose_key",
+    "normalize",
+    "stem_key",
+    "token_norm",
+]
 
 # Typographic variants NFKC leaves alone but writers use interchangeably.
 _PUNCT_MAP = str.maketrans(
@@ -61,6 +70,35 @@ def stem_key(text: str) -> str:
     """:func:`loose_key` with every word cut to :data:`STEM_CHARS` characters: the last
     back-off key, for inflections and spelling variants ("Khafra" / "Khafre")."""
     return " ".join(p[:STEM_CHARS] for p in loose_key(text).split(" ") if p)
+
+
+_ACRONYM_SKIP = frozenset("of and for the in on at to de des du la le et a an".split())
+
+
+def acronyms(text: str) -> set[str]:
+    """Lower-case acronyms of a name of two or more words, hyphenated parts counted
+    apart and together ("Asia-Pacific Economic Cooperation": "apec", "aec";
+    "Organization for Security and Co-operation in Europe": "oscoe", "osce")."""
+    found = set()
+    apart = [w for w in loose_key(text).split(" ") if w and w not in _ACRONYM_SKIP]
+    together = [w for w in normalize(text).replace(" - ", "-").split(" ")
+                if w[:1].isalnum() and w not in _ACRONYM_SKIP]
+    for words in (apart, together):
+        if len(words) >= 2:
+            found.add("".join(w[0] for w in words))
+    return found
+
+
+def acronym_query(surface: str) -> str | None:
+    """``surface`` as an acronym to look up ("WTO" -> "wto"), or None if it is none:
+    one token of 2-8 letters and digits, its letters (at least two) all capitals."""
+    token = surface.strip()
+    if not 2 <= len(token) <= 8 or not token.isalnum():
+        return None
+    letters = [c for c in token if c.isalpha()]
+    if len(letters) < 2 or not all(c.isupper() for c in letters):
+        return None
+    return token.casefold()
 
 
 def token_norm(token: str) -> str:

@@ -39,18 +39,49 @@ def flatten_splits(kg: KnowledgeGraph) -> KnowledgeGraph:
     )
 
 
+def neighbourhood(kg: KnowledgeGraph, seeds: set[str], hops: int) -> KnowledgeGraph | None:
+    """The triples of ``kg`` within ``hops`` of ``seeds`` (1: triples touching a seed)."""
+    keep: list = []
+    frontier = set(seeds)
+    remaining = list(dict.fromkeys(kg.triples))
+    for _ in range(hops):
+        touched = [t for t in remaining if t[0] in frontier or t[2] in frontier]
+        if not touched:
+            break
+        chosen = set(touched)
+        remaining = [t for t in remaining if t not in chosen]
+        keep += touched
+        frontier |= {t[0] for t in touched} | {t[2] for t in touched}
+    if not keep:
+        return None
+    present = {e for h, _, t in keep for e in (h, t)}
+    return KnowledgeGraph.from_triples(
+        keep, entities=[e for i, e in kg.entities.items() if i in present],
+        relations=[r for i, r in kg.relations.items() if i in {x[1] for x in keep}],
+    )
+
+
 def fewrel_knowledge(
     sources: Sequence[FewRelSource],
     background: KnowledgeGraph | str | Path | None = None,
+    hops: int | None = None,
 ) -> tuple[KnowledgeGraph, AliasTable]:
     """The KG (facts of ``sources`` + every split of ``background``) and the alias table
-    (names of the KG entities + every mention of ``sources``, counted)."""
+    (names of the KG entities + every mention of ``sources``, counted).
+
+    ``hops`` keeps only the background triples within that many hops of the sources'
+    entities (None: all). Background entities without names are never linked, so their
+    far-away triples only cost TransE time and dilute its updates of the FewRel facts.
+    """
     data = merge_fewrel(sources)
     kg = fewrel_kg(data) if data else None
     if background is not None:
         if not isinstance(background, KnowledgeGraph):
             background = KnowledgeGraph.load(background)
         background = flatten_splits(background)
+        if hops is not None and kg is not None:
+            background = neighbourhood(background, set(kg.entities), hops)
+    if background is not None:
         # the background's metadata (labels, aliases, types) wins over FewRel names
         kg = background if kg is None else background.merged_with(kg)
     if kg is None:
@@ -67,6 +98,7 @@ def relation_knowledge(
     embeddings: str | Path | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    hops: int | None = None,
     **embedding_settings: Any,
 ) -> tuple[KnowledgeGraph, EntityEmbeddings, AliasTable]:
     """:func:`fewrel_knowledge` plus entity vectors: loaded from ``embeddings`` (a saved
@@ -74,7 +106,7 @@ def relation_knowledge(
     from ernie_kg.kg.cache import cached_entity_embeddings
     from ernie_kg.paths import PROJECT_ROOT
 
-    kg, aliases = fewrel_knowledge(sources, background)
+    kg, aliases = fewrel_knowledge(sources, background, hops)
     if embeddings is not None:
         table = EntityEmbeddings.load(embeddings, mmap=False)
     else:
