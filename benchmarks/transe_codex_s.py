@@ -34,8 +34,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "ernie_kg", "kg", "embed",
                    "--triples-dir", str(args.codex_dir), "--out", out]
+        load_before = os.getloadavg()
         started = time.perf_counter()
-        subprocess.run(command, check=True)
+        subprocess.run(command, check=True, env=_environment())
         wall = time.perf_counter() - started
         metrics = json.loads((Path(out) / "metrics.json").read_text())
 
@@ -52,12 +53,28 @@ def main() -> None:
         "mrr_vs_published": metrics["mrr"] / PUBLISHED["mrr"],
         "config": metrics["config"],
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "torch_threads": _torch_threads()},
+                    "torch_threads": _torch_threads(), "cpu": _cpu_model(),
+                    "omp_wait_policy": _environment()["OMP_WAIT_POLICY"],
+                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
     }
     args.results.mkdir(exist_ok=True)
     (args.results / "transe_codex_s.json").write_text(json.dumps(record, indent=2) + "\n")
     (args.results / "transe_codex_s.md").write_text(_markdown(record))
     print(json.dumps({k: record[k] for k in ("mrr", "hits_at_10", "wall_seconds")}))
+
+
+def _environment() -> dict[str, str]:
+    """OpenMP threads sleep instead of spinning while they wait: on a shared 2-core
+    machine a spinning thread waits for a descheduled partner and every op slows
+    several-fold (see results/fusion_overhead.md). Set OMP_WAIT_POLICY to override."""
+    return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def _torch_threads() -> int:
@@ -75,12 +92,22 @@ def _markdown(r: dict) -> str:
         f"{r['hits_at_10']:.3f} | {r['wall_seconds']:.0f} s |\n"
         f"| CoDEx paper | {PUBLISHED['mrr']:.3f} | | | {PUBLISHED['hits_at_10']:.3f} | |\n\n"
         f"Settings: {c['model']}, dim {c['dim']}, {c['epochs']} epochs, "
-        f"{c['training_loop']} with {c['loss']} loss, L{c['scoring_fct_norm']} distance, "
+        f"{c['training_loop']} with {c['loss']} loss over {c['num_negs_per_pos']} corrupted "
+        f"tails per positive, reciprocal relations: {c['inverse_triples']}, "
+        f"L{c['scoring_fct_norm']} distance, "
         f"Adam lr {c['learning_rate']}, batch {c['batch_size']}, seed {c['seed']}.\n\n"
-        f"Machine: {r['machine']['platform']}, {r['machine']['cpus']} CPUs. "
+        f"Machine: {r['machine']['cpu']}, {r['machine']['platform']}, "
+        f"{r['machine']['cpus']} CPUs, torch threads {r['machine']['torch_threads']}, "
+        f"OMP_WAIT_POLICY={r['machine']['omp_wait_policy']}; "
+        f"1/5/15-min load before {_load(r['machine']['load_average_before'])}, after "
+        f"{_load(r['machine']['load_average_after'])} (other jobs shared the CPU). "
         "Test metrics are filtered with train and valid triples, both sides, "
         "PyKEEN's RankBasedEvaluator (realistic ranks).\n"
     )
+
+
+def _load(values) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ class AliasTable:
         return sorted(self._by_loose.get(loose_key(surface), ()))
 
     def stem_keys(self, surface: str) -> list[str]:
-        """Normalised keys sharing ``surface``'s word-prefix form (:func:`stem_key`)."""
+        """Normalised keys sharing ``surface``'s root form (:func:`stem_key`)."""
         stem = stem_key(surface)
         return sorted(self._by_stem.get(stem, ())) if stem else []
 
@@ -264,3 +264,4 @@ class AliasTable:
         for row in value:
             table.add(*row)
         return table
+

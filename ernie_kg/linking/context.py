@@ -2,10 +2,16 @@
 
 The prior and KG coherence cannot tell "Major General" of the Australian Army from the
 British or US rank, or two Marias apart, when the other mentions of the sentence are new
-to the KG. The words around a mention can. Each entity gets an idf-weighted bag of the
-words seen around its annotated mentions (FewRel sentences, minus the mention words) and
-of its KG description; the disambiguator scores a candidate by the cosine between its
-profile and the words of the text being linked (minus the mentions themselves).
+to the KG. The words around a mention can. Each entity gets a tf-idf profile of the words
+seen around its annotated mentions (FewRel sentences, minus the mention words) and of its
+KG description; a candidate is scored by the cosine between its profile and the words of
+the text being linked (minus the mentions themselves).
+
+Words are the NORMs of a blank spaCy tokenizer (:func:`token_norm`: folded, case-free),
+without function words, digits and punctuation: the same tokens the linker's phrase
+matcher reads, so a linked doc needs no second tokenization. Per candidate list, the
+profiles are inverted into ``NORM hash -> weights``, so scoring walks the text's tokens
+once instead of building a vector per text.
 """
 
 from __future__ import annotations
@@ -19,11 +25,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import spacy
+from spacy.attrs import NORM
+from spacy.language import Language
+from spacy.strings import hash_string
+from spacy.tokens import Doc
+
 from ernie_kg.errors import KGFormatError
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.normalize import token_norm
 
-__all__ = ["CONTEXT_FILE", "ContextModel", "context_words"]
+__all__ = ["CONTEXT_FILE", "ContextModel", "ContextQuery", "is_context_word"]
 
 #: File name of a context model stored with a linker.
 CONTEXT_FILE = "context.json"
@@ -37,29 +49,104 @@ _STOP = frozenset(
 )
 
 
-def context_words(text: str) -> list[str]:
-    """Folded, case-free words of ``text`` without function words and bare digits."""
-    return [w for w in _WORD.findall(token_norm(text))
-            if w not in _STOP and not w.isdigit() and len(w) > 1]
+def is_context_word(norm: str) -> bool:
+    """A token NORM that counts as context: a word of 2+ characters, not a number and
+    not a function word."""
+    return (len(norm) > 1 and norm not in _STOP and not norm.isdigit()
+            and _WORD.fullmatch(norm) is not None)
+
+
+class ContextQuery:
+    """The words of one text, ready to score candidate lists against entity profiles."""
+
+    __slots__ = ("_counts", "_hashes", "_model", "_norm", "_strings")
+
+    def __init__(self, model: ContextModel, hashes: list[int], strings: Any) -> None:
+        self._model = model
+        self._hashes = hashes
+        self._strings = strings  # the StringStore that can read the hashes
+        self._counts: dict[int, int] | None = None
+        self._norm = 0.0
+
+    def _count(self) -> dict[int, int]:
+        """Context words (NORM hashes) of the text with their counts; sets the norm."""
+        idf_of = self._model._hash_idf
+        learn = self._model._learn_hash
+        counts: dict[int, int] = {}
+        for h in self._hashes:
+            idf = idf_of.get(h)
+            if idf is None:
+                idf = learn(h, self._strings)
+            if idf:
+                counts[h] = counts.get(h, 0) + 1
+        self._norm = math.sqrt(sum((c * idf_of[h]) ** 2 for h, c in counts.items()))
+        self._counts = counts
+        return counts
+
+    def norm(self) -> float:
+        """Length of the text's tf-idf vector."""
+        if self._counts is None:
+            self._count()
+        return self._norm
+
+    def similarities(self, candidates: Sequence[tuple]) -> list[float]:
+        """Cosine in [0, 1] of each candidate's profile (``candidates[k][0]`` is the
+        entity id) with the text."""
+        counts = self._counts if self._counts is not None else self._count()
+        if not self._norm:
+            return [0.0] * len(candidates)
+        inverted = self._model._inverted(candidates)
+        sums = [0.0] * len(candidates)
+        for h, count in counts.items():
+            row = inverted.get(h)
+            if row is not None:
+                for k, value in row:
+                    sums[k] += value * count
+        norm = self._norm
+        return [s / norm for s in sums]
 
 
 class ContextModel:
-    """Entity profiles: idf-weighted, unit-length word vectors (sparse dicts)."""
+    """Entity profiles: tf-idf bags of the words around each entity's mentions."""
 
-    def __init__(self) -> None:
+    def __init__(self, lang: str = "en") -> None:
+        self.lang = lang
         self._counts: dict[str, Counter] = {}
         self._df: Counter = Counter()
         self._documents = 0
-        self._profiles: dict[str, dict[str, float]] | None = None
+        self._nlp: Language | None = None
+        self._built = False
         self._idf: dict[str, float] = {}
         self._default_idf = 1.0
+        self._profiles: dict[str, dict[int, float]] = {}  # entity -> NORM hash -> weight
+        self._hash_idf: dict[int, float] = {}  # NORM hash -> idf (0.0: not a context word)
+        self._inverse: dict[int, tuple[Sequence[tuple], dict[int, list]]] = {}
+
+    # ------------------------------------------------------------------ words
+    @property
+    def nlp(self) -> Language:
+        """The blank tokenizer whose NORMs are the words (same as the linker's)."""
+        if self._nlp is None:
+            self._nlp = spacy.blank(self.lang)
+            self._nlp.vocab.lex_attr_getters[NORM] = token_norm
+            for lexeme in self._nlp.vocab:
+                lexeme.norm_ = token_norm(lexeme.orth_)
+            self._nlp.max_length = 10**8
+        return self._nlp
+
+    def words(self, text: str, skip: Sequence[tuple[int, int]] = ()) -> list[str]:
+        """Context words of ``text``, leaving out tokens that touch the char spans
+        ``skip`` (the mentions)."""
+        doc = self.nlp.make_doc(text)
+        return [t.norm_ for t in doc
+                if not _touches(t.idx, t.idx + len(t), skip) and is_context_word(t.norm_)]
 
     # ------------------------------------------------------------------ building
     def add(self, entity_ids: Iterable[str], words: Sequence[str]) -> None:
         """One document (a sentence, a description) of ``words`` about ``entity_ids``."""
         if not words:
             return
-        self._profiles = None
+        self._built = False
         self._documents += 1
         self._df.update(set(words))
         for entity_id in entity_ids:
@@ -68,7 +155,7 @@ class ContextModel:
     def add_text(self, entity_ids: Iterable[str], text: str,
                  skip: Sequence[tuple[int, int]] = ()) -> None:
         """:meth:`add` the words of ``text`` outside the char spans ``skip``."""
-        self.add(entity_ids, context_words(_blank_spans(text, skip)))
+        self.add(entity_ids, self.words(text, skip))
 
     def add_fewrel(self, data: str | Path | Mapping[str, Any]) -> ContextModel:
         """Each FewRel sentence, minus its head and tail, describes both entities."""
@@ -84,38 +171,69 @@ class ContextModel:
         """Each KG entity's description (when it has one)."""
         for entity in kg.entities.values():
             if entity.description:
-                self.add((entity.id,), context_words(entity.description))
+                self.add_text((entity.id,), entity.description)
         return self
 
-    # ------------------------------------------------------------------ lookup
-    def _build(self) -> dict[str, dict[str, float]]:
+    def _build(self) -> None:
         documents = max(1, self._documents)
         self._idf = {w: math.log((1 + documents) / (1 + c)) + 1 for w, c in self._df.items()}
         self._default_idf = math.log(1 + documents) + 1
-        self._profiles = {e: self._unit(c) for e, c in self._counts.items()}
-        return self._profiles
+        self._hash_idf = {hash_string(w): idf for w, idf in self._idf.items()}
+        self._profiles = {}
+        for entity_id, counts in self._counts.items():
+            weights = {w: c * self._idf[w] for w, c in counts.items()}
+            norm = math.sqrt(sum(v * v for v in weights.values()))
+            # unit tf-idf weight times the word's idf: a text's token then adds its share
+            self._profiles[entity_id] = {hash_string(w): v / norm * self._idf[w]
+                                         for w, v in weights.items()} if norm else {}
+        self._inverse = {}
+        self._built = True
 
-    def _unit(self, counts: Mapping[str, float]) -> dict[str, float]:
-        idf, default = self._idf, self._default_idf
-        vector = {w: c * idf.get(w, default) for w, c in counts.items()}
-        norm = math.sqrt(sum(v * v for v in vector.values()))
-        return {w: v / norm for w, v in vector.items()} if norm else {}
-
-    def vector(self, text: str, skip: Sequence[tuple[int, int]] = ()) -> dict[str, float]:
-        """The unit word vector of ``text`` outside the char spans ``skip``."""
-        if self._profiles is None:
+    def _learn_hash(self, h: int, strings: Any) -> float:
+        """The idf of an unseen NORM hash (0.0 when it is no context word)."""
+        text = strings[h] if h and h in strings else None
+        idf = self._default_idf if text is not None and is_context_word(text) else 0.0
+        if len(self._hash_idf) > 2_000_000:
             self._build()
-        return self._unit(Counter(context_words(_blank_spans(text, skip))))
+        self._hash_idf[h] = idf
+        return idf
 
-    def similarity(self, entity_id: str, vector: Mapping[str, float]) -> float:
-        """Cosine in [0, 1] between the entity's profile and a :meth:`vector`."""
-        profiles = self._profiles if self._profiles is not None else self._build()
-        profile = profiles.get(entity_id)
-        if not profile or not vector:
-            return 0.0
-        if len(profile) < len(vector):
-            return sum(v * vector.get(w, 0.0) for w, v in profile.items())
-        return sum(v * profile.get(w, 0.0) for w, v in vector.items())
+    def _inverted(self, candidates: Sequence[tuple]) -> dict[int, list]:
+        """``NORM hash -> [(candidate index, weight)]`` for one candidate list, cached
+        per list object (the linker reuses them)."""
+        found = self._inverse.get(id(candidates))
+        if found is not None and found[0] is candidates:
+            return found[1]
+        inverted: dict[int, list] = {}
+        for k, candidate in enumerate(candidates):
+            for h, value in self._profiles.get(candidate[0], {}).items():
+                inverted.setdefault(h, []).append((k, value))
+        if len(self._inverse) > 100_000:
+            self._inverse.clear()
+        self._inverse[id(candidates)] = (candidates, inverted)
+        return inverted
+
+    # ------------------------------------------------------------------ queries
+    def query(self, doc: Doc, skip: Sequence[tuple[int, int]] = ()) -> ContextQuery:
+        """The words of a doc of the linker's tokenizer, leaving out the token spans
+        ``skip``; its NORMs must be :func:`token_norm` (the linker's tokenizer)."""
+        if not self._built:
+            self._build()
+        hashes = doc.to_array(NORM).tolist()
+        for start, end in skip:
+            hashes[start:end] = [0] * (end - start)
+        return ContextQuery(self, hashes, doc.vocab.strings)
+
+    def query_text(self, text: str, skip: Sequence[tuple[int, int]] = ()) -> ContextQuery:
+        """:meth:`query` of raw text, leaving out tokens that touch the char spans."""
+        doc = self.nlp.make_doc(text)
+        skipped = [(t.i, t.i + 1) for t in doc
+                   if skip and _touches(t.idx, t.idx + len(t), skip)]
+        return self.query(doc, skipped)
+
+    def similarity(self, entity_id: str, text: str) -> float:
+        """Cosine between an entity's profile and the words of ``text``."""
+        return self.query_text(text).similarities([(entity_id,)])[0]
 
     def __contains__(self, entity_id: object) -> bool:
         return entity_id in self._counts
@@ -126,14 +244,22 @@ class ContextModel:
     def __repr__(self) -> str:
         return f"ContextModel({len(self)} entities, {self._documents} documents)"
 
+    def __getstate__(self) -> dict[str, Any]:  # the tokenizer is rebuilt, not pickled
+        state = dict(self.__dict__)
+        state["_nlp"] = None
+        state["_built"] = False
+        state["_inverse"] = {}
+        return state
+
     # ------------------------------------------------------------------ storage
     def save(self, path: str | Path) -> Path:
         """Write JSON (a directory gets ``context.json``)."""
         path = Path(path)
         if path.is_dir():
             path = path / CONTEXT_FILE
-        payload = {"format": _FORMAT, "version": 1, "documents": self._documents,
-                   "df": dict(self._df), "counts": {e: dict(c) for e, c in self._counts.items()}}
+        payload = {"format": _FORMAT, "version": 2, "lang": self.lang,
+                   "documents": self._documents, "df": dict(self._df),
+                   "counts": {e: dict(c) for e, c in self._counts.items()}}
         temporary = path.with_name(path.name + ".tmp")
         temporary.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
         os.replace(temporary, path)
@@ -152,24 +278,12 @@ class ContextModel:
             raise KGFormatError(path, error.lineno, f"invalid JSON: {error.msg}") from None
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise KGFormatError(path, None, f"not a context model (expected {_FORMAT!r})")
-        model = cls()
+        model = cls(payload.get("lang", "en"))
         model._documents = int(payload.get("documents", 0))
         model._df = Counter(payload.get("df", {}))
         model._counts = {e: Counter(c) for e, c in payload.get("counts", {}).items()}
         return model
 
 
-def _blank_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
-    """``text`` with the chars of ``spans`` replaced by spaces."""
-    if not spans:
-        return text
-    pieces, last = [], 0
-    for start, end in sorted(spans):
-        start = max(start, last)
-        if end <= start:
-            continue
-        pieces.append(text[last:start])
-        pieces.append(" ")
-        last = end
-    pieces.append(text[last:])
-    return "".join(pieces)
+def _touches(start: int, end: int, spans: Sequence[tuple[int, int]]) -> bool:
+    return any(start < e and s < end for s, e in spans)

@@ -20,13 +20,13 @@ when its score reaches the NIL threshold.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
-from ernie_kg.linking.context import ContextModel
+from ernie_kg.linking.context import ContextModel, ContextQuery
 
 __all__ = ["Candidate", "Disambiguator"]
 
@@ -53,6 +53,7 @@ class Disambiguator:
         self.context = context
         self.context_weight = float(context_weight)
         self._supports: dict[tuple[str, int], tuple[Sequence[Candidate], float]] = {}
+        self._reaches: dict[int, tuple[Sequence[Candidate], frozenset[str]]] = {}
         self._neighbours: dict[str, frozenset[str]] = {}
         self._related: dict[tuple[str, str], float] = {}
         self._unit: dict[str, np.ndarray | None] = {}
@@ -117,38 +118,42 @@ class Disambiguator:
     def rank(
         self,
         mentions: Sequence[Sequence[Candidate]],
-        context: Callable[[], Mapping[str, float]] | None = None,
+        context: Callable[[], ContextQuery] | None = None,
     ) -> list[list[tuple[str, float]]]:
         """For each mention, its candidates with final scores, best first.
 
-        ``context`` returns the text's word vector (see :class:`ContextModel`); it is
-        only called when some mention is ambiguous and a context model is set.
+        ``context`` returns the text's :class:`ContextQuery`; it is only called when
+        some mention is ambiguous and a context model is set.
         """
-        ranked: list[list[tuple[str, float]]] = []
         if all(len(c) < 2 for c in mentions):  # nothing to choose: posterior 1
             return [[(c[0][0], c[0][2])] if c else [] for c in mentions]
-        priors = [_normalised(c) for c in mentions]
-        live = [i for i, c in enumerate(mentions) if c]
-        use_coherence = self.coherence_weight > 0 and len(live) > 1 and (
+        use_coherence = self.coherence_weight > 0 and (
             self.kg is not None or self.embeddings is not None)
-        vector = None
-        if context is not None and self.context is not None and self.context_weight > 0:
-            vector = context()
+        use_context = context is not None and self.context is not None and (
+            self.context_weight > 0)
+        priors: list[list[float]] | None = None
+        live: list[int] = []
+        query: ContextQuery | None = None
+        ranked: list[list[tuple[str, float]]] = []
         for i, candidates in enumerate(mentions):
             if len(candidates) < 2:
                 ranked.append([(candidates[0][0], candidates[0][2])] if candidates else [])
                 continue
-            posterior = priors[i]
+            posterior = [c[1] for c in candidates]
             if use_coherence:
-                posterior = self._with_coherence(i, mentions, priors, live)
-            if vector:
-                similarity = self.context.similarity
-                weight = self.context_weight
-                posterior = _normalised_values([
-                    p * math.exp(weight * similarity(c[0], vector))
-                    for c, p in zip(candidates, posterior)
-                ])
-            scores = [(c[0], p * c[2]) for c, p in zip(candidates, posterior)]
+                if priors is None:
+                    priors = [_normalised(c) for c in mentions]
+                    live = [j for j, c in enumerate(mentions) if c]
+                if len(live) > 1:
+                    posterior = self._with_coherence(i, mentions, priors, live)
+            if use_context:
+                if query is None:
+                    query = context()
+                weight, exp = self.context_weight, math.exp
+                posterior = [p * exp(weight * s)
+                             for s, p in zip(query.similarities(candidates), posterior)]
+            total = sum(posterior) or 1.0
+            scores = [(c[0], p / total * c[2]) for c, p in zip(candidates, posterior)]
             scores.sort(key=_by_score)
             ranked.append(scores)
         return ranked
@@ -170,6 +175,20 @@ class Disambiguator:
         self._supports[key] = (candidates, value)  # holding it keeps its id unique
         return value
 
+    def _reach(self, candidates: Sequence[Candidate]) -> frozenset[str]:
+        """The candidates' entities and their KG neighbours (cached per candidate list):
+        an entity whose neighbours miss this set has relatedness 0 with every one of
+        them (no edge, no shared neighbour)."""
+        found = self._reaches.get(id(candidates))
+        if found is not None and found[0] is candidates:
+            return found[1]
+        reach = frozenset(c[0] for c in candidates).union(
+            *(self.neighbours(c[0]) for c in candidates))
+        if len(self._reaches) > 200_000:
+            self._reaches.clear()
+        self._reaches[id(candidates)] = (candidates, reach)
+        return reach
+
     def _with_coherence(
         self, i: int, mentions: Sequence[Sequence[Candidate]], priors: list[list[float]],
         live: list[int],
@@ -177,6 +196,11 @@ class Disambiguator:
         others = [j for j in live if j != i and abs(j - i) <= self.window]
         if not others:
             return priors[i]
+        if self.embeddings is None:  # graph relatedness only: skip when provably 0
+            reaches = [self._reach(mentions[j]) for j in others]
+            neighbours = self.neighbours
+            if all(neighbours(c[0]).isdisjoint(r) for c in mentions[i] for r in reaches):
+                return priors[i]
         weights = []
         scale = self.coherence_weight / len(others)
         for (entity_id, _, _), prior in zip(mentions[i], priors[i]):

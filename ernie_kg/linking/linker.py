@@ -12,10 +12,9 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from spacy.tokens import Doc
 
@@ -23,12 +22,13 @@ from ernie_kg.errors import KGFormatError, SpanError
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.aliases import ALIASES_FILE, AliasTable
-from ernie_kg.linking.context import CONTEXT_FILE, ContextModel
+from ernie_kg.linking.context import CONTEXT_FILE, ContextModel, ContextQuery
 from ernie_kg.linking.disambiguation import Candidate, Disambiguator
 from ernie_kg.linking.fewrel import token_char_spans
 from ernie_kg.linking.fuzzy import FuzzyAliasIndex
 from ernie_kg.linking.mentions import LinkerConfigError, Mention, MentionDetector
 from ernie_kg.linking.normalize import cased_key
+from ernie_kg.linking.parallel import LinkerPool, can_fork, usable_cpus
 
 __all__ = ["DEFAULT_LINKER_CONFIG", "EntityLinker", "LinkedMention"]
 
@@ -57,12 +57,12 @@ _DETECTION_KEYS = ("lang", "skip_stop_words", "min_chars", "use_ner", "ner_model
 _CONFIG_FILE = "linker.json"
 
 
-@dataclass(frozen=True, slots=True)
-class LinkedMention:
+class LinkedMention(NamedTuple):
     """A mention with its entity (None = NIL); offsets are half-open chars in the text.
 
     ``candidates`` holds ``(entity_id, score)`` pairs, best first. ``token_start`` and
-    ``token_end`` are token indices when the input was pre-tokenized.
+    ``token_end`` are token indices when the input was pre-tokenized. (An immutable
+    named tuple: the linker makes one per mention, so it has to be cheap.)
     """
 
     start: int
@@ -79,7 +79,7 @@ class LinkedMention:
         return self.entity_id is None
 
     def to_json(self) -> dict[str, Any]:
-        record = asdict(self)
+        record = self._asdict()
         record["candidates"] = [list(c) for c in self.candidates]
         if self.token_start is None:
             del record["token_start"], record["token_end"]
@@ -105,6 +105,7 @@ class EntityLinker:
         self._detector: MentionDetector | None = None
         self._fuzzy: FuzzyAliasIndex | None = None
         self._candidate_cache: dict[str, tuple[Candidate, ...]] = {}
+        self._pool: LinkerPool | None = None
         self._setup()
 
     def _setup(self) -> None:
@@ -156,6 +157,7 @@ class EntityLinker:
         if any(clone.config[k] != self.config[k] for k in _DETECTION_KEYS):
             clone._detector = None
         clone._candidate_cache = {}
+        clone._pool = None
         clone._setup()
         return clone
 
@@ -182,9 +184,24 @@ class EntityLinker:
         """Detect and link every mention of ``text``."""
         return next(iter(self.pipe([text], batch_size=1)))
 
-    def pipe(self, texts: Iterable[str], batch_size: int = 256) -> Iterator[list[LinkedMention]]:
-        """:meth:`__call__` over many texts, tokenized in batches with ``nlp.pipe``."""
+    def pipe(
+        self, texts: Iterable[str], batch_size: int = 256, n_process: int = 1
+    ) -> Iterator[list[LinkedMention]]:
+        """:meth:`__call__` over many texts. ``n_process`` > 1 (-1: every usable CPU)
+        links batches on that many forked worker processes (:mod:`.parallel`), kept
+        for later calls; results come in input order either way."""
         checked = (_checked_text(t) for t in texts)
+        if n_process < 0:
+            n_process = usable_cpus()
+        if n_process > 1 and can_fork():
+            self.detector  # build everything the workers should inherit  # noqa: B018
+            if self.config["fuzzy"]:
+                self.fuzzy_index  # noqa: B018
+            if self._pool is None or self._pool.processes != n_process:
+                self.close()
+                self._pool = LinkerPool(self, n_process)
+            yield from self._pool.pipe(checked, batch_size)
+            return
         detector = self.detector
         if not self.config["use_ner"]:
             for text, doc in detector.docs(checked):
@@ -194,6 +211,12 @@ class EntityLinker:
             ner = detector.ner_spans(batch, batch_size)
             for (text, doc), spans in zip(detector.docs(batch), ner):
                 yield self._link_doc(text, doc, spans)
+
+    def close(self) -> None:
+        """Stop the worker processes of ``pipe(..., n_process=...)``, if any."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def link_doc(self, doc: Doc) -> list[LinkedMention]:
         """Link ``doc.text`` (any spaCy doc; it is re-tokenized by the linker's own
@@ -217,7 +240,11 @@ class EntityLinker:
             if cached is None:
                 cached = self._key_candidates(key, surface)
             candidates.append(cached)
-        return self._resolve(text, [(m[0], m[1]) for m in found], candidates)
+        context = None
+        if self.context is not None:
+            def context() -> ContextQuery:
+                return self.context.query(doc, [(m[3], m[4]) for m in found])
+        return self._resolve(text, [(m[0], m[1]) for m in found], candidates, context)
 
     def _mention_candidates(self, mention: Mention, text: str) -> tuple[Candidate, ...]:
         surface = text[mention.start:mention.end]
@@ -241,20 +268,23 @@ class EntityLinker:
     def _resolve(
         self, text: str, spans: Sequence[tuple[int, int]],
         candidates: Sequence[Sequence[Candidate]],
+        context: Callable[[], ContextQuery] | None = None,
     ) -> list[LinkedMention]:
-        context = None
-        if self.context is not None:
-            def context() -> dict[str, float]:
-                return self.context.vector(text, spans)
+        if context is None and self.context is not None:
+            def context() -> ContextQuery:
+                return self.context.query_text(text, spans)
         ranked = self.disambiguator.rank(candidates, context)
         threshold, limit = self.nil_threshold, self.max_candidates
         linked = []
         for (start, end), scores in zip(spans, ranked):
-            best_id, best = scores[0] if scores else (None, 0.0)
-            linked.append(LinkedMention(
-                start, end, text[start:end], best_id if best >= threshold else None, best,
-                tuple(scores[:limit]) if len(scores) > 1 else tuple(scores),
-            ))
+            if scores:
+                best_id, best = scores[0]
+                linked.append(LinkedMention(
+                    start, end, text[start:end], best_id if best >= threshold else None,
+                    best, tuple(scores[:limit]),
+                ))
+            else:
+                linked.append(LinkedMention(start, end, text[start:end], None, 0.0, ()))
         return linked
 
     # ------------------------------------------------------------------ candidates

@@ -12,7 +12,6 @@ import unicodedata
 from functools import lru_cache
 
 __all__ = [
-    "STEM_CHARS",
     "acronym_query",
     "acronyms",
     "cased_key",
@@ -33,8 +32,6 @@ _PUNCT_MAP = str.maketrans(
 )
 _PIECES = re.compile(r"\w+|[^\w\s]")
 _CACHE_SIZE = 1 << 17
-#: Characters a word keeps in :func:`stem_key` ("linguistics" and "linguistic": "lingu").
-STEM_CHARS = 5
 
 
 def _fold(text: str) -> str:
@@ -65,11 +62,25 @@ def loose_key(text: str) -> str:
     return " ".join(p for p in normalize(text).split(" ") if p[:1].isalnum() or "_" in p)
 
 
+# Endings of English inflection and derivation, longest first; a root keeps 4+ chars.
+_SUFFIXES = tuple(sorted(
+    "ational ations ation ings ing ers er ists ist isms ism ians ian ical ics ic ies es "
+    "s y e a o al ly".split(), key=len, reverse=True))
+
+
+def _root(word: str) -> str:
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
 @lru_cache(maxsize=_CACHE_SIZE)
 def stem_key(text: str) -> str:
-    """:func:`loose_key` with every word cut to :data:`STEM_CHARS` characters: the last
-    back-off key, for inflections and spelling variants ("Khafra" / "Khafre")."""
-    return " ".join(p[:STEM_CHARS] for p in loose_key(text).split(" ") if p)
+    """:func:`loose_key` with each word cut to a root by a light suffix stripper: the
+    last back-off key, for inflections and spelling variants ("fencing" / "fencer",
+    "linguistics" / "linguistic", "Khafra" / "Khafre")."""
+    return " ".join(_root(p) for p in loose_key(text).split(" ") if p)
 
 
 _ACRONYM_SKIP = frozenset("of and for the in on at to de des du la le et a an".split())
