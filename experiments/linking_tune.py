@@ -22,7 +22,7 @@ from linking_eval import build_linker, span_metrics
 from ernie_kg.linking import read_fewrel, split_fewrel
 
 GRID = {
-    "context_weight": [0.0, 1.0, 2.0, 4.0, 8.0],
+    "context_weight": [0.0, 1.0, 2.0, 4.0],
     "coherence_weight": [0.0, 4.0],
     "acronym_similarity": [0.0, 0.9],
     "stem_similarity": [0.0, 0.8],

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from ernie_kg.cli import app
 from ernie_kg.errors import DataFormatError, SpanError
 from ernie_kg.kg import KnowledgeGraph
-from ernie_kg.linking import AliasTable, EntityLinker, LinkedMention
+from ernie_kg.linking import AliasTable, ContextModel, EntityLinker, LinkedMention
 from ernie_kg.paths import demo_kg_dir
 
 
@@ -107,6 +107,60 @@ def test_save_and_load(linker, kg, tmp_path):
     text = "Atlanta is the capital of Georgia. Tesla was founded by Elon Musk."
     assert loaded(text) == tuned(text)
     assert len(loaded.aliases) == len(linker.aliases)
+
+
+# ----------------------------------------------------------------------------- back-offs
+@pytest.fixture(scope="module")
+def corpus_linker() -> EntityLinker:
+    """Aliases and context profiles from a few annotated sentences (FewRel style)."""
+    aliases = AliasTable()
+    for surface, entity_id, count in [
+        ("World Trade Organization", "wto", 2), ("linguistic", "linguistics", 1),
+        ("Major General", "mg_au", 2), ("Major General", "mg_us", 3),
+        ("Australian Army", "au_army", 1), ("United States Army", "us_army", 1),
+    ]:
+        aliases.add(surface, entity_id, count)
+    context = ContextModel()
+    context.add_text(["mg_au"], "a senior officer of the Australian Army in Sydney")
+    context.add_text(["mg_au"], "commanded Australian troops in New Guinea")
+    context.add_text(["mg_us"], "a United States Army officer born in Ohio")
+    return EntityLinker(aliases, None, context=context, fuzzy=False)
+
+
+def test_back_offs_for_given_spans(corpus_linker):
+    text = "The WTO and Linguistics."
+    wto, linguistics = corpus_linker.link_spans(text, [(4, 7), (12, 23)])
+    assert (wto.entity_id, wto.candidates[0][1]) == ("wto", 0.9)  # acronym match quality
+    assert linguistics.entity_id == "linguistics"  # a root match ("linguist")
+    assert corpus_linker.replace(acronym_similarity=0.0).link_spans(text, [(4, 7)])[0].is_nil
+
+
+def test_context_profiles_break_prior_ties(corpus_linker):
+    text = "Major General Blake served in Sydney with Australian troops."
+    with_context = corpus_linker.link_spans(text, [(0, 13)])[0]
+    prior_only = corpus_linker.replace(context_weight=0.0).link_spans(text, [(0, 13)])[0]
+    assert (with_context.entity_id, prior_only.entity_id) == ("mg_au", "mg_us")
+    raw = {m.text: m.entity_id for m in corpus_linker(text)}  # the doc path agrees
+    assert raw["Major General"] == "mg_au"
+    context = corpus_linker.context
+    assert context.similarity("mg_au", text) > context.similarity("mg_us", text) >= 0.0
+
+
+def test_context_model_is_saved_with_the_linker(corpus_linker, tmp_path):
+    corpus_linker.save(tmp_path)
+    loaded = EntityLinker.load(tmp_path)
+    assert isinstance(loaded.context, ContextModel) and len(loaded.context) == 2
+    text = "Major General Blake served in Sydney with Australian troops."
+    assert loaded.link_spans(text, [(0, 13)]) == corpus_linker.link_spans(text, [(0, 13)])
+
+
+def test_pipe_on_worker_processes(linker):
+    texts = ["Atlanta is the capital of Georgia.", "", "Paris is in France."] * 5
+    local = linker.replace()  # its own pool, closed below
+    try:
+        assert list(local.pipe(texts, batch_size=4, n_process=2)) == [linker(t) for t in texts]
+    finally:
+        local.close()
 
 
 # ----------------------------------------------------------------------------- bad input

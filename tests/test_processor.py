@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 from transformers import AutoTokenizer
@@ -277,3 +279,6 @@ def test_save_and_load(rc, kg, tmp_path, entity_ids):
     typed = ErnieKGProcessor.from_pretrained(tmp_path / "typing", entity_rows={"paris": 1})
     assert typed.task == "entity_typing" and typed.max_length == 64 and typed.linker is None
     assert typed("Paris", mention=(0, 5), mention_id="paris")["entity_ids"] == [0, 0, 1, 0, 0]
+    copied = pickle.loads(pickle.dumps(typed))  # data loader workers may pickle it
+    assert copied("Paris", mention=(0, 5), mention_id="paris") == typed(
+        "Paris", mention=(0, 5), mention_id="paris")

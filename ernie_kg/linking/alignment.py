@@ -61,31 +61,42 @@ class EntitySpan:
 MentionLike = EntitySpan | LinkedMention | tuple
 
 # ---------------------------------------------------------------------- entity rows
+class _Rows:
+    """``entity_id -> row`` (0: no row) over one of the :data:`RowLookup` sources; a
+    class, not a closure, so processors holding one can be pickled."""
+
+    def __init__(self, entity_rows: RowLookup) -> None:
+        self.kind = "function"
+        self.source: Any = entity_rows
+        if isinstance(entity_rows, EntityEmbeddings):
+            self.kind = "embeddings"
+        elif isinstance(entity_rows, Mapping):
+            self.kind = "mapping"
+        elif isinstance(entity_rows, Sequence) and not isinstance(entity_rows, (str, bytes)):
+            self.kind = "mapping"
+            self.source = {e: row for row, e in enumerate(entity_rows, start=1)}
+        elif not callable(entity_rows):
+            raise TypeError(
+                "entity_rows must be a {entity_id: row} mapping, a function, "
+                f"EntityEmbeddings or a list of entity ids, not {type(entity_rows).__name__}"
+            )
+
+    def __call__(self, entity_id: str) -> int:
+        if self.kind == "mapping":
+            return _checked_row(self.source.get(entity_id), entity_id)
+        if self.kind == "embeddings":
+            return self.source.row(entity_id) if entity_id in self.source else 0
+        try:
+            return _checked_row(self.source(entity_id), entity_id)
+        except KeyError:  # e.g. UnknownIdError: no row
+            return 0
+
+
 def row_lookup(entity_rows: RowLookup) -> Callable[[str], int]:
     """A function ``entity_id -> row`` that answers 0 for ids without a row."""
-    if isinstance(entity_rows, EntityEmbeddings):
-        table = entity_rows
-        return lambda entity_id: table.row(entity_id) if entity_id in table else 0
-    if isinstance(entity_rows, Mapping):
-        mapping = entity_rows
-        return lambda entity_id: _checked_row(mapping.get(entity_id), entity_id)
-    if isinstance(entity_rows, Sequence) and not isinstance(entity_rows, (str, bytes)):
-        index = {entity_id: row for row, entity_id in enumerate(entity_rows, start=1)}
-        return lambda entity_id: index.get(entity_id, 0)
-    if callable(entity_rows):
-        function = entity_rows
-
-        def lookup(entity_id: str) -> int:
-            try:
-                return _checked_row(function(entity_id), entity_id)
-            except KeyError:  # e.g. UnknownIdError: no row
-                return 0
-
-        return lookup
-    raise TypeError(
-        "entity_rows must be a {entity_id: row} mapping, a function, EntityEmbeddings or "
-        f"a list of entity ids, not {type(entity_rows).__name__}"
-    )
+    if isinstance(entity_rows, _Rows):
+        return entity_rows
+    return _Rows(entity_rows)
 
 
 def _checked_row(row: Any, entity_id: str) -> int:

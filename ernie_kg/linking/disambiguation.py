@@ -54,6 +54,8 @@ class Disambiguator:
         self.context_weight = float(context_weight)
         self._supports: dict[tuple[str, int], tuple[Sequence[Candidate], float]] = {}
         self._reaches: dict[int, tuple[Sequence[Candidate], frozenset[str]]] = {}
+        self._touches: dict[tuple[int, int], tuple[Sequence[Candidate], Sequence[Candidate],
+                                                   bool]] = {}
         self._neighbours: dict[str, frozenset[str]] = {}
         self._related: dict[tuple[str, str], float] = {}
         self._unit: dict[str, np.ndarray | None] = {}
@@ -189,6 +191,21 @@ class Disambiguator:
         self._reaches[id(candidates)] = (candidates, reach)
         return reach
 
+    def _touching(self, own: Sequence[Candidate], other: Sequence[Candidate]) -> bool:
+        """Whether some candidate of ``own`` has graph relatedness > 0 with some of
+        ``other`` (cached per pair of candidate lists)."""
+        key = (id(own), id(other))
+        found = self._touches.get(key)
+        if found is not None and found[0] is own and found[1] is other:
+            return found[2]
+        reach = self._reach(other)
+        neighbours = self.neighbours
+        touching = not all(neighbours(c[0]).isdisjoint(reach) for c in own)
+        if len(self._touches) > 500_000:
+            self._touches.clear()
+        self._touches[key] = (own, other, touching)
+        return touching
+
     def _with_coherence(
         self, i: int, mentions: Sequence[Sequence[Candidate]], priors: list[list[float]],
         live: list[int],
@@ -197,9 +214,9 @@ class Disambiguator:
         if not others:
             return priors[i]
         if self.embeddings is None:  # graph relatedness only: skip when provably 0
-            reaches = [self._reach(mentions[j]) for j in others]
-            neighbours = self.neighbours
-            if all(neighbours(c[0]).isdisjoint(r) for c in mentions[i] for r in reaches):
+            touching = self._touching
+            own = mentions[i]
+            if not any(touching(own, mentions[j]) for j in others):
                 return priors[i]
         weights = []
         scale = self.coherence_weight / len(others)

@@ -1,10 +1,12 @@
 """The entity linker: mention detection, candidate generation, disambiguation.
 
 ``EntityLinker.from_kg(kg)`` needs nothing downloaded: a blank spaCy tokenizer and a
-phrase matcher over the KG's names find mentions; the alias prior and KG coherence pick
-the entity (:mod:`ernie_kg.linking.disambiguation`). Spans given by a dataset are linked
-with :meth:`EntityLinker.link_spans`, which falls back from the exact alias key to the
-punctuation-free key and, with ``fuzzy=True``, to faiss character n-gram neighbours.
+phrase matcher over the KG's names find mentions; the alias prior, KG coherence and
+(with a :class:`~ernie_kg.linking.context.ContextModel`) context profiles pick the entity
+(:mod:`ernie_kg.linking.disambiguation`). Spans given by a dataset are linked with
+:meth:`EntityLinker.link_spans`, which falls back from the exact alias key to the
+punctuation-free key, an acronym, a root ("stem") key and, with ``fuzzy=True``, faiss
+character n-gram neighbours. ``pipe(texts, n_process=2)`` links on worker processes.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from ernie_kg.linking.parallel import LinkerPool, can_fork, usable_cpus
 
 __all__ = ["DEFAULT_LINKER_CONFIG", "EntityLinker", "LinkedMention"]
 
-#: Every linker setting with its default. Thresholds were chosen on a dev split carved
-#: out of the FewRel-16 training part (see results/linking_fewrel16.md).
+#: Every linker setting with its default. Weights and back-off qualities were chosen on a
+#: dev split carved out of the FewRel-16 training part (results/linking_fewrel16_dev.md).
+#: A match quality of 0 switches that back-off off.
 DEFAULT_LINKER_CONFIG: dict[str, Any] = {
     "lang": "en",
     "use_ner": False,  # extra recall from an installed spaCy NER pipeline
@@ -44,7 +47,7 @@ DEFAULT_LINKER_CONFIG: dict[str, Any] = {
     "fuzzy_sharpness": 8.0,  # fuzzy candidate weight: similarity ** sharpness * count
     "loose_similarity": 0.95,  # match quality of a punctuation-free key match
     "acronym_similarity": 0.9,  # match quality of an acronym match ("WTO")
-    "stem_similarity": 0.8,  # match quality of a word-prefix ("stem") key match
+    "stem_similarity": 0.8,  # match quality of a root ("stem") key match ("fencer")
     "nil_threshold": 0.25,  # least score (posterior * match quality) to link
     "coherence_weight": 4.0,  # 0 = prior only
     "coherence_window": 20,  # mentions on either side that count for coherence
