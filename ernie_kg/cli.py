@@ -105,11 +105,13 @@ def demo(
     output_dir: Annotated[Path, typer.Option(help="Where results go")] = Path("runs/demo"),
     kg: Annotated[Path | None, typer.Option(help="KG directory (default: bundled)")] = None,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    finetune: Annotated[bool, typer.Option(help="Fine-tune and compare the baseline and "
+                                           "ERNIE-KG (the slow part)")] = True,
 ) -> None:
     """Run the whole pipeline on the bundled demo KG (offline, a few minutes on a CPU)."""
     from ernie_kg.demo import run_demo
 
-    run_demo(output_dir, kg_dir=kg, seed=seed)
+    run_demo(output_dir, kg_dir=kg, seed=seed, finetune=finetune)
 
 
 @app.command("link")

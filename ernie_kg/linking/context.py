@@ -73,13 +73,15 @@ class ContextQuery:
         idf_of = self._model._hash_idf
         learn = self._model._learn_hash
         counts: dict[int, int] = {}
-        for h in self._hashes:
+        squares = 0.0
+        for h, count in Counter(self._hashes).items():
             idf = idf_of.get(h)
             if idf is None:
                 idf = learn(h, self._strings)
             if idf:
-                counts[h] = counts.get(h, 0) + 1
-        self._norm = math.sqrt(sum((c * idf_of[h]) ** 2 for h, c in counts.items()))
+                counts[h] = count
+                squares += (count * idf) ** 2
+        self._norm = math.sqrt(squares)
         self._counts = counts
         return counts
 

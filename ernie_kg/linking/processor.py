@@ -197,6 +197,7 @@ class ErnieKGProcessor:
         self, raw: Any, kw: dict[str, Any], index: int | None, split: bool
     ) -> _Example:
         where = "" if index is None else f"text {index}: "
+        words: list[str] | None = None
         if split:
             if isinstance(raw, str) or not all(isinstance(w, str) for w in raw):
                 raise TypeError(f"{where}is_split_into_words=True expects lists of words")
@@ -229,7 +230,16 @@ class ErnieKGProcessor:
             example.task_spans[role] = to_chars(kw[role], role)
             task_ids[role] = kw[f"{role}_id"]
         _check_nesting(example.task_spans, where)
+        explicit = self._other_spans(text, kw, where, to_chars, words)
+        example.entities = self._entities(text, example.task_spans, task_ids, explicit, where)
+        return example
 
+    def _other_spans(
+        self, text: str, kw: dict[str, Any], where: str, to_chars: Callable[[Any, str], Span],
+        words: list[str] | None,
+    ) -> list[tuple[Span, Any]]:
+        """The non-task spans with their ids: given ones (None: to link) or, without
+        ``entity_spans``, the linker's mentions of the whole text (NIL ones as _NIL)."""
         explicit: list[tuple[Span, Any]] = []
         spans, ids = kw["entity_spans"], kw["entity_ids"]
         if spans is not None:
@@ -246,20 +256,29 @@ class ErnieKGProcessor:
         elif ids is not None:
             raise ValueError(f"{where}entity_ids given without entity_spans")
         elif self.linker is not None:
-            if split:
+            if words is not None:
                 detected = self.linker.link_tokens(words)
             else:
                 detected = self.linker(text)
             explicit = [((m.start, m.end), _NIL if m.entity_id is None else m.entity_id)
                         for m in detected]
+        return explicit
 
-        # task spans win over other spans they overlap; a given id for the very same span
-        # fills a task span's missing id. Among the others, one entity per char: the
-        # longest of overlapping spans, then the leftmost.
-        taken = list(example.task_spans.values())
+    def _entities(
+        self, text: str, task_spans: dict[str, Span], task_ids: dict[str, Any],
+        explicit: list[tuple[Span, Any]], where: str,
+    ) -> list[EntitySpan]:
+        """Entity rows of the task spans (first) and the other spans, in claim order.
+
+        Task spans win over other spans they overlap; a given id for the very same span
+        fills a task span's missing id. Among the others, one entity per char: the
+        longest of overlapping spans, then the leftmost. Spans still without an id are
+        linked together (so they are coherent with the rest)."""
+        roles = list(task_spans)
+        taken = list(task_spans.values())
         others: list[tuple[Span, Any]] = []
         for span, entity in explicit:
-            same = [r for r, s in example.task_spans.items() if s == span]
+            same = [r for r, s in task_spans.items() if s == span]
             if same:
                 for role in same:
                     if task_ids[role] is None and entity is not None and entity is not _NIL:
@@ -270,19 +289,19 @@ class ErnieKGProcessor:
                                   enumerate(others)])
         others = [others[span.row - 1] for span in order]
 
-        slots: list[tuple[Span, Any]] = [(example.task_spans[r], task_ids[r]) for r in roles]
+        slots: list[tuple[Span, Any]] = [(task_spans[r], task_ids[r]) for r in roles]
         slots += others
         unresolved = [n for n, (_, entity) in enumerate(slots) if entity is None]
         if unresolved and self.linker is not None:
-            # all spans together, so the unresolved ones are coherent with the rest
             linked = self.linker.link_spans(text, [span for span, _ in slots])
             for n in unresolved:
                 slots[n] = (slots[n][0], linked[n].entity_id)
+        entities = []
         for (start, end), entity in slots:
             row = self._row(entity, where)
             if row > 0:
-                example.entities.append(EntitySpan(start, end, row))
-        return example
+                entities.append(EntitySpan(start, end, row))
+        return entities
 
     def _row(self, entity: Any, where: str) -> int:
         if entity is None or entity is _NIL:
