@@ -8,10 +8,13 @@ and ``accelerate launch -m ernie_kg pretrain run ...``: both set RANK/WORLD_SIZE
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from ernie_kg.errors import ErnieKGError
 
 pretrain_app = typer.Typer(help="Knowledge-aware pre-training: MLM (+WWM), NSP and dEA.",
                            no_args_is_help=True)
@@ -25,6 +28,12 @@ def load_kg_embeddings(kg_dir: Path, cache_dir: Path, progress: bool = True):
     saved = kg_dir / "embeddings"
     if (saved / "embeddings.json").is_file():
         return EntityEmbeddings.load(saved, mmap=False)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ErnieKGError(
+            f"{kg_dir} has no embeddings/ directory: train them once before a distributed "
+            f"run (ernie-kg kg embed --triples-dir {kg_dir} --out {saved}), so the "
+            "processes do not each train TransE"
+        )
     return cached_entity_embeddings(KnowledgeGraph.load(kg_dir), cache_dir, progress=progress)
 
 

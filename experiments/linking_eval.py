@@ -140,15 +140,35 @@ def throughput(linker: EntityLinker, sentences: list[str], repeats: int = 5,
             pass
         return len(sentences) / (time.perf_counter() - started)
 
+    detector = linker.detector
+    prior_only = linker.replace(coherence_weight=0.0, context_weight=0.0)
+
+    def stage(name: str) -> float:
+        """Where the time goes: the linker's own tokenizer + phrase matcher alone, and
+        linking with the prior alone (no coherence, no context)."""
+        started = time.perf_counter()
+        if name == "tokenize_and_match":
+            make_doc, matcher = detector.nlp.make_doc, detector.matcher
+            for text in sentences:
+                matcher(make_doc(text))
+        else:
+            for _ in prior_only.pipe(sentences, batch_size=batch_size):
+                pass
+        return len(sentences) / (time.perf_counter() - started)
+
     counts = sorted({1, processes})
     cold_tokenize = tokenizing()
     cold = {n: linking(n) for n in counts}  # also starts the worker pool
     runs: dict[int, list[float]] = {n: [] for n in counts}
+    stages = {"tokenize_and_match": [], "prior_only_linking": []}
+    stage("prior_only_linking")  # warm its caches
     tokenize_runs = []
     for _ in range(repeats):
         tokenize_runs.append(tokenizing())
         for n in counts:
             runs[n].append(linking(n))
+        for name, values in stages.items():
+            values.append(stage(name))
     linker.close()
     tokenize = max(tokenize_runs)
     best = max(counts, key=lambda n: max(runs[n]))
@@ -159,6 +179,7 @@ def throughput(linker: EntityLinker, sentences: list[str], repeats: int = 5,
         "linking_processes": best,
         "sentences_per_second_by_processes": {str(n): max(runs[n]) for n in counts},
         "speed_ratio_by_processes": {str(n): max(runs[n]) / tokenize for n in counts},
+        "stage_sentences_per_second": {k: max(v) for k, v in stages.items()},
         "cold_sentences_per_second": cold[best],
         "cold_spacy_tokenize_sentences_per_second": cold_tokenize,
         "sentences": len(sentences),
@@ -237,6 +258,14 @@ def markdown(result: dict) -> str:
           for n, v in result["sentences_per_second_by_processes"].items()],
         f"| bare `spacy.blank(\"en\")` tokenization (1 process) | "
         f"{result['spacy_tokenize_sentences_per_second']:.0f} | 1 |",
+        "",
+        "Where the time goes (1 process, same run):",
+        "",
+        "| stage | sentences/s | ratio to tokenization |",
+        "|---|---:|---:|",
+        *[f"| {name.replace('_', ' ')} | {v:.0f} | "
+          f"{v / result['spacy_tokenize_sentences_per_second']:.3f} |"
+          for name, v in result["stage_sentences_per_second"].items()],
         "",
         f"Reported: `sentences_per_second` = {result['sentences_per_second']:.0f} "
         f"({result['linking_processes']} process(es)), `speed_ratio` = "

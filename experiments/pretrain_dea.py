@@ -102,7 +102,7 @@ def main() -> None:
 
     # ---- pre-training (skipped when its output exists)
     pretrained = out / "pretrained"
-    if not (pretrained / "config.json").exists():
+    if not (pretrained / "pretraining_settings.json").exists():  # written last
         data_dir = out / "pretrain-data"
         if not (data_dir / "manifest.json").exists():
             linker = EntityLinker.from_kg(kg, embeddings, extra_aliases=aliases)
@@ -157,8 +157,10 @@ def report(args: argparse.Namespace, curve: list[dict], runs: dict, seconds: flo
     summary = {
         "pretraining_steps": len(curve),
         "dea_accuracy_first": curve[0].get("dea_accuracy"),
-        "dea_accuracy_last10pct": statistics.mean(r["dea_accuracy"] for r in tail),
-        "dea_chance_last10pct": statistics.mean(r["dea_chance"] for r in tail),
+        "dea_accuracy_last10pct": statistics.mean(r["dea_accuracy"] for r in tail
+                                                  if "dea_accuracy" in r),
+        "dea_chance_last10pct": statistics.mean(r["dea_chance"] for r in tail
+                                                if "dea_chance" in r),
         "mlm_loss_first": curve[0]["mlm_loss"], "mlm_loss_last": curve[-1]["mlm_loss"],
         "seeds": args.seeds,
         "runs": {name: [{k: m.get(k) for k in ("accuracy", "macro_f1", "micro_f1",

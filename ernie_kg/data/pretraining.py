@@ -135,24 +135,25 @@ def split_documents(
 def sentence_pairs(
     documents: Sequence[Sequence[Sentence]], seed: int = 0, random_next: float = 0.5
 ) -> Iterator[tuple[Sentence, Sentence, int]]:
-    """``(A, B, label)`` for every sentence A that has a successor or a random partner:
-    label 0 when B is A's true next sentence, 1 when B comes from another document."""
+    """``(A, B, label)`` for every sentence A that has a successor: label 0 when B is A's
+    true next sentence, 1 (with ``random_next``) when B comes from another document.
+    A one-sentence document pairs with a random sentence (label 1), so corpora of
+    isolated sentences still give instances (train those with NSP off)."""
     rng = random.Random(seed)
     others = [(d, s) for d, doc in enumerate(documents) for s in range(len(doc))]
+    single = len(documents) < 2  # then a "random" partner is any non-next sentence
     for d, doc in enumerate(documents):
         for s, first in enumerate(doc):
-            has_next = s + 1 < len(doc)
-            if has_next and rng.random() >= random_next:
+            if s + 1 < len(doc) and rng.random() >= random_next:
                 yield first, doc[s + 1], 0
                 continue
-            for _ in range(10):  # a random sentence from another document
+            if s + 1 == len(doc) and len(doc) > 1:
+                continue  # a last sentence has no true next: skipping it keeps 50/50
+            for _ in range(20):
                 od, os_ = others[rng.randrange(len(others))]
-                if od != d:
+                if od != d or (single and os_ not in (s, s + 1)):
                     yield first, documents[od][os_], 1
                     break
-            else:
-                if has_next:
-                    yield first, doc[s + 1], 0
 
 
 class _EntityVocab:
@@ -240,7 +241,12 @@ def prepare_pretraining_data(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # the old manifest would vouch for new shards
+    for stale in out.glob("shard-*.safetensors"):
+        stale.unlink()
     paths = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
+    if not paths:
+        raise ValueError("no corpus files given")
     documents: list[list[Sentence]] = []
     for path in paths:
         texts = read_documents(path)
@@ -260,6 +266,9 @@ def prepare_pretraining_data(
             buffer = []
     if buffer:
         shards.append(_write_shard(out, len(shards), buffer, max_length, tokenizer))
+    if not shards:
+        raise DataFormatError(paths[0], None, "no sentence pairs: the corpus needs more "
+                              "than one sentence")
     aligned = sum(s["aligned_entities"] for s in shards)
     manifest = {
         "format_version": FORMAT_VERSION,

@@ -10,6 +10,7 @@ when the pool started. Where ``fork`` is unavailable the linker stays on one pro
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 from collections import deque
@@ -58,8 +59,14 @@ class LinkerPool:
         _LINKERS[self._token] = linker
         self._executor = ProcessPoolExecutor(processes,
                                              mp_context=multiprocessing.get_context("fork"))
-        # fork every worker now, while the linker is registered and built
-        list(self._executor.map(_started, [self._token] * processes))
+        # fork every worker now, while the linker is registered and built; frozen
+        # objects are skipped by the workers' garbage collector, so their memory pages
+        # stay shared instead of being copied on first collection
+        gc.freeze()
+        try:
+            list(self._executor.map(_started, [self._token] * processes))
+        finally:
+            gc.unfreeze()
 
     def pipe(self, texts: Iterable[str], batch_size: int = 256) -> Iterator[list[LinkedMention]]:
         """Linked mentions of every text, in input order."""

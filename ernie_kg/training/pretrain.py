@@ -13,7 +13,9 @@ between one process and N processes need control over three things ``Trainer`` h
 * **Losses are normalised over the global batch**: each micro-batch's mean losses are
   reweighted by its share of the global batch's masked tokens / aligned entities /
   pairs, so summing over accumulation steps and averaging over processes (DDP) gives
-  exactly the global mean. Dropout draws from a generator reseeded at every step.
+  exactly the global mean. Dropout draws from a generator reseeded at every step (so a
+  resume is exact); its masks depend on the process layout, so N processes match one
+  process exactly only without dropout, and in expectation with it.
 
 Checkpoints (model, optimizer, scheduler, step) are written to a temporary directory and
 renamed into place, so a killed run never leaves a half-written checkpoint.
@@ -42,6 +44,7 @@ from ernie_kg.errors import ErnieKGError
 
 LOG_FILE = "log.jsonl"
 STATE_FILE = "trainer_state.json"
+FINISHED_FILE = "pretraining_settings.json"
 OBJECTIVES = ("mlm", "nsp", "dea")
 
 
@@ -198,8 +201,9 @@ def _micro_batches(
 
 def _counts(batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """How many targets each objective has: the normalisers of the global mean."""
-    counts = {"mlm": float((batch["labels"] != IGNORE_INDEX).sum()),
-              "nsp": float(batch["next_sentence_label"].numel())}
+    counts = {"mlm": float((batch["labels"] != IGNORE_INDEX).sum())}
+    if "next_sentence_label" in batch:
+        counts["nsp"] = float(batch["next_sentence_label"].numel())
     if "entity_labels" in batch:
         counts["dea"] = float((batch["entity_labels"] > 0).sum())
     return counts
@@ -249,7 +253,8 @@ def pretrain(
     start_step = 0
     checkpoint = latest_checkpoint(output_dir) if resume else None
     if checkpoint is not None:
-        start_step = _restore(checkpoint, model, optimizer, scheduler, context)
+        start_step, saved = _restore(checkpoint, model, optimizer, scheduler, context)
+        _check_resume(checkpoint, saved, settings)
     engine: nn.Module = model
     if context.distributed:
         engine = nn.parallel.DistributedDataParallel(
@@ -309,9 +314,10 @@ def pretrain(
     if context.is_main:
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
-        (output_dir / "pretraining_settings.json").write_text(
-            json.dumps(asdict(settings), indent=2))
         _plot(output_dir)
+        done = output_dir / FINISHED_FILE  # written last: its presence means a whole model
+        done.with_name(done.name + ".tmp").write_text(json.dumps(asdict(settings), indent=2))
+        os.replace(done.with_name(done.name + ".tmp"), done)
     context.barrier()
     return {"steps": settings.max_steps, "resumed_from": start_step, "history": history}
 
@@ -379,7 +385,7 @@ def _record(step: int, totals: torch.Tensor, counts: dict[str, float], lr: float
 
 
 def _restore(checkpoint: Path, model: nn.Module, optimizer, scheduler,
-             context: DistributedContext) -> int:
+             context: DistributedContext) -> tuple[int, dict[str, Any]]:
     from safetensors.torch import load_file
 
     state = load_file(str(checkpoint / "model.safetensors"))
@@ -394,15 +400,40 @@ def _restore(checkpoint: Path, model: nn.Module, optimizer, scheduler,
                        weights_only=False)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    return int(json.loads((checkpoint / STATE_FILE).read_text())["step"])
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    return int(state["step"]), state.get("settings", {})
+
+
+#: Settings a resumed run must share with its checkpoint, or the data stream, the
+#: corruption or the schedule would silently change.
+_RESUME_KEYS = ("batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio",
+                "seed", "mlm_probability", "whole_word_masking", "whole_entity_masking",
+                "dea", "nsp", "max_steps")
+
+
+def _check_resume(checkpoint: Path, saved: dict[str, Any], settings: PretrainingSettings) -> None:
+    current = asdict(settings)
+    changed = {k: (saved[k], current[k]) for k in _RESUME_KEYS
+               if k in saved and saved[k] != current[k]}
+    if changed:
+        details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ErnieKGError(
+            f"{checkpoint}: cannot resume with other settings ({details}); use the "
+            "checkpoint's settings, or a new --output directory (or --no-resume)"
+        )
 
 
 def _truncate_log(path: Path, step: int) -> None:
     """Drop log lines past ``step`` (written after the checkpoint a resume starts from)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line torn by the kill
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text("".join(line + "\n" for line in kept))
     os.replace(temporary, path)
