@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from relation_classification import FINETUNE, TRANSE  # noqa: E402
+from relation_classification import BACKGROUND_HOPS, FINETUNE, TRANSE  # noqa: E402
 
 from ernie_kg.data.features import LabelMap  # noqa: E402
 from ernie_kg.data.pretraining import prepare_pretraining_data  # noqa: E402
@@ -94,7 +94,8 @@ def main() -> None:
     test = read_fewrel(load_fewrel_dict(test_path)) if test_path.exists() else None
 
     kg, embeddings, aliases = relation_knowledge(
-        [train_data], args.codex_dir, cache_dir=PROJECT_ROOT / "cache" / "kg", **TRANSE)
+        [train_data], args.codex_dir, cache_dir=PROJECT_ROOT / "cache" / "kg",
+        hops=BACKGROUND_HOPS, **TRANSE)  # the open KG of relation_classification.py
     backbone = default_backbone()
     from transformers import AutoTokenizer
 

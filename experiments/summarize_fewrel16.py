@@ -32,6 +32,8 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def collect(runs: Path) -> list[dict[str, Any]]:
     """One record per finished run: dev and test metrics, per-relation F1, log records."""
+    if not runs.is_dir():
+        raise SystemExit(f"{runs}: no such runs directory (run experiments/run_fewrel16.sh)")
     records = []
     for directory in sorted(p for p in runs.iterdir() if p.is_dir()):
         match = RUN_NAME.match(directory.name)

@@ -291,3 +291,13 @@ def test_cli_link_names_the_bad_line(tmp_path, line, message):
     assert isinstance(result.exception, DataFormatError)
     assert f"{source}:2" in str(result.exception) and message in str(result.exception)
     assert not target.exists() and not (tmp_path / "out.jsonl.tmp").exists()
+
+
+def test_load_ignores_unknown_saved_settings(tmp_path):
+    kg = KnowledgeGraph.load(demo_kg_dir())
+    EntityLinker.from_kg(kg).save(tmp_path)
+    config = json.loads((tmp_path / "linker.json").read_text())
+    (tmp_path / "linker.json").write_text(json.dumps({**config, "retired_setting": 1}))
+    with pytest.warns(UserWarning, match="retired_setting"):
+        linker = EntityLinker.load(tmp_path, kg=kg)
+    assert [m.entity_id for m in linker("Paris is in France.")] == ["paris", "france"]

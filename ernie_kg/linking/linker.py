@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -413,6 +414,11 @@ class EntityLinker:
                 raise KGFormatError(
                     config_path, error.lineno, f"invalid JSON: {error.msg}"
                 ) from None
+        unknown = sorted(set(saved) - set(DEFAULT_LINKER_CONFIG))
+        if unknown:  # written by another version: its other settings still apply
+            warnings.warn(f"{config_path}: ignoring unknown linker settings {unknown}",
+                          stacklevel=2)
+            saved = {k: v for k, v in saved.items() if k in DEFAULT_LINKER_CONFIG}
         context = None
         if (directory / CONTEXT_FILE).exists():
             context = ContextModel.load(directory / CONTEXT_FILE)
