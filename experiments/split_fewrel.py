@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
         path = args.output_dir / f"{name}.json"
         path.write_text(json.dumps(part, ensure_ascii=False), encoding="utf-8")
         print(f"{path}: {sum(len(v) for v in part.values())} instances, {len(part)} relations")
+    provenance = {"source": str(args.data), "fractions": list(args.fractions), "seed": args.seed}
+    (args.output_dir / "split.json").write_text(json.dumps(provenance, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from ernie_kg.data.readers import iter_jsonl
 from ernie_kg.errors import DataFormatError
 from ernie_kg.linking.alignment import align_entities
 
@@ -50,19 +52,12 @@ def read_documents(path: str | Path) -> Iterator[str]:
     if not path.is_file():
         raise DataFormatError(path, None, "corpus file not found")
     if path.suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataFormatError(path, number, f"invalid JSON: {error.msg}") from None
-                text = record.get("text") if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise DataFormatError(path, number, 'expected an object with a "text" string')
-                if text.strip():
-                    yield text
+        for number, record in iter_jsonl(path):
+            text = record.get("text")
+            if not isinstance(text, str):
+                raise DataFormatError(path, number, 'expected an object with a "text" string')
+            if text.strip():
+                yield text
         return
     block: list[str] = []
     with path.open(encoding="utf-8") as handle:
@@ -214,8 +209,6 @@ def encode_pair(
 
 
 def _containing(words: Sequence[tuple[int, int]], starts: Sequence[int], char: int) -> int | None:
-    from bisect import bisect_right
-
     k = bisect_right(starts, char) - 1
     return k if k >= 0 and words[k][0] <= char < words[k][1] else None
 

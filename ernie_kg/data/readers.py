@@ -101,7 +101,8 @@ def read_tacred(path: str | Path) -> list[RelationExample]:
     return examples
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` per non-blank line; bad lines raise DataFormatError."""
     with open(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -135,7 +136,7 @@ def read_relation_jsonl(path: str | Path) -> list[RelationExample]:
     """Lines ``{"text", "h": {"pos": [s, e], "id"?}, "t": {...}, "relation"}``, char spans."""
     path = Path(path)
     examples = []
-    for number, record in _jsonl(path):
+    for number, record in iter_jsonl(path):
         text = record.get("text")
         if not isinstance(text, str):
             raise DataFormatError(path, number, "missing or non-string field 'text'")
@@ -184,7 +185,7 @@ def read_typing_jsonl(path: str | Path) -> list[TypingExample]:
     """Lines ``{"text", "pos": [s, e], "labels": [...], "id"?}`` with char spans."""
     path = Path(path)
     examples = []
-    for number, record in _jsonl(path):
+    for number, record in iter_jsonl(path):
         text = record.get("text")
         if not isinstance(text, str):
             raise DataFormatError(path, number, "missing or non-string field 'text'")

@@ -29,6 +29,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -283,7 +284,7 @@ def pretrain(
         for m, micro in enumerate(micros):
             micro = {k: v.to(context.device) for k, v in micro.items()}
             last = m == len(micros) - 1
-            sync = engine.no_sync() if context.distributed and not last else _nullcontext()
+            sync = engine.no_sync() if context.distributed and not last else nullcontext()
             with sync, torch.autocast(context.device.type, dtype=torch.bfloat16,
                                       enabled=autocast):
                 output = engine(**micro, entity_candidates=candidates.to(context.device)
@@ -320,14 +321,6 @@ def pretrain(
         os.replace(done.with_name(done.name + ".tmp"), done)
     context.barrier()
     return {"steps": settings.max_steps, "resumed_from": start_step, "history": history}
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _candidates(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
