@@ -163,6 +163,23 @@ def test_pipe_on_worker_processes(linker):
         local.close()
 
 
+def test_pipe_shares_chunks_between_caller_and_worker(linker, monkeypatch):
+    from ernie_kg.linking import parallel
+
+    monkeypatch.setattr(parallel, "CHUNK", 2)  # 15 chunks: the caller links some itself
+    texts = ["Atlanta is the capital of Georgia.", "Paris is in France.", "Nothing."] * 10
+    expected = [linker(t) for t in texts]
+    local = linker.replace()
+    try:
+        assert list(local.pipe(texts, n_process=2)) == expected
+        abandoned = local.pipe(texts, n_process=2)
+        next(abandoned)
+        abandoned.close()  # chunks still queued must not leak into the next call
+        assert list(local.pipe(texts[::-1], n_process=2)) == expected[::-1]
+    finally:
+        local.close()
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("text", ["", " ", "\n\t  \r\n"])
 def test_empty_and_whitespace_text(linker, text):

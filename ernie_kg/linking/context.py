@@ -99,11 +99,10 @@ class ContextQuery:
             return [0.0] * len(candidates)
         inverted = self._model._inverted(candidates)
         sums = [0.0] * len(candidates)
-        for h, count in counts.items():
-            row = inverted.get(h)
-            if row is not None:
-                for k, value in row:
-                    sums[k] += value * count
+        for h in counts.keys() & inverted.keys():  # the C loop walks the smaller side
+            count = counts[h]
+            for k, value in inverted[h]:
+                sums[k] += value * count
         norm = self._norm
         return [s / norm for s in sums]
 

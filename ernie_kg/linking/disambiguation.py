@@ -127,7 +127,7 @@ class Disambiguator:
         ``context`` returns the text's :class:`ContextQuery`; it is only called when
         some mention is ambiguous and a context model is set.
         """
-        if all(len(c) < 2 for c in mentions):  # nothing to choose: posterior 1
+        if not mentions or max(map(len, mentions)) < 2:  # nothing to choose: posterior 1
             return [[(c[0][0], c[0][2])] if c else [] for c in mentions]
         use_coherence = self.coherence_weight > 0 and (
             self.kg is not None or self.embeddings is not None)

@@ -206,12 +206,16 @@ class EntityLinker:
                 self._pool = LinkerPool(self, n_process)
             yield from self._pool.pipe(checked, batch_size)
             return
+        yield from self._pipe_here(checked, batch_size)
+
+    def _pipe_here(self, texts: Iterable[str], batch_size: int) -> Iterator[list[LinkedMention]]:
+        """:meth:`pipe` in this process (the pool's workers, and its parent, run this)."""
         detector = self.detector
         if not self.config["use_ner"]:
-            for text, doc in detector.docs(checked):
+            for text, doc in detector.docs(texts):
                 yield self._link_doc(text, doc, ())
             return
-        for batch in _batches(checked, batch_size):
+        for batch in _batches(texts, batch_size):
             ner = detector.ner_spans(batch, batch_size)
             for (text, doc), spans in zip(detector.docs(batch), ner):
                 yield self._link_doc(text, doc, spans)
