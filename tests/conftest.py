@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ernie_kg.kg import Entity, KnowledgeGraph, Relation
+from ernie_kg.paths import default_backbone
 
 
 @pytest.fixture
@@ -27,3 +30,17 @@ def tiny_kg() -> KnowledgeGraph:
     ]
     relations = [Relation("capital_of", "capital of")]
     return KnowledgeGraph.from_triples(train, test=test, entities=entities, relations=relations)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> str:
+    """A 2-layer random BERT with MiniLM's vocabulary and tokenizer."""
+    path = tmp_path_factory.mktemp("tiny_backbone")
+    tokenizer = AutoTokenizer.from_pretrained(default_backbone())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=128)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

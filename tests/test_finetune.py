@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel, TrainerCallback
+from transformers import TrainerCallback
 from typer.testing import CliRunner
 
 from ernie_kg.cli import app
@@ -24,7 +24,7 @@ from ernie_kg.errors import SpanError
 from ernie_kg.kg import EntityEmbeddings, KnowledgeGraph
 from ernie_kg.kg.cache import cached_entity_embeddings
 from ernie_kg.linking.aliases import AliasTable
-from ernie_kg.paths import default_backbone, kg_data_dir
+from ernie_kg.paths import kg_data_dir
 from ernie_kg.training.classifier import RelationClassifier, find_span, predict
 from ernie_kg.training.evaluation import evaluate_relations
 from ernie_kg.training.finetune import finetune
@@ -42,20 +42,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory) -> str:
-    """A 2-layer random BERT with MiniLM's vocabulary and tokenizer."""
-    path = tmp_path_factory.mktemp("tiny_backbone")
-    tokenizer = AutoTokenizer.from_pretrained(default_backbone())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=128)
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

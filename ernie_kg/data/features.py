@@ -1,11 +1,12 @@
-"""Relation examples -> model features, built by an :class:`ErnieKGProcessor`.
+"""Relation and typing examples -> model features, built by an :class:`ErnieKGProcessor`.
 
 Why one place: training, evaluation and one-call inference must turn text into inputs
 the same way, and must agree on where entities come from:
 
-* ``"gold"``   the dataset's own KG ids for head and tail (FewRel QIDs), nothing else;
-* ``"linker"`` the processor's linker over the text (head/tail spans included), no ids;
-* ``"both"``   the linker's entities, with the dataset's ids overriding head and tail;
+* ``"gold"``   the dataset's own KG ids for head and tail (FewRel QIDs) or the typed
+               mention, nothing else;
+* ``"linker"`` the processor's linker over the text (task spans included), no ids;
+* ``"both"``   the linker's entities, with the dataset's ids overriding the task spans;
 * ``"none"``   no entities at all: knowledge off, the text-only baseline.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from ernie_kg.data.examples import RelationExample
+from ernie_kg.data.examples import RelationExample, TypingExample
 from ernie_kg.errors import ErnieKGError
 
 ENTITY_SOURCES = ("gold", "linker", "both", "none")
@@ -150,6 +151,45 @@ def encode_relations(
         for feature in features:
             feature["entity_ids"] = [0] * len(feature["input_ids"])
     return features
+
+
+def typing_features(
+    examples: Sequence[TypingExample],
+    processor: Any,
+    label_map: LabelMap | None = None,
+    entities: str = "gold",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> FeatureDataset:
+    """Encode typing ``examples`` with ``processor`` (``task="entity_typing"``); labels
+    become multi-hot float rows over ``label_map`` (types outside it are dropped, so a
+    model can be scored on the types it knows)."""
+    check_entity_source(entities)
+    features: list[dict[str, Any]] = []
+    chunks = range(0, len(examples), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=f"features ({entities})", unit="batch")
+    index = label_map.label2id if label_map is not None else {}
+    for start in chunks:
+        chunk = examples[start:start + batch_size]
+        kwargs: dict[str, Any] = {"mention": [e.mention for e in chunk]}
+        if entities in ("gold", "both"):
+            kwargs["mention_id"] = [e.entity_id for e in chunk]
+        target = processor if entities in ("linker", "both") else _without_linker(processor)
+        encoded = _unbatch(target([e.text for e in chunk], **kwargs), len(chunk))
+        for example, feature in zip(chunk, encoded):
+            if entities == "none":
+                feature["entity_ids"] = [0] * len(feature["input_ids"])
+            if label_map is not None:
+                row = [0.0] * len(label_map)
+                for label in example.labels:
+                    if label in index:
+                        row[index[label]] = 1.0
+                feature["labels"] = row
+            features.append(feature)
+    return FeatureDataset(features)
 
 
 def _without_linker(processor: Any) -> Any:

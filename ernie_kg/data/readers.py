@@ -195,3 +195,19 @@ def read_typing_jsonl(path: str | Path) -> list[TypingExample]:
         span = _char_span(path, number, text, record.get("pos"), "pos")
         examples.append(TypingExample(text, span, tuple(labels), record.get("id")))
     return examples
+
+
+def typed_mentions(
+    examples: list[RelationExample], types_of: Mapping[str, Any]
+) -> list[TypingExample]:
+    """Typing examples from relation examples: each head and tail whose KG id has types
+    in ``types_of`` (``id -> [type, ...]``: a KG's entity types, or Wikidata instance-of
+    lists such as CoDEx's ``entity2types.json``) becomes one mention. Mentions without an
+    id or without types are skipped."""
+    typed = []
+    for example in examples:
+        for span, entity_id in ((example.head, example.head_id), (example.tail, example.tail_id)):
+            types = types_of.get(entity_id) if entity_id is not None else None
+            if types:
+                typed.append(TypingExample(example.text, span, tuple(types), entity_id))
+    return typed

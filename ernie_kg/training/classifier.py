@@ -52,7 +52,68 @@ def find_span(text: str, value: SpanLike, name: str = "span") -> tuple[int, int]
     return start, end
 
 
-class RelationClassifier:
+class SavedTextModel:
+    """What every task's raw-text model shares: model + processor (+ linker) + KG, and
+    their storage in one directory. Subclasses name their model class and file format."""
+
+    _format = "ernie_kg.text_model"
+
+    def __init__(self, model: torch.nn.Module, processor: Any,
+                 kg: KnowledgeGraph | None = None, entities: str = "linker") -> None:
+        self.model = model
+        self.processor = processor
+        self.kg = kg
+        self.entities = check_entity_source(entities)
+
+    @classmethod
+    def _model_class(cls) -> type:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ storage
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write everything :meth:`load` needs into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory)
+        self.processor.save_pretrained(directory)
+        if self.kg is not None:
+            self.kg.save(directory / KG_DIR)
+        settings = {"format": self._format, "version": 1,
+                    "entities": self.entities, "kg": KG_DIR if self.kg is not None else None}
+        temporary = directory / (CLASSIFIER_FILE + ".tmp")
+        temporary.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, directory / CLASSIFIER_FILE)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, entities: str | None = None):  # noqa: ANN206
+        """Read :meth:`save`'s directory; the linker gets its KG and the model's vectors."""
+        from ernie_kg.linking.linker import EntityLinker
+        from ernie_kg.linking.processor import ErnieKGProcessor
+
+        directory = Path(directory)
+        path = directory / CLASSIFIER_FILE
+        if not path.exists():
+            raise KGFormatError(path, None, f"missing: not a saved {cls.__name__} directory")
+        try:
+            settings = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise KGFormatError(path, error.lineno, f"invalid JSON: {error.msg}") from None
+        if settings.get("format") != cls._format:
+            raise KGFormatError(path, None, f"format {settings.get('format')!r}: this "
+                                f"directory holds no {cls.__name__} ({cls._format!r})")
+        model = cls._model_class().from_pretrained(directory)
+        model.eval()
+        kg = KnowledgeGraph.load(directory / settings["kg"]) if settings.get("kg") else None
+        linker = None
+        if (directory / "linker").is_dir():
+            linker = EntityLinker.load(directory / "linker", kg=kg,
+                                       embeddings=model_embeddings(model))
+        processor = ErnieKGProcessor.from_pretrained(directory, linker=linker)
+        return cls(model, processor, kg, entities or settings.get("entities", "linker"))
+
+
+class RelationClassifier(SavedTextModel):
     """Raw text in, relation label out.
 
     Args:
@@ -66,12 +127,13 @@ class RelationClassifier:
             :class:`RelationExample` s.
     """
 
-    def __init__(self, model: torch.nn.Module, processor: Any,
-                 kg: KnowledgeGraph | None = None, entities: str = "linker") -> None:
-        self.model = model
-        self.processor = processor
-        self.kg = kg
-        self.entities = check_entity_source(entities)
+    _format = "ernie_kg.relation_classifier"
+
+    @classmethod
+    def _model_class(cls) -> type:
+        from ernie_kg.modeling import ErnieKGForRelationClassification
+
+        return ErnieKGForRelationClassification
 
     @property
     def label_map(self) -> LabelMap:
@@ -129,47 +191,6 @@ class RelationClassifier:
         features = self.features(examples, entities, progress)
         return evaluate_relations(self.model, features, self.label_map.id2label, batch_size,
                                   progress=progress)
-
-    # ------------------------------------------------------------------ storage
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write everything :meth:`load` needs into ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory)
-        self.processor.save_pretrained(directory)
-        if self.kg is not None:
-            self.kg.save(directory / KG_DIR)
-        settings = {"format": "ernie_kg.relation_classifier", "version": 1,
-                    "entities": self.entities, "kg": KG_DIR if self.kg is not None else None}
-        temporary = directory / (CLASSIFIER_FILE + ".tmp")
-        temporary.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, directory / CLASSIFIER_FILE)
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike, entities: str | None = None) -> RelationClassifier:
-        """Read :meth:`save`'s directory; the linker gets its KG and the model's vectors."""
-        from ernie_kg.linking.linker import EntityLinker
-        from ernie_kg.linking.processor import ErnieKGProcessor
-        from ernie_kg.modeling import ErnieKGForRelationClassification
-
-        directory = Path(directory)
-        path = directory / CLASSIFIER_FILE
-        if not path.exists():
-            raise KGFormatError(path, None, "missing: not a saved RelationClassifier directory")
-        try:
-            settings = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise KGFormatError(path, error.lineno, f"invalid JSON: {error.msg}") from None
-        model = ErnieKGForRelationClassification.from_pretrained(directory)
-        model.eval()
-        kg = KnowledgeGraph.load(directory / settings["kg"]) if settings.get("kg") else None
-        linker = None
-        if (directory / "linker").is_dir():
-            linker = EntityLinker.load(directory / "linker", kg=kg,
-                                       embeddings=model_embeddings(model))
-        processor = ErnieKGProcessor.from_pretrained(directory, linker=linker)
-        return cls(model, processor, kg, entities or settings.get("entities", "linker"))
 
 
 def model_embeddings(model: torch.nn.Module) -> EntityEmbeddings | None:
