@@ -21,6 +21,9 @@ kg_app = typer.Typer(help="Knowledge graphs: statistics, TransE embeddings, neig
                      no_args_is_help=True)
 app.add_typer(kg_app, name="kg")
 app.add_typer(pretrain_app, name="pretrain")
+data_app = typer.Typer(help="Public datasets: download with a checksum check, or copy offline.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 _D = DEFAULT_EMBEDDING_SETTINGS
@@ -287,6 +290,22 @@ def evaluate_command(
         _write_json(output, {**metrics, "predictions": predictions})
     console.print(", ".join(f"{k}={metrics[k]:.4f}" for k in ("accuracy", "macro_f1",
                                                                "micro_f1")))
+
+
+@data_app.command("fetch")
+def data_fetch(
+    dataset: Annotated[str, typer.Argument(help="dataset name (fewrel)")],
+    dest: Annotated[Path, typer.Option(help="directory to write the files into")],
+    from_dir: Annotated[Path | None, typer.Option(
+        help="copy the files from this local directory instead of downloading")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the network")] = 10.0,
+) -> None:
+    """Download DATASET from its official location (or copy it with --from-dir) and check
+    every file's checksum."""
+    from ernie_kg.data.fetch import fetch
+
+    fetch(dataset, dest, from_dir=from_dir, timeout=timeout,
+          progress=lambda line: console.print(line))
 
 
 def main() -> None:
