@@ -68,6 +68,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=float, default=FINETUNE["epochs"])
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--arms", nargs="+", choices=("pretrained", "backbone"),
+                   default=["pretrained", "backbone"],
+                   help="fine-tuning arms to run now (the report needs both)")
+    p.add_argument("--reuse-runs", type=Path, default=PROJECT_ROOT / "runs/fewrel16",
+                   help="take the no-pre-training arm from this FewRel-16 grid's "
+                        "open-ernie-seed<S> runs when their recipe is the same ('none': "
+                        "always train it here)")
     return p.parse_args()
 
 
@@ -79,6 +86,35 @@ def corpus_file(train_data: dict, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     return out
+
+
+def grid_run(args: argparse.Namespace, seed: int) -> dict | None:
+    """The grid's open ERNIE-KG run of ``seed`` (experiments/run_fewrel16.sh) when it is
+    this arm exactly: same split, KG, TransE table, fine-tuning recipe and seed."""
+    if str(args.reuse_runs) == "none":
+        return None
+    run = args.reuse_runs / f"open-ernie-seed{seed}"
+    if not (run / "metrics.json").exists() or not (run / "test_metrics.json").exists():
+        return None
+    dev = json.loads((run / "metrics.json").read_text())
+    test = json.loads((run / "test_metrics.json").read_text())
+    s = dev.get("settings", {})
+    same = (Path(s.get("train", "")).resolve() == (args.split_dir / "train.json").resolve()
+            and s.get("transe") == TRANSE and s.get("background_hops") == BACKGROUND_HOPS
+            and s.get("epochs") == args.epochs and s.get("seed") == seed
+            and s.get("learning_rate") == FINETUNE["learning_rate"]
+            and s.get("knowledge_learning_rate") == FINETUNE["knowledge_learning_rate"]
+            and s.get("batch_size") == FINETUNE["batch_size"]
+            and s.get("max_length") == FINETUNE["max_length"]
+            and s.get("train_entities") == "both" and s.get("rc_classifier") == "markers"
+            and s.get("kg_extra") == [])
+    if not same:
+        print(f"{run}: another recipe, trained here instead")
+        return None
+    metrics = {k: dev[k] for k in ("accuracy", "macro_f1", "micro_f1")}
+    metrics.update({f"test_{k}": test[k] for k in ("accuracy", "macro_f1", "micro_f1")})
+    metrics["source"] = str(run)
+    return metrics
 
 
 def main() -> None:
@@ -121,11 +157,15 @@ def main() -> None:
     labels = LabelMap.from_examples(train)
     runs: dict[str, list[dict]] = {"pretrained": [], "backbone": []}
     for seed in args.seeds:
-        for name in runs:
+        for name in [n for n in runs if n in args.arms]:
             run_dir = out / f"{name}-seed{seed}"
             metrics_path = run_dir / "metrics.json"
             if metrics_path.exists():
                 runs[name].append(json.loads(metrics_path.read_text()))
+                continue
+            reused = grid_run(args, seed) if name == "backbone" else None
+            if reused is not None:
+                runs[name].append(reused)
                 continue
             classifier = build_relation_classifier(labels, kg, embeddings, aliases, seed=seed,
                                                    max_length=FINETUNE["max_length"])
@@ -145,7 +185,8 @@ def main() -> None:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             write_json(metrics_path, metrics)
             runs[name].append(metrics)
-    report(args, curve, runs, time.perf_counter() - started)
+    if set(args.arms) == set(runs):
+        report(args, curve, runs, time.perf_counter() - started)
 
 
 def report(args: argparse.Namespace, curve: list[dict], runs: dict, seconds: float) -> None:
@@ -154,9 +195,10 @@ def report(args: argparse.Namespace, curve: list[dict], runs: dict, seconds: flo
             return f"{100 * values[0]:.2f}"
         return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
+    done = json.loads((args.output_dir / "pretrained" / "pretraining_settings.json").read_text())
     tail = curve[-max(1, len(curve) // 10):]
     summary = {
-        "pretraining_steps": len(curve),
+        "pretraining": done,
         "dea_accuracy_first": curve[0].get("dea_accuracy"),
         "dea_accuracy_last10pct": statistics.mean(r["dea_accuracy"] for r in tail
                                                   if "dea_accuracy" in r),
@@ -183,14 +225,19 @@ def report(args: argparse.Namespace, curve: list[dict], runs: dict, seconds: flo
                         f"{mean_std(values['pretrained'])} |")
     (args.results / "pretrain_dea.md").write_text(
         "# Knowledge-aware pre-training (dEA) before FewRel-16 fine-tuning\n\n"
-        f"`python experiments/pretrain_dea.py` ({len(curve)} pre-training steps, batch "
-        f"{args.batch_size}, seeds {args.seeds}; {seconds / 60:.0f} min on "
+        f"`python experiments/pretrain_dea.py` ({done['max_steps']} pre-training steps, "
+        f"batch {done['batch_size']}, lr {done['learning_rate']}, whole-word MLM + dEA, no "
+        f"NSP; fine-tuning seeds {args.seeds}; this invocation {seconds / 60:.0f} min on "
         f"{platform.platform()}, {torch.get_num_threads()} threads).\n\n"
         f"dEA accuracy over the last 10% of steps: "
         f"{summary['dea_accuracy_last10pct']:.3f} (in-batch chance "
         f"{summary['dea_chance_last10pct']:.3f}; first step {summary['dea_accuracy_first']:.3f})."
         f" MLM loss {summary['mlm_loss_first']:.2f} -> {summary['mlm_loss_last']:.2f}.\n\n"
-        "| metric (%) | ERNIE-KG from MiniLM | ERNIE-KG after dEA pre-training |\n"
+        + ("The no-pre-training arm is the FewRel-16 grid's open ERNIE-KG run of each seed "
+           "(same split, KG, recipe and seed): "
+           + ", ".join(m["source"] for m in runs["backbone"] if m.get("source")) + ".\n\n"
+           if any(m.get("source") for m in runs["backbone"]) else "")
+        + "| metric (%) | ERNIE-KG from MiniLM | ERNIE-KG after dEA pre-training |\n"
         "|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "![dEA curve](pretrain_dea_curve.png)\n"
     )
