@@ -256,13 +256,14 @@ def _labels(cls, size=3, num_labels=5):
 @pytest.mark.parametrize("cls,mode,markers", [
     (ErnieKGForRelationClassification, "cls", None),
     (ErnieKGForRelationClassification, "markers", [[1, 4], [2, 6], [0, 3]]),
+    (ErnieKGForRelationClassification, "entity_start", [[1, 4], [2, 6], [0, 3]]),
     (ErnieKGForEntityTyping, "cls", None),
     (ErnieKGForEntityTyping, "markers", [[1], [2], [3]]),
 ])
 def test_classifier_heads_shapes_loss_and_gradients(backbone_dir, table, cls, mode, markers):
     field = "rc_classifier" if cls is ErnieKGForRelationClassification else "typing_classifier"
     model = build(cls, backbone_dir, table, num_labels=5, **{field: mode}).train()
-    assert (model.ernie.pooler is None) == (mode == "markers")
+    assert (model.ernie.pooler is None) == (mode != "cls")
     inputs = batch()
     if markers is not None:
         inputs["marker_positions"] = torch.tensor(markers)
@@ -278,6 +279,19 @@ def test_classifier_heads_shapes_loss_and_gradients(backbone_dir, table, cls, mo
         assert layer.entity_intermediate.weight.grad.abs().sum() > 0
     assert model.ernie.encoder.layer[2].entity_attention.qkv.weight.grad.abs().sum() > 0
     assert model.ernie.encoder.layer[1].entity_output.dense.weight.grad.abs().sum() > 0
+
+
+def test_entity_start_reads_the_wordpiece_after_each_marker(backbone_dir, table):
+    torch.manual_seed(0)
+    model = build(ErnieKGForRelationClassification, backbone_dir, table, num_labels=5,
+                  rc_classifier="entity_start").eval()
+    inputs = batch()
+    inputs["marker_positions"] = torch.tensor([[1, 4], [2, 6], [0, 3]])
+    out = model(**inputs, output_hidden_states=True)
+    last = out.hidden_states[-1]
+    rows = torch.arange(3)[:, None]
+    expected = model.classifier(last[rows, inputs["marker_positions"] + 1].reshape(3, -1))
+    torch.testing.assert_close(out.logits, expected)
 
 
 def test_marker_classifier_requires_positions(backbone_dir, table):

@@ -11,6 +11,8 @@ from transformers import BertConfig
 #: "sim" is a plain BERT layer, "mix" fuses entities without entity self-attention (it
 #: starts the entity stream), "norm" is a full K-Encoder aggregator.
 LAYER_TYPES = ("sim", "mix", "norm")
+#: What a sentence-level head classifies: pooled [CLS], start markers, or mention starts.
+CLASSIFIER_INPUTS = ("cls", "markers", "entity_start")
 
 #: Keys of a backbone config that describe the checkpoint or its old task, not the encoder.
 _BACKBONE_ONLY_KEYS = ("model_type", "architectures", "_name_or_path", "transformers_version",
@@ -53,7 +55,9 @@ class ErnieKGConfig(BertConfig):
         num_entities: rows of the entity table without the "no entity" row 0.
         freeze_entity_table: keep the KG vectors fixed while training (ERNIE does).
         rc_classifier: relation classification over the pooled "[CLS]" state (``"cls"``,
-            the paper) or over the concatenated head/tail marker states (``"markers"``).
+            the paper), over the concatenated head/tail start-marker states
+            (``"markers"``) or over the states of each mention's first wordpiece, where
+            its entity is fused (``"entity_start"``).
         typing_classifier: the same choice for entity typing (one mention marker).
         typing_threshold: probability above which an entity type is predicted.
         entity_table_sha256: :meth:`EntityEmbeddings.content_hash` of the table, checked
@@ -106,8 +110,8 @@ class ErnieKGConfig(BertConfig):
             raise ValueError(f"num_entities={self.num_entities} must be >= 0")
         for field, value in (("rc_classifier", self.rc_classifier),
                              ("typing_classifier", self.typing_classifier)):
-            if value not in ("cls", "markers"):
-                raise ValueError(f"{field}={value!r}: expected 'cls' or 'markers'")
+            if value not in CLASSIFIER_INPUTS:
+                raise ValueError(f"{field}={value!r}: expected one of {list(CLASSIFIER_INPUTS)}")
         if not 0.0 < self.typing_threshold < 1.0:
             raise ValueError(f"typing_threshold={self.typing_threshold} must lie in (0, 1)")
 

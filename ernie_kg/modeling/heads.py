@@ -32,7 +32,11 @@ class _ErnieKGClassifierHead(ErnieKGPreTrainedModel):
     def __init__(self, config: ErnieKGConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.use_markers = getattr(config, self._classifier_field) == "markers"
+        choice = getattr(config, self._classifier_field)
+        self.use_markers = choice in ("markers", "entity_start")
+        # "entity_start" reads the first wordpiece after each start marker: the mention's
+        # first wordpiece, where its entity is fused (the marker only sees it by attention)
+        self._offset = 1 if choice == "entity_start" else 0
         # The pooler is only built when read: the marker classifier ignores [CLS].
         self.ernie = ErnieKGModel(config, add_pooling_layer=not self.use_markers)
         dropout = config.classifier_dropout
@@ -53,10 +57,11 @@ class _ErnieKGClassifierHead(ErnieKGPreTrainedModel):
         if marker_positions is None or tuple(marker_positions.shape) != expected:
             got = None if marker_positions is None else tuple(marker_positions.shape)
             raise ValueError(
-                f"{self._classifier_field}='markers' needs marker_positions of shape "
+                f"{self._classifier_field}={getattr(self.config, self._classifier_field)!r}"
+                f" needs marker_positions of shape "
                 f"{expected}, got {got}"
             )
-        index = marker_positions.long()[:, :, None].expand(-1, -1, hidden)
+        index = (marker_positions.long() + self._offset)[:, :, None].expand(-1, -1, hidden)
         return sequence_output.gather(1, index).reshape(batch, self._num_markers * hidden)
 
     def forward(
