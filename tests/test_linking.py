@@ -318,3 +318,30 @@ def test_load_ignores_unknown_saved_settings(tmp_path):
     with pytest.warns(UserWarning, match="retired_setting"):
         linker = EntityLinker.load(tmp_path, kg=kg)
     assert [m.entity_id for m in linker("Paris is in France.")] == ["paris", "france"]
+
+
+def test_linking_eval_contract(tmp_path):
+    """experiments/linking_eval.py --train --test --output on the demo corpus."""
+    import importlib.util
+    import json
+
+    from ernie_kg.paths import PROJECT_ROOT, kg_data_dir
+
+    spec = importlib.util.spec_from_file_location(
+        "linking_eval", PROJECT_ROOT / "experiments" / "linking_eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    corpus = kg_data_dir() / "demo_corpus"
+    out = tmp_path / "linking.json"
+    assert module.main(["--train", str(corpus / "train.json"), "--test",
+                        str(corpus / "test.json"), "--output", str(out), "--repeats", "1",
+                        "--processes", "2"]) == 0
+    result = json.loads(out.read_text())
+    for key in ("in_kb_accuracy", "prior_only_accuracy", "nil_accuracy", "end_to_end_recall"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["sentences_per_second"] > 0 and result["spacy_tokenize_sentences_per_second"] > 0
+    assert result["speed_ratio"] == pytest.approx(
+        result["sentences_per_second"] / result["spacy_tokenize_sentences_per_second"])
+    assert set(result["sentences_per_second_by_processes"]) == {"1", "2"}
+    assert result["in_kb_accuracy"] > 0.8  # demo test mentions are mostly known names
+    assert out.with_suffix(".md").read_text().startswith("# Entity linking")
