@@ -44,3 +44,25 @@ def tiny_backbone(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tiny models (2 threads only contend on 2 cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def demo_knowledge():
+    """The bundled demo KG, random 8-dim entity vectors, the demo corpus's aliases."""
+    from ernie_kg.kg import EntityEmbeddings
+    from ernie_kg.linking.aliases import AliasTable
+    from ernie_kg.paths import kg_data_dir
+
+    kg = KnowledgeGraph.load(kg_data_dir() / "demo")
+    embeddings = EntityEmbeddings.random(list(kg.entities), dim=8)
+    aliases = AliasTable().add_fewrel(kg_data_dir() / "demo_corpus" / "train.json")
+    return kg, embeddings, aliases

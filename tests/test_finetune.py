@@ -21,9 +21,8 @@ from ernie_kg.data.examples import RelationExample
 from ernie_kg.data.features import LabelMap, UnknownLabelError, relation_features
 from ernie_kg.data.readers import read_fewrel
 from ernie_kg.errors import SpanError
-from ernie_kg.kg import EntityEmbeddings, KnowledgeGraph
+from ernie_kg.kg import KnowledgeGraph
 from ernie_kg.kg.cache import cached_entity_embeddings
-from ernie_kg.linking.aliases import AliasTable
 from ernie_kg.paths import kg_data_dir
 from ernie_kg.training.classifier import RelationClassifier, find_span, predict
 from ernie_kg.training.evaluation import evaluate_relations
@@ -36,12 +35,7 @@ FAST = {"batch_size": 8, "eval_batch_size": 32, "logging_steps": 1, "progress": 
         "learning_rate": 1e-3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +55,8 @@ def corpus() -> dict[str, list[RelationExample]]:
 
 
 @pytest.fixture(scope="module")
-def knowledge():
-    kg = KnowledgeGraph.load(kg_data_dir() / "demo")
-    embeddings = EntityEmbeddings.random(list(kg.entities), dim=8)
-    aliases = AliasTable().add_fewrel(CORPUS / "train.json")
-    return kg, embeddings, aliases
+def knowledge(demo_knowledge):
+    return demo_knowledge
 
 
 def _classifier(tiny_backbone, corpus, knowledge, knowledge_on=True) -> RelationClassifier:

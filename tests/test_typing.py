@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from ernie_kg.data.features import LabelMap, typing_features
 from ernie_kg.data.readers import read_fewrel, typed_mentions
 from ernie_kg.errors import KGFormatError
-from ernie_kg.kg import EntityEmbeddings, KnowledgeGraph
-from ernie_kg.linking.aliases import AliasTable
 from ernie_kg.paths import kg_data_dir
 from ernie_kg.training.classifier import RelationClassifier
 from ernie_kg.training.entity_typing import EntityTyper, build_entity_typer, train_entity_typer
@@ -24,20 +21,12 @@ FAST = {"batch_size": 8, "eval_batch_size": 32, "logging_steps": 1, "progress": 
         "learning_rate": 1e-3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def knowledge():
-    kg = KnowledgeGraph.load(kg_data_dir() / "demo")
-    embeddings = EntityEmbeddings.random(list(kg.entities), dim=8)
-    aliases = AliasTable().add_fewrel(CORPUS / "train.json")
-    return kg, embeddings, aliases
+def knowledge(demo_knowledge):
+    return demo_knowledge
 
 
 @pytest.fixture(scope="module")

@@ -112,15 +112,8 @@ def relation_features(
     Labels are encoded with ``label_map`` when given (an unknown label raises
     :class:`UnknownLabelError`); unlabelled examples get no ``labels`` key.
     """
-    check_entity_source(entities)
     features: list[dict[str, Any]] = []
-    chunks = range(0, len(examples), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        chunks = tqdm(chunks, desc=f"features ({entities})", unit="batch")
-    for start in chunks:
-        chunk = examples[start:start + batch_size]
+    for chunk in _chunks(examples, batch_size, entities, progress):
         encoded = encode_relations(processor, chunk, entities)
         for example, feature in zip(chunk, encoded):
             if label_map is not None and example.label is not None:
@@ -164,16 +157,9 @@ def typing_features(
     """Encode typing ``examples`` with ``processor`` (``task="entity_typing"``); labels
     become multi-hot float rows over ``label_map`` (types outside it are dropped, so a
     model can be scored on the types it knows)."""
-    check_entity_source(entities)
     features: list[dict[str, Any]] = []
-    chunks = range(0, len(examples), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        chunks = tqdm(chunks, desc=f"features ({entities})", unit="batch")
     index = label_map.label2id if label_map is not None else {}
-    for start in chunks:
-        chunk = examples[start:start + batch_size]
+    for chunk in _chunks(examples, batch_size, entities, progress):
         kwargs: dict[str, Any] = {"mention": [e.mention for e in chunk]}
         if entities in ("gold", "both"):
             kwargs["mention_id"] = [e.entity_id for e in chunk]
@@ -190,6 +176,19 @@ def typing_features(
                 feature["labels"] = row
             features.append(feature)
     return FeatureDataset(features)
+
+
+def _chunks(examples: Sequence[Any], size: int, entities: str, progress: bool
+            ) -> Iterable[Sequence[Any]]:
+    """``examples`` in slices of ``size`` (with a progress bar); checks ``entities``."""
+    check_entity_source(entities)
+    starts = range(0, len(examples), size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"features ({entities})", unit="batch")
+    for start in starts:
+        yield examples[start:start + size]
 
 
 def _without_linker(processor: Any) -> Any:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import AutoTokenizer, set_seed
+from transformers import set_seed
 
 from ernie_kg.data.examples import TypingExample
 from ernie_kg.data.features import FeatureDataset, LabelMap, check_entity_source, typing_features
@@ -25,6 +25,7 @@ from ernie_kg.training.classifier import SavedTextModel, SpanLike, find_span
 from ernie_kg.training.evaluation import predict_logits
 from ernie_kg.training.finetune import finetune, typing_compute_metrics
 from ernie_kg.training.metrics import typing_metrics
+from ernie_kg.training.relation import build_processor
 
 #: The model-selection metric of typing runs (ERNIE reports it for FIGER and OpenEntity).
 TYPING_SELECTION_METRIC = "loose_micro_f1"
@@ -134,8 +135,6 @@ def build_entity_typer(
 
     ``knowledge=False`` builds the same model but feeds it no entities (the baseline).
     """
-    from ernie_kg.linking.linker import EntityLinker
-    from ernie_kg.linking.processor import ErnieKGProcessor
     from ernie_kg.modeling import ErnieKGForEntityTyping
     from ernie_kg.paths import default_backbone
 
@@ -147,11 +146,8 @@ def build_entity_typer(
         id2label=label_map.id2label, typing_classifier=typing_classifier,
         typing_threshold=threshold,
     )
-    linker = EntityLinker.from_kg(kg, embeddings, extra_aliases=aliases,
-                                  **(linker_config or {}))
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
-    processor = ErnieKGProcessor(tokenizer, list(embeddings.entity_ids), linker=linker,
-                                 task="entity_typing", max_length=max_length)
+    processor = build_processor(backbone, "entity_typing", kg, embeddings, aliases,
+                                max_length, linker_config)
     return EntityTyper(model, processor, kg, entities="linker" if knowledge else "none")
 
 

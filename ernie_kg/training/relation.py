@@ -50,8 +50,6 @@ def build_relation_classifier(
 
     ``knowledge=False`` builds the same model but feeds it no entities (the baseline).
     """
-    from ernie_kg.linking.linker import EntityLinker
-    from ernie_kg.linking.processor import ErnieKGProcessor
     from ernie_kg.modeling import ErnieKGForRelationClassification
     from ernie_kg.paths import default_backbone
 
@@ -62,12 +60,26 @@ def build_relation_classifier(
         backbone, embeddings, num_knowledge_layers=num_knowledge_layers,
         id2label=label_map.id2label, rc_classifier=rc_classifier,
     )
+    processor = build_processor(backbone, "relation_classification", kg, embeddings, aliases,
+                                max_length, linker_config)
+    return RelationClassifier(model, processor, kg, entities="linker" if knowledge else "none")
+
+
+def build_processor(
+    backbone: str, task: str, kg: KnowledgeGraph, embeddings: EntityEmbeddings,
+    aliases: AliasTable | None = None, max_length: int = 128,
+    linker_config: dict[str, Any] | None = None,
+) -> Any:
+    """The ``ErnieKGProcessor`` of a task: the backbone's tokenizer, the entity table's
+    rows and a linker over ``kg``'s names plus ``aliases``."""
+    from ernie_kg.linking.linker import EntityLinker
+    from ernie_kg.linking.processor import ErnieKGProcessor
+
     linker = EntityLinker.from_kg(kg, embeddings, extra_aliases=aliases,
                                   **(linker_config or {}))
     tokenizer = AutoTokenizer.from_pretrained(backbone)
-    processor = ErnieKGProcessor(tokenizer, list(embeddings.entity_ids), linker=linker,
-                                 task="relation_classification", max_length=max_length)
-    return RelationClassifier(model, processor, kg, entities="linker" if knowledge else "none")
+    return ErnieKGProcessor(tokenizer, list(embeddings.entity_ids), linker=linker,
+                            task=task, max_length=max_length)
 
 
 def train_relation_classifier(
