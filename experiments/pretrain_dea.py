@@ -48,6 +48,7 @@ from ernie_kg.paths import PROJECT_ROOT, default_backbone, kg_data_dir  # noqa: 
 from ernie_kg.training.knowledge import relation_knowledge  # noqa: E402
 from ernie_kg.training.pretrain import PretrainingSettings, pretrain  # noqa: E402
 from ernie_kg.training.relation import (  # noqa: E402
+    DEFAULT_MODEL_SETTINGS,
     build_relation_classifier,
     train_relation_classifier,
     write_json,
@@ -106,7 +107,8 @@ def grid_run(args: argparse.Namespace, seed: int) -> dict | None:
             and s.get("knowledge_learning_rate") == FINETUNE["knowledge_learning_rate"]
             and s.get("batch_size") == FINETUNE["batch_size"]
             and s.get("max_length") == FINETUNE["max_length"]
-            and s.get("train_entities") == "both" and s.get("rc_classifier") == "markers"
+            and s.get("train_entities") == "both"
+            and s.get("rc_classifier") == DEFAULT_MODEL_SETTINGS["rc_classifier"]
             and s.get("kg_extra") == [])
     if not same:
         print(f"{run}: another recipe, trained here instead")
@@ -172,7 +174,8 @@ def main() -> None:
             if name == "pretrained":
                 torch.manual_seed(seed)
                 classifier.model = ErnieKGForRelationClassification.from_pretrained(
-                    pretrained, id2label=labels.id2label, rc_classifier="markers")
+                    pretrained, id2label=labels.id2label,
+                    rc_classifier=DEFAULT_MODEL_SETTINGS["rc_classifier"])
             metrics = train_relation_classifier(
                 classifier, train, dev, run_dir, epochs=args.epochs,
                 learning_rate=FINETUNE["learning_rate"],

@@ -57,6 +57,7 @@ from ernie_kg.linking.fewrel import split_fewrel
 from ernie_kg.paths import PROJECT_ROOT
 from ernie_kg.training.knowledge import relation_knowledge
 from ernie_kg.training.relation import (
+    DEFAULT_MODEL_SETTINGS,
     build_relation_classifier,
     train_relation_classifier,
     write_json,
@@ -99,8 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=FINETUNE["batch_size"])
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--max-length", type=int, default=FINETUNE["max_length"])
-    p.add_argument("--rc-classifier", choices=("markers", "entity_start", "cls"),
-                   default="markers")
+    p.add_argument("--rc-classifier", choices=("entity_start", "markers", "cls"),
+                   default=DEFAULT_MODEL_SETTINGS["rc_classifier"])
     p.add_argument("--train-entities", choices=("gold", "linker", "both"), default="both")
     p.add_argument("--kg-epochs", type=int, default=TRANSE["epochs"])
     p.add_argument("--kg-dim", type=int, default=TRANSE["dim"])

@@ -126,7 +126,7 @@ def build_entity_typer(
     backbone: str | None = None,
     seed: int = 0,
     max_length: int = 128,
-    typing_classifier: str = "markers",
+    typing_classifier: str = "entity_start",  # the mention's first wordpiece (its entity)
     num_knowledge_layers: int | None = None,
     threshold: float = 0.5,
     linker_config: dict[str, Any] | None = None,

@@ -27,7 +27,11 @@ from ernie_kg.training.finetune import finetune
 #: Model defaults for relation classification on the packaged MiniLM.
 DEFAULT_MODEL_SETTINGS: dict[str, Any] = {
     "max_length": 128,
-    "rc_classifier": "markers",  # head/tail start-marker states; "cls" is the paper's
+    # the states of the head's and tail's first wordpieces, where their entities are fused
+    # ("markers": the start-marker states, which see the entities only through attention;
+    # FewRel-16 closed KG, seed 0, dev macro-F1 after one epoch: 96.9 vs 87.1; "cls" is the
+    # paper's)
+    "rc_classifier": "entity_start",
     "num_knowledge_layers": None,  # None: half the backbone's layers, as ERNIE
 }
 
