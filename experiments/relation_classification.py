@@ -31,7 +31,11 @@ as in ERNIE, 32 negatives, batch 1024, lr 0.01, 30 epochs (about 9 minutes on a 
 
 ``ernie`` trains with entities from the linker with the gold head/tail QIDs overriding
 (``--train-entities both``); ``baseline`` is the same model with no entity inputs. Both
-are saved with the linker, so ``ernie-kg evaluate --model OUT/model --data TEST.json``
+classify from the states of the head's and tail's first wordpieces (``--rc-classifier
+entity_start``), where ERNIE-KG fuses their entities; ``markers`` (the start-marker
+states) reached 87.1 dev macro-F1 after one epoch in the closed setting against 96.9
+(seed 0), most likely because a marker sees its entity only through attention. Both models are
+saved with the linker, so ``ernie-kg evaluate --model OUT/model --data TEST.json``
 links TEST with the model's own linker (no gold QIDs). Outputs: ``OUT/metrics.json``
 (``accuracy``, ``macro_f1``, ``micro_f1`` on dev, per-relation F1, timings, settings),
 ``OUT/model/`` and ``OUT/log.jsonl`` (Trainer log records: learning curves).
