@@ -55,6 +55,7 @@ def collect(runs: Path) -> list[dict[str, Any]]:
             "train_samples_per_second": dev.get("train_samples_per_second"),
             "entities_per_example": dev.get("train_entities_per_example"),
             "log": log,
+            "settings": dev.get("settings", {}),
         })
     return records
 
@@ -108,14 +109,29 @@ def _cell(stats: dict[str, Any]) -> str:
     return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
 
 
+def recipe(records: list[dict[str, Any]]) -> str:
+    """The fine-tuning settings every run shares (a mismatch is named, not hidden)."""
+    keys = ("backbone", "epochs", "learning_rate", "knowledge_learning_rate", "batch_size",
+            "max_length", "rc_classifier", "train_entities", "transe")
+    parts = []
+    for key in keys:
+        values = {json.dumps(r["settings"].get(key), sort_keys=True) for r in records}
+        parts.append(f"{key}={' / '.join(sorted(values))}" + (" (DIFFERS)" if len(values) > 1
+                                                              else ""))
+    return ", ".join(parts)
+
+
 def markdown(summary: dict[str, Any]) -> str:
     lines = [
         "# FewRel-16 relation classification: ERNIE-KG vs text-only baseline",
         "",
+        *([summary["note"], ""] if summary.get("note") else []),
         "Test split (20%, stratified, split seed 0), entities linked by each model's own "
         "linker (no gold QIDs). Mean ± std over seeds, in points (%). Open KG: training "
         "facts + CoDEx-M; closed: also the test facts (ERNIE's setting). The baseline reads "
         "no KG; its runs stand for both settings unless run in each.",
+        "",
+        f"Recipe (`experiments/run_fewrel16.sh`): {summary['recipe']}.",
         "",
         "| setting | model | seeds | test accuracy | test macro-F1 | test micro-F1 "
         "| dev macro-F1 | dev macro-F1 (linker) | minutes/run |",
@@ -208,12 +224,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=Path, default=Path("runs/fewrel16"))
     p.add_argument("--output", type=Path, default=Path("results/fewrel16"))
+    p.add_argument("--note", default="", help="a paragraph put under the title")
     p.add_argument("--relation-names", type=Path,
                    default=Path(__file__).resolve().parents[1].parent
                    / "shared/data/fewrel/pid2name.json")
     args = p.parse_args(argv)
     records = collect(args.runs)
     summary = aggregate(records)
+    summary["recipe"] = recipe(records)
+    summary["note"] = args.note
     summary["runs"] = [{k: v for k, v in r.items() if k != "log"} for r in records]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     base = args.output
