@@ -56,7 +56,7 @@ SHARED = PROJECT_ROOT.parent / "shared" / "data"
 #: Fine-tuning defaults: ~2,100 training mentions, so more epochs and a higher learning
 #: rate than relation runs (at 5e-5 the heads were still near-silent after 2 epochs).
 FINETUNE = {"epochs": 5.0, "learning_rate": 1e-4, "knowledge_learning_rate": 5e-4,
-            "batch_size": 32, "max_length": 128}
+            "batch_size": 32, "max_length": 128, "entity_dropout": 0.0}
 METRICS = ("strict_accuracy", "loose_macro_f1", "loose_micro_f1")
 RUNS = PROJECT_ROOT / "runs" / "typing"
 
@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", type=Path)
     p.add_argument("--epochs", type=float, default=FINETUNE["epochs"])
+    p.add_argument("--entity-dropout", type=float, default=FINETUNE["entity_dropout"],
+                   help="share of entities dropped while training (ERNIE-KG)")
     p.add_argument("--min-examples", type=int, default=20,
                    help="keep types with at least this many training mentions")
     p.add_argument("--types", type=Path, default=SHARED / "codex" / "entity2types.json")
@@ -114,7 +116,8 @@ def run_one(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         sources, args.codex_dir, cache_dir=PROJECT_ROOT / "cache" / "kg",
         progress=not args.no_progress, hops=BACKGROUND_HOPS, **TRANSE)
     typer = build_entity_typer(types, kg, embeddings, aliases, knowledge=args.model == "ernie",
-                               seed=args.seed, max_length=FINETUNE["max_length"])
+                               seed=args.seed, max_length=FINETUNE["max_length"],
+                               entity_dropout=args.entity_dropout)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.jsonl"
     log_path.unlink(missing_ok=True)
@@ -128,6 +131,8 @@ def run_one(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     test = typer.evaluate(data["test"])
     metrics.update(
         kg_setting=args.kg_setting, model=args.model, seed=args.seed, types=len(types),
+        entity_dropout=args.entity_dropout, learning_rate=FINETUNE["learning_rate"],
+        epochs=args.epochs,
         examples={k: len(v) for k, v in data.items()}, kg=repr(kg),
         total_seconds=time.perf_counter() - started, load_average=os.getloadavg(),
         threads=torch.get_num_threads(), platform=platform.platform(),

@@ -455,3 +455,17 @@ def test_minilm_knowledge_off_matches_hf_automodel():
     torch.testing.assert_close(off, expected, atol=1e-5, rtol=0)
     assert model.config.layer_types == ["sim", "sim", "mix", "norm", "norm", "norm"]
     assert torch.equal(on[1], off[1]) and not torch.allclose(on[0], off[0])
+
+
+def test_entity_dropout_only_acts_in_training(backbone_dir, table):
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    model = build(ErnieKGModel, backbone_dir, table, entity_dropout=0.999, **no_dropout)
+    inputs = batch()
+    with_entities = model.eval()(**inputs).last_hidden_state
+    without = model(inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    assert not torch.allclose(with_entities, without.last_hidden_state)  # eval keeps them
+    torch.manual_seed(0)
+    dropped = model.train()(**inputs).last_hidden_state  # (nearly) every entity dropped
+    torch.testing.assert_close(dropped, without.last_hidden_state)
+    with pytest.raises(Exception, match="entity_dropout"):  # HF wraps config errors
+        ErnieKGConfig(entity_dropout=1.0)

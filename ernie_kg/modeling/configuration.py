@@ -60,6 +60,9 @@ class ErnieKGConfig(BertConfig):
             its entity is fused (``"entity_start"``).
         typing_classifier: the same choice for entity typing (one mention marker).
         typing_threshold: probability above which an entity type is predicted.
+        entity_dropout: share of the aligned entities dropped at random in training mode,
+            so the model also learns from the text of mentions whose entity it will not
+            have at inference (unlinked, or outside the KG); 0 (default) keeps all.
         entity_table_sha256: :meth:`EntityEmbeddings.content_hash` of the table, checked
             when a saved model is loaded.
     """
@@ -75,6 +78,7 @@ class ErnieKGConfig(BertConfig):
     rc_classifier: str = "cls"
     typing_classifier: str = "cls"
     typing_threshold: float = 0.5
+    entity_dropout: float = 0.0
     entity_table_sha256: str | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -112,6 +116,8 @@ class ErnieKGConfig(BertConfig):
                              ("typing_classifier", self.typing_classifier)):
             if value not in CLASSIFIER_INPUTS:
                 raise ValueError(f"{field}={value!r}: expected one of {list(CLASSIFIER_INPUTS)}")
+        if not 0.0 <= self.entity_dropout < 1.0:
+            raise ValueError(f"entity_dropout={self.entity_dropout} must lie in [0, 1)")
         if not 0.0 < self.typing_threshold < 1.0:
             raise ValueError(f"typing_threshold={self.typing_threshold} must lie in (0, 1)")
 

@@ -560,6 +560,9 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
         mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
         )
+        if self.training and self.config.entity_dropout and entity_ids is not None:
+            kept = torch.rand(entity_ids.shape, device=entity_ids.device)
+            entity_ids = entity_ids * (kept >= self.config.entity_dropout)
         layout = self.entity_layout(entity_ids, input_ids.shape, embedding_output.dtype)
         entity_states = None
         if layout is not None:

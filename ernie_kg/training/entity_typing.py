@@ -129,11 +129,14 @@ def build_entity_typer(
     typing_classifier: str = "entity_start",  # the mention's first wordpiece (its entity)
     num_knowledge_layers: int | None = None,
     threshold: float = 0.5,
+    entity_dropout: float = 0.0,
     linker_config: dict[str, Any] | None = None,
 ) -> EntityTyper:
     """A fresh typer: backbone + entity table + linker over ``kg`` and ``aliases``.
 
-    ``knowledge=False`` builds the same model but feeds it no entities (the baseline).
+    ``knowledge=False`` builds the same model but feeds it no entities (the baseline);
+    ``entity_dropout`` drops that share of the entities while training (see
+    :class:`~ernie_kg.modeling.ErnieKGConfig`).
     """
     from ernie_kg.modeling import ErnieKGForEntityTyping
     from ernie_kg.paths import default_backbone
@@ -144,7 +147,7 @@ def build_entity_typer(
     model = ErnieKGForEntityTyping.from_backbone(
         backbone, embeddings, num_knowledge_layers=num_knowledge_layers,
         id2label=label_map.id2label, typing_classifier=typing_classifier,
-        typing_threshold=threshold,
+        typing_threshold=threshold, entity_dropout=entity_dropout,
     )
     processor = build_processor(backbone, "entity_typing", kg, embeddings, aliases,
                                 max_length, linker_config)
