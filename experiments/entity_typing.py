@@ -56,7 +56,10 @@ SHARED = PROJECT_ROOT.parent / "shared" / "data"
 #: Fine-tuning defaults: ~2,100 training mentions, so more epochs and a higher learning
 #: rate than relation runs (at 5e-5 the heads were still near-silent after 2 epochs).
 FINETUNE = {"epochs": 5.0, "learning_rate": 1e-4, "knowledge_learning_rate": 5e-4,
-            "batch_size": 32, "max_length": 128, "entity_dropout": 0.0}
+            "batch_size": 32, "max_length": 128, "entity_dropout": 0.3}
+#: ``entity_dropout`` 0.3 was chosen on dev (open KG, seed 0): loose micro-F1 85.9 against
+#: 73.7 without it (baseline 77.3). Trained with every mention's gold entity, ERNIE-KG
+#: leaned on it and failed on test mentions whose entity is unlinked or outside the KG.
 METRICS = ("strict_accuracy", "loose_macro_f1", "loose_micro_f1")
 RUNS = PROJECT_ROOT / "runs" / "typing"
 
