@@ -199,6 +199,15 @@ def report(args: argparse.Namespace) -> None:
         "`python experiments/entity_typing.py --all`. Test scored with the model's own "
         "linker (no gold QIDs). Mean +- std over seeds, in points.",
         "",
+        f"Recipe: packaged MiniLM, {FINETUNE['epochs']:g} epochs, lr {FINETUNE['learning_rate']:g} "
+        f"(entity layers {FINETUNE['knowledge_learning_rate']:g}), batch "
+        f"{FINETUNE['batch_size']}, max length {FINETUNE['max_length']}, the `entity_start` "
+        f"classifier; ERNIE-KG trains with entity dropout {args.entity_dropout:g}, chosen on "
+        "dev (seed 0, open KG: dev loose micro-F1 85.9 with it, 73.7 without; test 85.1 vs "
+        "72.6). Trained on every mention's gold entity, ERNIE-KG fails on test mentions "
+        "whose entity is unlinked or outside the KG; in the closed KG, where test entities "
+        "are all in the KG, the run without it reached 86.0 test loose micro-F1 (seed 0).",
+        "",
         "| KG | model | seeds | strict acc | loose macro-F1 | loose micro-F1 |",
         "|---|---|---|---|---|---|",
     ]
