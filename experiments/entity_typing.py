@@ -17,9 +17,9 @@ micro-F1).
 Knowledge: the KG settings of experiments/relation_classification.py, so the TransE
 tables are shared through the content-hash cache: ``open`` holds the training split's
 facts + CoDEx-M (1 hop), ``closed`` also the dev and test facts. Training uses the gold
-QID of the mention plus the linker's other entities; dev and test are scored the way
-inference runs, with the model's own linker (no gold QIDs). The baseline is the same
-model fed no entities.
+QID of the mention plus the linker's other entities, 30% of them dropped at random
+(``--entity-dropout``); dev and test are scored the way inference runs, with the model's
+own linker (no gold QIDs). The baseline is the same model fed no entities.
 
 Writes OUT/{metrics.json, test_metrics.json, log.jsonl, model/} per run and, with
 ``--all``, results/typing.{md,json} and results/typing.png.
