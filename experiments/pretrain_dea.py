@@ -109,7 +109,7 @@ def grid_run(args: argparse.Namespace, seed: int) -> dict | None:
             and s.get("max_length") == FINETUNE["max_length"]
             and s.get("train_entities") == "both"
             and s.get("rc_classifier") == DEFAULT_MODEL_SETTINGS["rc_classifier"]
-            and s.get("kg_extra") == [])
+            and s.get("kg_extra") == [] and not s.get("entity_dropout"))
     if not same:
         print(f"{run}: another recipe, trained here instead")
         return None

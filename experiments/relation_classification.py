@@ -106,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=FINETUNE["max_length"])
     p.add_argument("--rc-classifier", choices=("entity_start", "markers", "cls"),
                    default=DEFAULT_MODEL_SETTINGS["rc_classifier"])
+    p.add_argument("--entity-dropout", type=float, default=0.0,
+                   help="share of entities dropped while training (ERNIE-KG)")
     p.add_argument("--train-entities", choices=("gold", "linker", "both"), default="both")
     p.add_argument("--kg-epochs", type=int, default=TRANSE["epochs"])
     p.add_argument("--kg-dim", type=int, default=TRANSE["dim"])
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
         "epochs": args.epochs, "learning_rate": args.lr, "knowledge_learning_rate":
             args.knowledge_lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
         "max_length": args.max_length, "rc_classifier": args.rc_classifier,
+        "entity_dropout": args.entity_dropout,
         "train_entities": args.train_entities, "backbone": args.backbone or "MiniLM-L6-H384",
         "threads": torch.get_num_threads(), "python": sys.version.split()[0],
         "torch": torch.__version__, "platform": platform.platform(),
@@ -163,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         LabelMap.from_examples(train), kg, embeddings, aliases,
         knowledge=args.model == "ernie", backbone=args.backbone, seed=args.seed,
         max_length=args.max_length, rc_classifier=args.rc_classifier,
+        entity_dropout=args.entity_dropout,
     )
     checkpoints = out / "checkpoints"
     resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))

@@ -48,11 +48,13 @@ def build_relation_classifier(
     max_length: int = DEFAULT_MODEL_SETTINGS["max_length"],
     rc_classifier: str = DEFAULT_MODEL_SETTINGS["rc_classifier"],
     num_knowledge_layers: int | None = DEFAULT_MODEL_SETTINGS["num_knowledge_layers"],
+    entity_dropout: float = 0.0,
     linker_config: dict[str, Any] | None = None,
 ) -> RelationClassifier:
     """A fresh classifier: backbone + entity table + linker over ``kg`` and ``aliases``.
 
-    ``knowledge=False`` builds the same model but feeds it no entities (the baseline).
+    ``knowledge=False`` builds the same model but feeds it no entities (the baseline);
+    ``entity_dropout`` drops that share of the entities while training.
     """
     from ernie_kg.modeling import ErnieKGForRelationClassification
     from ernie_kg.paths import default_backbone
@@ -63,6 +65,7 @@ def build_relation_classifier(
     model = ErnieKGForRelationClassification.from_backbone(
         backbone, embeddings, num_knowledge_layers=num_knowledge_layers,
         id2label=label_map.id2label, rc_classifier=rc_classifier,
+        entity_dropout=entity_dropout,
     )
     processor = build_processor(backbone, "relation_classification", kg, embeddings, aliases,
                                 max_length, linker_config)
