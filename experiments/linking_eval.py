@@ -8,7 +8,7 @@ or, splitting one file 80/20 by instance (stratified by relation, fixed seed; th
 files go to a temporary directory):
 
     python experiments/linking_eval.py --data ../shared/data/fewrel/fewrel16.json \
-        --split-seed 0 --output results/linking_fewrel16.json
+        --split-seed 0 --output results/linking_fewrel16_eval.json
 
 The alias table, the KG and the context profiles come from TRAIN only (head/tail names
 and QIDs; the instances' (head, relation, tail) as triples; the words around each

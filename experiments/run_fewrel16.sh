@@ -12,7 +12,7 @@
 #    results stand for both settings; BASELINE_PER_SETTING=1 runs it in both (12 runs).
 # 3. Scores every model on test with `ernie-kg evaluate` (the model's own linker, no gold
 #    QIDs) into .../test_metrics.json.
-# 4. Builds results/fewrel16.md, results/fewrel16.json and the PNG plots.
+# 4. Builds results/fewrel16.md, results/fewrel16_summary.json and the PNG plots.
 #
 # Runs whose metrics.json (and test_metrics.json) exist are skipped, so the grid can be
 # built over several sessions; a killed run resumes from its last epoch checkpoint.

@@ -4,7 +4,7 @@
 
 Reads ``RUNS/<setting>-<model>-seed<S>/{metrics.json, test_metrics.json, log.jsonl}``
 (written by relation_classification.py and ``ernie-kg evaluate``) and writes
-``OUTPUT.md``, ``OUTPUT.json``, ``OUTPUT_per_relation.png`` and
+``OUTPUT.md``, ``OUTPUT_summary.json``, ``OUTPUT_per_relation.png`` and
 ``OUTPUT_learning_curves.png``. A baseline run only in the open setting stands for the
 closed one too (the baseline reads no KG).
 """
@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary["runs"] = [{k: v for k, v in r.items() if k != "log"} for r in records]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     base = args.output
-    base.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    # not OUTPUT.json: a results file must not look like the FewRel-16 data file
+    base.with_name(base.name + "_summary.json").write_text(
+        json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     base.with_suffix(".md").write_text(markdown(summary), encoding="utf-8")
     names = {}
     if args.relation_names.exists():

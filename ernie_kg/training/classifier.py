@@ -65,9 +65,41 @@ class SavedTextModel:
         self.kg = kg
         self.entities = check_entity_source(entities)
 
+    _task: str | None = None  # the processor's task
+
     @classmethod
     def _model_class(cls) -> type:
         raise NotImplementedError
+
+    @property
+    def label_map(self) -> LabelMap:
+        return LabelMap.from_config(self.model.config.id2label)
+
+    @classmethod
+    def build(
+        cls, labels: LabelMap | Sequence[str], kg: KnowledgeGraph,
+        embeddings: EntityEmbeddings, aliases: Any = None, *, knowledge: bool = True,
+        backbone: str | None = None, seed: int = 0, max_length: int = 128,
+        num_knowledge_layers: int | None = None,
+        linker_config: dict[str, Any] | None = None, **config: Any,
+    ):  # noqa: ANN206
+        """A fresh model on ``backbone`` (default: the packaged MiniLM) with the entity
+        table, a processor for the task and a linker over ``kg`` and ``aliases``;
+        ``config`` goes to the model's config. ``knowledge=False`` builds the same model
+        but feeds it no entities (the baseline)."""
+        from transformers import set_seed
+
+        from ernie_kg.paths import default_backbone
+
+        label_map = labels if isinstance(labels, LabelMap) else LabelMap(tuple(labels))
+        backbone = backbone or default_backbone()
+        set_seed(seed)
+        model = cls._model_class().from_backbone(
+            backbone, embeddings, num_knowledge_layers=num_knowledge_layers,
+            id2label=label_map.id2label, **config)
+        processor = build_processor(backbone, cls._task, kg, embeddings, aliases,
+                                    max_length, linker_config)
+        return cls(model, processor, kg, entities="linker" if knowledge else "none")
 
     # ------------------------------------------------------------------ storage
     def save(self, directory: str | os.PathLike) -> Path:
@@ -128,16 +160,13 @@ class RelationClassifier(SavedTextModel):
     """
 
     _format = "ernie_kg.relation_classifier"
+    _task = "relation_classification"
 
     @classmethod
     def _model_class(cls) -> type:
         from ernie_kg.modeling import ErnieKGForRelationClassification
 
         return ErnieKGForRelationClassification
-
-    @property
-    def label_map(self) -> LabelMap:
-        return LabelMap.from_config(self.model.config.id2label)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -191,6 +220,24 @@ class RelationClassifier(SavedTextModel):
         features = self.features(examples, entities, progress)
         return evaluate_relations(self.model, features, self.label_map.id2label, batch_size,
                                   progress=progress)
+
+
+def build_processor(
+    backbone: str, task: str | None, kg: KnowledgeGraph, embeddings: EntityEmbeddings,
+    aliases: Any = None, max_length: int = 128, linker_config: dict[str, Any] | None = None,
+) -> Any:
+    """The ``ErnieKGProcessor`` of a task: the backbone's tokenizer, the entity table's
+    rows and a linker over ``kg``'s names plus ``aliases``."""
+    from transformers import AutoTokenizer
+
+    from ernie_kg.linking.linker import EntityLinker
+    from ernie_kg.linking.processor import ErnieKGProcessor
+
+    linker = EntityLinker.from_kg(kg, embeddings, extra_aliases=aliases,
+                                  **(linker_config or {}))
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    return ErnieKGProcessor(tokenizer, list(embeddings.entity_ids), linker=linker,
+                            task=task, max_length=max_length)
 
 
 def model_embeddings(model: torch.nn.Module) -> EntityEmbeddings | None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import set_seed
 
 from ernie_kg.data.examples import TypingExample
 from ernie_kg.data.features import FeatureDataset, LabelMap, check_entity_source, typing_features
@@ -25,7 +24,6 @@ from ernie_kg.training.classifier import SavedTextModel, SpanLike, find_span
 from ernie_kg.training.evaluation import predict_logits
 from ernie_kg.training.finetune import finetune, typing_compute_metrics
 from ernie_kg.training.metrics import typing_metrics
-from ernie_kg.training.relation import build_processor
 
 #: The model-selection metric of typing runs (ERNIE reports it for FIGER and OpenEntity).
 TYPING_SELECTION_METRIC = "loose_micro_f1"
@@ -44,16 +42,13 @@ class EntityTyper(SavedTextModel):
     """
 
     _format = "ernie_kg.entity_typer"
+    _task = "entity_typing"
 
     @classmethod
     def _model_class(cls) -> type:
         from ernie_kg.modeling import ErnieKGForEntityTyping
 
         return ErnieKGForEntityTyping
-
-    @property
-    def label_map(self) -> LabelMap:
-        return LabelMap.from_config(self.model.config.id2label)
 
     @property
     def threshold(self) -> float:
@@ -138,20 +133,12 @@ def build_entity_typer(
     ``entity_dropout`` drops that share of the entities while training (see
     :class:`~ernie_kg.modeling.ErnieKGConfig`).
     """
-    from ernie_kg.modeling import ErnieKGForEntityTyping
-    from ernie_kg.paths import default_backbone
-
-    label_map = types if isinstance(types, LabelMap) else LabelMap(tuple(types))
-    backbone = backbone or default_backbone()
-    set_seed(seed)
-    model = ErnieKGForEntityTyping.from_backbone(
-        backbone, embeddings, num_knowledge_layers=num_knowledge_layers,
-        id2label=label_map.id2label, typing_classifier=typing_classifier,
+    return EntityTyper.build(
+        types, kg, embeddings, aliases, knowledge=knowledge, backbone=backbone, seed=seed,
+        max_length=max_length, num_knowledge_layers=num_knowledge_layers,
+        linker_config=linker_config, typing_classifier=typing_classifier,
         typing_threshold=threshold, entity_dropout=entity_dropout,
     )
-    processor = build_processor(backbone, "entity_typing", kg, embeddings, aliases,
-                                max_length, linker_config)
-    return EntityTyper(model, processor, kg, entities="linker" if knowledge else "none")
 
 
 def train_entity_typer(

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer, set_seed
-
 from ernie_kg.data.examples import RelationExample
 from ernie_kg.data.features import LabelMap, check_entity_source, relation_features
 from ernie_kg.kg.embeddings import EntityEmbeddings
@@ -56,37 +54,12 @@ def build_relation_classifier(
     ``knowledge=False`` builds the same model but feeds it no entities (the baseline);
     ``entity_dropout`` drops that share of the entities while training.
     """
-    from ernie_kg.modeling import ErnieKGForRelationClassification
-    from ernie_kg.paths import default_backbone
-
-    label_map = labels if isinstance(labels, LabelMap) else LabelMap(tuple(labels))
-    backbone = backbone or default_backbone()
-    set_seed(seed)
-    model = ErnieKGForRelationClassification.from_backbone(
-        backbone, embeddings, num_knowledge_layers=num_knowledge_layers,
-        id2label=label_map.id2label, rc_classifier=rc_classifier,
+    return RelationClassifier.build(
+        labels, kg, embeddings, aliases, knowledge=knowledge, backbone=backbone, seed=seed,
+        max_length=max_length, num_knowledge_layers=num_knowledge_layers,
+        linker_config=linker_config, rc_classifier=rc_classifier,
         entity_dropout=entity_dropout,
     )
-    processor = build_processor(backbone, "relation_classification", kg, embeddings, aliases,
-                                max_length, linker_config)
-    return RelationClassifier(model, processor, kg, entities="linker" if knowledge else "none")
-
-
-def build_processor(
-    backbone: str, task: str, kg: KnowledgeGraph, embeddings: EntityEmbeddings,
-    aliases: AliasTable | None = None, max_length: int = 128,
-    linker_config: dict[str, Any] | None = None,
-) -> Any:
-    """The ``ErnieKGProcessor`` of a task: the backbone's tokenizer, the entity table's
-    rows and a linker over ``kg``'s names plus ``aliases``."""
-    from ernie_kg.linking.linker import EntityLinker
-    from ernie_kg.linking.processor import ErnieKGProcessor
-
-    linker = EntityLinker.from_kg(kg, embeddings, extra_aliases=aliases,
-                                  **(linker_config or {}))
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
-    return ErnieKGProcessor(tokenizer, list(embeddings.entity_ids), linker=linker,
-                            task=task, max_length=max_length)
 
 
 def train_relation_classifier(
