@@ -59,7 +59,7 @@ from ernie_kg.data.readers import read_fewrel
 from ernie_kg.linking.fewrel import read_fewrel as load_fewrel_dict
 from ernie_kg.linking.fewrel import split_fewrel
 from ernie_kg.paths import PROJECT_ROOT
-from ernie_kg.training.knowledge import relation_knowledge
+from ernie_kg.training.knowledge import hide_sole_fact_entities, relation_knowledge
 from ernie_kg.training.relation import (
     DEFAULT_MODEL_SETTINGS,
     build_relation_classifier,
@@ -109,6 +109,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--entity-dropout", type=float, default=0.0,
                    help="share of entities dropped while training (ERNIE-KG)")
     p.add_argument("--train-entities", choices=("gold", "linker", "both"), default="both")
+    p.add_argument("--hide-sole-facts", choices=("auto", "on", "off"), default="auto",
+                   help="hide training heads/tails the KG knows only through the "
+                        "example's own fact (auto: in the open setting, where test facts "
+                        "are not in the KG)")
     p.add_argument("--kg-epochs", type=int, default=TRANSE["epochs"])
     p.add_argument("--kg-dim", type=int, default=TRANSE["dim"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
@@ -159,6 +163,11 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(), "python": sys.version.split()[0],
         "torch": torch.__version__, "platform": platform.platform(),
     }
+    hide = args.hide_sole_facts == "on" or (args.hide_sole_facts == "auto"
+                                             and args.kg_setting == "open")
+    settings["hide_sole_facts"] = hide
+    if hide and args.model == "ernie":
+        train, settings["hidden_entities"] = hide_sole_fact_entities(train, kg)
     _log(log_path, {"event": "start", "kg_seconds": kg_seconds, **settings})
 
     # ---- model and fine-tuning

@@ -7,6 +7,7 @@ project's own (kg_data/demo, kg_data/demo_corpus), never ../shared.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -27,7 +28,11 @@ from ernie_kg.paths import kg_data_dir
 from ernie_kg.training.classifier import RelationClassifier, find_span, predict
 from ernie_kg.training.evaluation import evaluate_relations
 from ernie_kg.training.finetune import finetune
-from ernie_kg.training.knowledge import fewrel_knowledge, neighbourhood
+from ernie_kg.training.knowledge import (
+    fewrel_knowledge,
+    hide_sole_fact_entities,
+    neighbourhood,
+)
 from ernie_kg.training.relation import build_relation_classifier, train_relation_classifier
 
 CORPUS = kg_data_dir() / "demo_corpus"
@@ -200,6 +205,26 @@ def test_fewrel_knowledge_and_cache(tmp_path):
     second = cached_entity_embeddings(small, tmp_path, progress=False, **settings)
     assert first.content_hash() == second.content_hash()
     assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_hide_sole_fact_entities(tiny_backbone, corpus, knowledge):
+    kg = KnowledgeGraph.from_triples([("a", "r", "b"), ("b", "r", "c"), ("d", "s", "c")])
+    examples = [
+        RelationExample("A met B.", (0, 1), (6, 7), "r", "a", "b"),  # a: only this fact
+        RelationExample("B met C.", (0, 1), (6, 7), "r", "b", "c"),  # both have others
+        RelationExample("A met D.", (0, 1), (6, 7), "t", "a", "d"),  # not a KG fact
+    ]
+    hidden, shares = hide_sole_fact_entities(examples, kg)
+    assert [(e.head_id, e.tail_id) for e in hidden] == [(0, "b"), ("b", "c"), ("a", "d")]
+    assert shares == {"heads_hidden": 1 / 3, "tails_hidden": 0.0}
+    # a hidden (0) head gets no entity, even from the linker that knows its name
+    example = corpus["train"][0]
+    classifier = _classifier(tiny_backbone, corpus, knowledge)
+    row = knowledge[1].row(example.head_id)
+    plain, masked = relation_features(
+        [example, dataclasses.replace(example, head_id=0)], classifier.processor,
+        entities="both")
+    assert row in plain["entity_ids"] and row not in masked["entity_ids"]
 
 
 # ---------------------------------------------------------------------- CLI

@@ -14,14 +14,16 @@ Span = tuple[int, int]
 
 @dataclass(frozen=True)
 class RelationExample:
-    """A sentence, its head and tail spans, optional KG ids of both, and the label."""
+    """A sentence, its head and tail spans, optional KG ids of both, and the label.
+
+    An id of 0 (the entity table's "no entity" row) means: no entity, do not link."""
 
     text: str
     head: Span
     tail: Span
     label: str | None = None
-    head_id: str | None = None
-    tail_id: str | None = None
+    head_id: str | int | None = None
+    tail_id: str | int | None = None
 
     @property
     def head_text(self) -> str:
