@@ -57,53 +57,41 @@ def is_context_word(norm: str) -> bool:
 
 
 class ContextQuery:
-    """The words of one text, ready to score candidate lists against entity profiles."""
+    """The context words of one text, ready to score candidate lists against entity
+    profiles. Each word counts once (binary tf: a sentence seldom repeats a context
+    word, and a set of NORM hashes is all the linker's hot path can afford)."""
 
-    __slots__ = ("_counts", "_hashes", "_model", "_norm", "_strings")
+    __slots__ = ("_model", "_norm", "_words")
 
-    def __init__(self, model: ContextModel, hashes: list[int], strings: Any) -> None:
+    def __init__(self, model: ContextModel, hashes: Iterable[int], strings: Any) -> None:
         self._model = model
-        self._hashes = hashes
-        self._strings = strings  # the StringStore that can read the hashes
-        self._counts: dict[int, int] | None = None
-        self._norm = 0.0
-
-    def _count(self) -> dict[int, int]:
-        """Context words (NORM hashes) of the text with their counts; sets the norm."""
-        idf_of = self._model._hash_idf
-        learn = self._model._learn_hash
-        counts: dict[int, int] = {}
-        squares = 0.0
-        for h, count in Counter(self._hashes).items():
-            idf = idf_of.get(h)
-            if idf is None:
-                idf = learn(h, self._strings)
-            if idf:
-                counts[h] = count
-                squares += (count * idf) ** 2
-        self._norm = math.sqrt(squares)
-        self._counts = counts
-        return counts
+        words = set(hashes)
+        words.discard(0)
+        squares = model._hash_idf2
+        found = list(map(squares.get, words))
+        if None in found:  # words never seen: learn their idf once
+            for h in words:
+                if h not in squares:
+                    model._learn_hash(h, strings)
+            found = list(map(squares.get, words))
+        self._words = words
+        self._norm = math.sqrt(sum(found))
 
     def norm(self) -> float:
         """Length of the text's tf-idf vector."""
-        if self._counts is None:
-            self._count()
         return self._norm
 
     def similarities(self, candidates: Sequence[tuple]) -> list[float]:
         """Cosine in [0, 1] of each candidate's profile (``candidates[k][0]`` is the
         entity id) with the text."""
-        counts = self._counts if self._counts is not None else self._count()
-        if not self._norm:
+        norm = self._norm
+        if not norm:
             return [0.0] * len(candidates)
         inverted = self._model._inverted(candidates)
         sums = [0.0] * len(candidates)
-        for h in counts.keys() & inverted.keys():  # the C loop walks the smaller side
-            count = counts[h]
+        for h in self._words & inverted.keys():
             for k, value in inverted[h]:
-                sums[k] += value * count
-        norm = self._norm
+                sums[k] += value
         return [s / norm for s in sums]
 
 
@@ -121,6 +109,7 @@ class ContextModel:
         self._default_idf = 1.0
         self._profiles: dict[str, dict[int, float]] = {}  # entity -> NORM hash -> weight
         self._hash_idf: dict[int, float] = {}  # NORM hash -> idf (0.0: not a context word)
+        self._hash_idf2: dict[int, float] = {}  # NORM hash -> idf squared
         self._inverse: dict[int, tuple[Sequence[tuple], dict[int, list]]] = {}
 
     # ------------------------------------------------------------------ words
@@ -180,6 +169,7 @@ class ContextModel:
         self._idf = {w: math.log((1 + documents) / (1 + c)) + 1 for w, c in self._df.items()}
         self._default_idf = math.log(1 + documents) + 1
         self._hash_idf = {hash_string(w): idf for w, idf in self._idf.items()}
+        self._hash_idf2 = {h: idf * idf for h, idf in self._hash_idf.items()}
         self._profiles = {}
         for entity_id, counts in self._counts.items():
             weights = {w: c * self._idf[w] for w, c in counts.items()}
@@ -197,6 +187,7 @@ class ContextModel:
         if len(self._hash_idf) > 2_000_000:
             self._build()
         self._hash_idf[h] = idf
+        self._hash_idf2[h] = idf * idf
         return idf
 
     def _inverted(self, candidates: Sequence[tuple]) -> dict[int, list]:

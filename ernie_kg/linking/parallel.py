@@ -35,6 +35,7 @@ Packed = tuple[int, int, str | None, float, tuple]
 #: (~0.1 ms) stays a few percent of the chunk's linking time.
 CHUNK = 64
 _IN_FLIGHT = 2  # chunks queued per worker: one being linked, one waiting
+TAIL_CHUNK = 8  # the smallest chunk, at the very end of the input
 
 
 def can_fork() -> bool:
@@ -81,6 +82,31 @@ class _Worker:
         return self.queued.popleft(), result
 
 
+class _Chunker:
+    """The input in chunks of :data:`CHUNK` texts, read a few chunks ahead so that the
+    end of the input is seen coming: the last texts go out in smaller chunks, so the
+    caller does not sit idle while a worker links its last two full chunks (on 2 cores
+    that wait was about a tenth of a 2,000-sentence call)."""
+
+    def __init__(self, texts: Iterable[str], processes: int) -> None:
+        self._texts = iter(texts)
+        self._ahead: deque[str] = deque()
+        self._window = CHUNK * (_IN_FLIGHT + 1) * processes
+        self._processes = processes
+        self._exhausted = False
+
+    def next(self) -> list[str]:
+        while not self._exhausted and len(self._ahead) < self._window:
+            block = list(islice(self._texts, CHUNK))
+            self._exhausted = len(block) < CHUNK
+            self._ahead.extend(block)
+        size = CHUNK
+        if self._exhausted:  # shrink as the rest shrinks, down to TAIL_CHUNK
+            size = max(TAIL_CHUNK, min(CHUNK, len(self._ahead) // (2 * self._processes)))
+        ahead = self._ahead
+        return [ahead.popleft() for _ in range(min(size, len(ahead)))]
+
+
 class LinkerPool:
     """The calling process plus ``processes - 1`` forked workers, each with ``linker``."""
 
@@ -108,7 +134,7 @@ class LinkerPool:
         chunks: dict[int, list[str]] = {}
         done: dict[int, list] = {}
         next_out = 0
-        texts = iter(texts)
+        upcoming = _Chunker(texts, self.processes)
 
         def collect(block: bool) -> None:
             for worker in self._workers:
@@ -121,7 +147,7 @@ class LinkerPool:
 
         number = 0
         try:
-            while chunk := list(islice(texts, CHUNK)):
+            while chunk := upcoming.next():
                 idle = min(self._workers, key=lambda w: len(w.queued))
                 if len(idle.queued) < _IN_FLIGHT:
                     idle.conn.send(chunk)
