@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--entity-dropout", type=float, default=0.0,
                    help="share of entities dropped while training (ERNIE-KG)")
     p.add_argument("--train-entities", choices=("gold", "linker", "both"), default="both")
-    p.add_argument("--hide-sole-facts", choices=("auto", "on", "off"), default="auto",
+    p.add_argument("--hide-sole-facts", choices=("auto", "on", "off"), default="off",
                    help="hide training heads/tails the KG knows only through the "
                         "example's own fact (auto: in the open setting, where test facts "
                         "are not in the KG)")

@@ -180,6 +180,21 @@ def test_pipe_shares_chunks_between_caller_and_worker(linker, monkeypatch):
         local.close()
 
 
+def test_pool_chunks_shrink_at_the_end_of_the_input():
+    from ernie_kg.linking.parallel import CHUNK, TAIL_CHUNK, _Chunker
+
+    texts = [str(n) for n in range(20 * CHUNK + 3)]
+    chunker = _Chunker(iter(texts), processes=2)
+    sizes, seen = [], []
+    while chunk := chunker.next():
+        sizes.append(len(chunk))
+        seen += chunk
+    assert seen == texts  # every text once, in order
+    assert sizes[0] == CHUNK and max(sizes) == CHUNK
+    assert sizes[-3:-1] == [TAIL_CHUNK, TAIL_CHUNK]  # the last ones are small
+    assert sizes == sorted(sizes, reverse=True)
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("text", ["", " ", "\n\t  \r\n"])
 def test_empty_and_whitespace_text(linker, text):

@@ -102,7 +102,7 @@ class _Chunker:
             self._ahead.extend(block)
         size = CHUNK
         if self._exhausted:  # shrink as the rest shrinks, down to TAIL_CHUNK
-            size = max(TAIL_CHUNK, min(CHUNK, len(self._ahead) // (2 * self._processes)))
+            size = min(CHUNK, max(TAIL_CHUNK, len(self._ahead) // (2 * self._processes)))
         ahead = self._ahead
         return [ahead.popleft() for _ in range(min(size, len(ahead)))]
 
