@@ -39,6 +39,20 @@ saved with the linker, so ``ernie-kg evaluate --model OUT/model --data TEST.json
 links TEST with the model's own linker (no gold QIDs). Outputs: ``OUT/metrics.json``
 (``accuracy``, ``macro_f1``, ``micro_f1`` on dev, per-relation F1, timings, settings),
 ``OUT/model/`` and ``OUT/log.jsonl`` (Trainer log records: learning curves).
+
+Two knobs for the open setting, where training sees entities that test never does
+(test heads are almost never in the KG; training heads always are, through their own
+fact, which TransE has folded into their vectors):
+
+* ``--entity-dropout P`` drops that share of the entities while training;
+* ``--hide-sole-facts on`` hides training heads/tails that the KG knows only through the
+  example's own fact (91% of training heads, 37% of tails), so that training sees what
+  test sees (``auto``: on in the open setting only).
+
+FewRel-16, open KG, seed 0 (dev / test macro-F1): no knob 87.4 / 86.9; dropout 0.3
+89.2 / 87.7; hiding 88.9 / 87.2; both 88.8 / 87.3; the baseline 88.9 / 86.7
+(results/fewrel16_entity_dropout_probe.md). Both default to off, so the contract
+command is the recipe of results/fewrel16.md.
 """
 
 from __future__ import annotations
