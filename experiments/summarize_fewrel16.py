@@ -118,10 +118,16 @@ def recipe(records: list[dict[str, Any]]) -> str:
         values = {json.dumps(r["settings"].get(key), sort_keys=True) for r in records}
         parts.append(f"{key}={' / '.join(sorted(values))}" + (" (DIFFERS)" if len(values) > 1
                                                               else ""))
+    ernie = [r for r in records if r["model"] == "ernie"]
+    for key in ("entity_dropout", "hide_sole_facts"):  # settings only ERNIE-KG reads
+        values = {json.dumps(r["settings"].get(key) or 0) for r in ernie}
+        if values != {"0"}:
+            parts.append(f"ERNIE-KG {key}={' / '.join(sorted(values))}"
+                         + (" (DIFFERS)" if len(values) > 1 else ""))
     return ", ".join(parts)
 
 
-def markdown(summary: dict[str, Any]) -> str:
+def markdown(summary: dict[str, Any], name: str = "fewrel16") -> str:
     lines = [
         "# FewRel-16 relation classification: ERNIE-KG vs text-only baseline",
         "",
@@ -152,8 +158,8 @@ def markdown(summary: dict[str, Any]) -> str:
     for setting, gain in summary["gains"].items():
         lines.append(f"| {setting} | {100 * gain.get('macro_f1', float('nan')):+.2f} "
                      f"| {100 * gain.get('accuracy', float('nan')):+.2f} |")
-    lines += ["", "Plots: `fewrel16_per_relation.png` (test F1 per relation, mean over "
-              "seeds), `fewrel16_learning_curves.png` (training loss, dev macro-F1 per "
+    lines += ["", f"Plots: `{name}_per_relation.png` (test F1 per relation, mean over "
+              f"seeds), `{name}_learning_curves.png` (training loss, dev macro-F1 per "
               "epoch).", ""]
     return "\n".join(lines)
 
@@ -239,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # not OUTPUT.json: a results file must not look like the FewRel-16 data file
     base.with_name(base.name + "_summary.json").write_text(
         json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    base.with_suffix(".md").write_text(markdown(summary), encoding="utf-8")
+    base.with_suffix(".md").write_text(markdown(summary, base.name), encoding="utf-8")
     names = {}
     if args.relation_names.exists():
         names = {k: v[0] for k, v in json.loads(args.relation_names.read_text()).items()}
