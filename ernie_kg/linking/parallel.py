@@ -85,8 +85,9 @@ class _Worker:
 class _Chunker:
     """The input in chunks of :data:`CHUNK` texts, read a few chunks ahead so that the
     end of the input is seen coming: the last texts go out in smaller chunks, so the
-    caller does not sit idle while a worker links its last two full chunks (on 2 cores
-    that wait was about a tenth of a 2,000-sentence call)."""
+    caller does not sit idle while a worker links its last two full chunks. (FewRel-16's
+    1,920 test sentences on 2 cores, best of 15 interleaved calls: 25.4 against 26.7 µs a
+    sentence; a noisy machine, and one of three such comparisons showed no gain.)"""
 
     def __init__(self, texts: Iterable[str], processes: int) -> None:
         self._texts = iter(texts)
