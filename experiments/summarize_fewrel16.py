@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         names = {k: v[0] for k, v in json.loads(args.relation_names.read_text()).items()}
     plot_per_relation(records, base.with_name(base.name + "_per_relation.png"), names)
     plot_learning_curves(records, base.with_name(base.name + "_learning_curves.png"))
-    print(markdown(summary))
+    print(markdown(summary, base.name))
     return summary
 
 
