@@ -101,16 +101,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows, shares = coverage(args.runs / "split", args.codex_dir)
     seeds = sorted(int(d.name.rsplit("seed", 1)[1]) for d in args.runs.glob("open-baseline-seed*")
                    if (d / "test_metrics.json").exists())
-    per_seed = {s: ceilings(rows, _predictions(args.runs / f"open-baseline-seed{s}" /
-                                               "test_metrics.json")) for s in seeds}
+    baselines = {s: _predictions(args.runs / f"open-baseline-seed{s}" / "test_metrics.json")
+                 for s in seeds}
+    per_seed = {s: ceilings(rows, baselines[s]) for s in seeds}
     gains: dict[str, dict[str, dict[str, int]]] = {}
     for runs in args.ernie_runs or [args.runs]:
         for s in seeds:
             ernie = runs / f"open-ernie-seed{s}" / "test_metrics.json"
             if ernie.exists():
-                baseline = _predictions(args.runs / f"open-baseline-seed{s}" / "test_metrics.json")
                 gains.setdefault(str(runs), {})[str(s)] = gain_by_visibility(
-                    rows, baseline, _predictions(ernie))
+                    rows, baselines[s], _predictions(ernie))
     result = {"test_instances": len(rows), "coverage": shares,
               "ceiling_per_seed": per_seed,
               "ceiling_mean": {name: statistics.mean(per_seed[s][name] for s in seeds)
