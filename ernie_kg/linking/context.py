@@ -33,6 +33,7 @@ from spacy.tokens import Doc
 
 from ernie_kg.errors import KGFormatError
 from ernie_kg.kg.graph import KnowledgeGraph
+from ernie_kg.linking.compiled import speedups
 from ernie_kg.linking.normalize import token_norm
 
 __all__ = ["CONTEXT_FILE", "ContextModel", "ContextQuery", "is_context_word"]
@@ -63,10 +64,9 @@ class ContextQuery:
 
     __slots__ = ("_model", "_norm", "_words")
 
-    def __init__(self, model: ContextModel, hashes: Iterable[int], strings: Any) -> None:
+    def __init__(self, model: ContextModel, words: set[int], strings: Any) -> None:
+        """``words``: the set of the text's NORM hashes (:func:`context_words`)."""
         self._model = model
-        words = set(hashes)
-        words.discard(0)
         squares = model._hash_idf2
         found = list(map(squares.get, words))
         if None in found:  # words never seen: learn their idf once
@@ -211,10 +211,7 @@ class ContextModel:
         ``skip``; its NORMs must be :func:`token_norm` (the linker's tokenizer)."""
         if not self._built:
             self._build()
-        hashes = doc.to_array(NORM).tolist()
-        for start, end in skip:
-            hashes[start:end] = [0] * (end - start)
-        return ContextQuery(self, hashes, doc.vocab.strings)
+        return ContextQuery(self, context_words(doc, skip), doc.vocab.strings)
 
     def query_text(self, text: str, skip: Sequence[tuple[int, int]] = ()) -> ContextQuery:
         """:meth:`query` of raw text, leaving out tokens that touch the char spans."""
@@ -275,6 +272,20 @@ class ContextModel:
         model._df = Counter(payload.get("df", {}))
         model._counts = {e: Counter(c) for e, c in payload.get("counts", {}).items()}
         return model
+
+
+def context_words_python(doc: Doc, skip: Iterable[tuple[int, int]] = ()) -> set[int]:
+    """The set of NORM hashes of the tokens outside the token spans ``skip`` (0, no
+    NORM, left out). (The compiled ``_speedups.context_words`` reads the C structs.)"""
+    hashes = doc.to_array(NORM).tolist()
+    for start, end in skip:
+        hashes[start:end] = [0] * (end - start)
+    words = set(hashes)
+    words.discard(0)
+    return words
+
+
+context_words = speedups.context_words if speedups is not None else context_words_python
 
 
 def _touches(start: int, end: int, spans: Sequence[tuple[int, int]]) -> bool:

@@ -20,6 +20,7 @@ from spacy.tokens import Doc
 
 from ernie_kg.errors import ErnieKGError
 from ernie_kg.linking.aliases import AliasTable
+from ernie_kg.linking.compiled import speedups
 from ernie_kg.linking.normalize import token_norm
 
 __all__ = ["LinkerConfigError", "Mention", "MentionDetector", "load_spacy_model"]
@@ -43,6 +44,31 @@ class Mention:
 
 def _longest_first(match: tuple[int, int, int]) -> tuple[int, int]:
     return match[1] - match[2], match[1]
+
+
+def alias_spans_python(
+    matcher: PhraseMatcher, doc: Doc, key_of: dict[int, str]
+) -> list[tuple[int, int, str, int, int, str]]:
+    """``(start_char, end_char, key, token_start, token_end, "alias")`` of the phrase
+    matches of ``doc``: longest first wins, no overlaps, sorted by start. (The compiled
+    ``_speedups.alias_spans`` does the same from the doc's C structs.)"""
+    matches = matcher(doc)
+    if len(matches) > 1:
+        matches.sort(key=_longest_first)
+    taken = bytearray(len(doc))
+    found = []
+    for match_id, start, end in matches:
+        if 1 in taken[start:end]:
+            continue
+        taken[start:end] = b"\x01" * (end - start)
+        last = doc[end - 1]
+        found.append((doc[start].idx, last.idx + len(last), key_of[match_id], start, end,
+                      "alias"))
+    found.sort()
+    return found
+
+
+alias_spans = speedups.alias_spans if speedups is not None else alias_spans_python
 
 
 def load_spacy_model(name: str) -> Language:
@@ -131,37 +157,19 @@ class MentionDetector:
     ) -> list[tuple[int, int, str, int, int, str]]:
         """:meth:`detect` as plain tuples ``(start, end, key, token_start, token_end,
         source)``: the linker's hot path, which runs once per sentence."""
-        matches = self.matcher(doc)
-        found = []
-        key_of = self._key_of
-        if len(matches) == 1:
-            match_id, start, end = matches[0]
-            last = doc[end - 1]
-            found.append((doc[start].idx, last.idx + len(last), key_of[match_id], start, end,
-                          "alias"))
-            taken = None
-        else:
-            matches.sort(key=_longest_first)
-            taken = bytearray(len(doc))
-            for match_id, start, end in matches:
-                if 1 in taken[start:end]:
-                    continue
-                taken[start:end] = b"\x01" * (end - start)
-                last = doc[end - 1]
-                found.append((doc[start].idx, last.idx + len(last), key_of[match_id], start,
-                              end, "alias"))
+        found = alias_spans(self.matcher, doc, self._key_of)
+        if not ner_spans:
+            return found
+        taken = bytearray(len(doc))
+        for _, _, _, start, end, _ in found:
+            taken[start:end] = b"\x01" * (end - start)
         for char_start, char_end in ner_spans:
-            if taken is None:
-                taken = bytearray(len(doc))
-                for _, _, _, start, end, _ in found:
-                    taken[start:end] = b"\x01" * (end - start)
             span = doc.char_span(char_start, char_end, alignment_mode="expand")
             if span is None or 1 in taken[span.start:span.end]:
                 continue
             taken[span.start:span.end] = b"\x01" * len(span)
             found.append((char_start, char_end, "", span.start, span.end, "ner"))
-        if len(found) > 1:
-            found.sort()
+        found.sort()
         return found
 
     def ner_spans(self, texts: Iterable[str], batch_size: int = 64) -> Iterator[list]:
