@@ -62,34 +62,40 @@ class ContextQuery:
     profiles. Each word counts once (binary tf: a sentence seldom repeats a context
     word, and a set of NORM hashes is all the linker's hot path can afford)."""
 
-    __slots__ = ("_model", "_norm", "_words")
+    __slots__ = ("_model", "_norm", "_strings", "_words")
 
     def __init__(self, model: ContextModel, words: set[int], strings: Any) -> None:
         """``words``: the set of the text's NORM hashes (:func:`context_words`)."""
         self._model = model
-        squares = model._hash_idf2
-        found = list(map(squares.get, words))
-        if None in found:  # words never seen: learn their idf once
-            for h in words:
-                if h not in squares:
-                    model._learn_hash(h, strings)
-            found = list(map(squares.get, words))
         self._words = words
-        self._norm = math.sqrt(sum(found))
+        self._strings = strings
+        self._norm: float | None = None  # computed when first needed
 
     def norm(self) -> float:
         """Length of the text's tf-idf vector."""
+        if self._norm is None:
+            squares = self._model._hash_idf2
+            found = list(map(squares.get, self._words))
+            if None in found:  # words never seen: learn their idf once
+                for h in self._words:
+                    if h not in squares:
+                        self._model._learn_hash(h, self._strings)
+                found = list(map(squares.get, self._words))
+            self._norm = math.sqrt(sum(found))
         return self._norm
 
     def similarities(self, candidates: Sequence[tuple]) -> list[float]:
         """Cosine in [0, 1] of each candidate's profile (``candidates[k][0]`` is the
-        entity id) with the text."""
-        norm = self._norm
-        if not norm:
-            return [0.0] * len(candidates)
+        entity id) with the text (all 0.0 when no profile shares a word with it)."""
         inverted = self._model._inverted(candidates)
+        shared = self._words & inverted.keys()
         sums = [0.0] * len(candidates)
-        for h in self._words & inverted.keys():
+        if not shared:  # the common case: the norm is not even needed
+            return sums
+        norm = self.norm()
+        if not norm:
+            return sums
+        for h in shared:
             for k, value in inverted[h]:
                 sums[k] += value
         return [s / norm for s in sums]

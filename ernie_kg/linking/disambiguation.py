@@ -59,6 +59,7 @@ class Disambiguator:
         self._neighbours: dict[str, frozenset[str]] = {}
         self._related: dict[tuple[str, str], float] = {}
         self._unit: dict[str, np.ndarray | None] = {}
+        self._priors: dict[int, tuple[Sequence[Candidate], tuple[float, ...]]] = {}
 
     # ------------------------------------------------------------------ relatedness
     def neighbours(self, entity_id: str) -> frozenset[str]:
@@ -133,7 +134,7 @@ class Disambiguator:
             self.kg is not None or self.embeddings is not None)
         use_context = context is not None and self.context is not None and (
             self.context_weight > 0)
-        priors: list[list[float]] | None = None
+        priors: list[Sequence[float]] | None = None
         live: list[int] = []
         query: ContextQuery | None = None
         ranked: list[list[tuple[str, float]]] = []
@@ -144,23 +145,35 @@ class Disambiguator:
             posterior = [c[1] for c in candidates]
             if use_coherence:
                 if priors is None:
-                    priors = [_normalised(c) for c in mentions]
+                    priors = list(map(self._prior, mentions))
                     live = [j for j, c in enumerate(mentions) if c]
                 if len(live) > 1:
                     posterior = self._with_coherence(i, mentions, priors, live)
             if use_context:
                 if query is None:
                     query = context()
-                weight, exp = self.context_weight, math.exp
-                posterior = [p * exp(weight * s)
-                             for s, p in zip(query.similarities(candidates), posterior)]
+                similarities = query.similarities(candidates)
+                if any(similarities):  # all 0 (the common case) would leave it as it is
+                    weight, exp = self.context_weight, math.exp
+                    posterior = [p * exp(weight * s) for s, p in zip(similarities, posterior)]
             total = sum(posterior) or 1.0
             scores = [(c[0], p / total * c[2]) for c, p in zip(candidates, posterior)]
             scores.sort(key=_by_score)
             ranked.append(scores)
         return ranked
 
-    def _support(self, entity_id: str, candidates: Sequence[Candidate], prior: list[float]
+    def _prior(self, candidates: Sequence[Candidate]) -> tuple[float, ...]:
+        """The candidates' priors, normalised (cached per candidate list)."""
+        found = self._priors.get(id(candidates))
+        if found is not None and found[0] is candidates:
+            return found[1]
+        prior = tuple(_normalised(candidates))
+        if len(self._priors) > 200_000:
+            self._priors.clear()
+        self._priors[id(candidates)] = (candidates, prior)
+        return prior
+
+    def _support(self, entity_id: str, candidates: Sequence[Candidate], prior: Sequence[float]
                  ) -> float:
         """sum over ``candidates`` e' of prior(e') * relatedness(entity_id, e'), cached by
         candidate list (alias lookups return the same tuple objects)."""
@@ -207,16 +220,23 @@ class Disambiguator:
         return touching
 
     def _with_coherence(
-        self, i: int, mentions: Sequence[Sequence[Candidate]], priors: list[list[float]],
+        self, i: int, mentions: Sequence[Sequence[Candidate]], priors: list[Sequence[float]],
         live: list[int],
-    ) -> list[float]:
+    ) -> Sequence[float]:
         others = [j for j in live if j != i and abs(j - i) <= self.window]
         if not others:
             return priors[i]
         if self.embeddings is None:  # graph relatedness only: skip when provably 0
-            touching = self._touching
-            own = mentions[i]
-            if not any(touching(own, mentions[j]) for j in others):
+            own, touches = mentions[i], self._touches
+            for j in others:
+                other = mentions[j]
+                found = touches.get((id(own), id(other)))  # _touching's cache, inlined
+                if found is not None and found[0] is own and found[1] is other:
+                    if found[2]:
+                        break
+                elif self._touching(own, other):
+                    break
+            else:
                 return priors[i]
         weights = []
         scale = self.coherence_weight / len(others)

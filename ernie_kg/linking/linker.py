@@ -194,7 +194,7 @@ class EntityLinker:
         """:meth:`__call__` over many texts. ``n_process`` > 1 (-1: every usable CPU)
         links batches on that many forked worker processes (:mod:`.parallel`), kept
         for later calls; results come in input order either way."""
-        checked = (_checked_text(t) for t in texts)
+        checked = map(_checked_text, texts)
         if n_process < 0:
             n_process = usable_cpus()
         if n_process > 1 and can_fork():
@@ -212,8 +212,9 @@ class EntityLinker:
         """:meth:`pipe` in this process (the pool's workers, and its parent, run this)."""
         detector = self.detector
         if not self.config["use_ner"]:
-            for text, doc in detector.docs(texts):
-                yield self._link_doc(text, doc, ())
+            make_doc, link_doc = detector.nlp.make_doc, self._link_doc
+            for text in texts:
+                yield link_doc(text, make_doc(text), ())
             return
         for batch in _batches(texts, batch_size):
             ner = detector.ner_spans(batch, batch_size)
@@ -252,7 +253,7 @@ class EntityLinker:
         if self.context is not None:
             def context() -> ContextQuery:
                 return self.context.query(doc, [(m[3], m[4]) for m in found])
-        return self._resolve(text, [(m[0], m[1]) for m in found], candidates, context)
+        return self._resolve(text, found, candidates, context)
 
     def _mention_candidates(self, mention: Mention, text: str) -> tuple[Candidate, ...]:
         surface = text[mention.start:mention.end]
@@ -274,17 +275,20 @@ class EntityLinker:
         self._candidate_cache[surface] = found
 
     def _resolve(
-        self, text: str, spans: Sequence[tuple[int, int]],
+        self, text: str, spans: Sequence[Sequence[Any]],
         candidates: Sequence[Sequence[Candidate]],
         context: Callable[[], ContextQuery] | None = None,
     ) -> list[LinkedMention]:
+        """Disambiguate the mentions at ``spans`` (their first two items are the
+        char ``start, end``; the detector's tuples pass as they are)."""
         if context is None and self.context is not None:
             def context() -> ContextQuery:
-                return self.context.query_text(text, spans)
+                return self.context.query_text(text, [(s[0], s[1]) for s in spans])
         ranked = self.disambiguator.rank(candidates, context)
         threshold, limit = self.nil_threshold, self.max_candidates
         linked = []
-        for (start, end), scores in zip(spans, ranked):
+        for span, scores in zip(spans, ranked):
+            start, end = span[0], span[1]
             if scores:
                 best_id, best = scores[0]
                 linked.append(LinkedMention(
