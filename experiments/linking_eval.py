@@ -25,7 +25,9 @@ OUT.json holds:
   mentions);
 - ``sentences_per_second``: end-to-end linking (``linker.pipe``) of TEST's sentences and
   ``spacy_tokenize_sentences_per_second``: bare ``spacy.blank("en")`` tokenization of the
-  same sentences with ``nlp.pipe``, same run, both warmed up, best of ``--repeats``.
+  same sentences with ``nlp.pipe``, same run, both warmed up, best of ``--repeats``;
+- ``compiled_linker``: whether the linker's compiled hot path ran (set
+  ``ERNIE_KG_PURE_PYTHON=1`` to measure the pure-Python linker).
 
 A Markdown table is written next to OUT.json (same name, ``.md``).
 """
@@ -53,6 +55,7 @@ from ernie_kg.linking import (
     read_fewrel,
     split_fewrel,
 )
+from ernie_kg.linking.compiled import PURE_PYTHON_ENV, speedups
 from ernie_kg.linking.fewrel import FewRelData, instance_text
 from ernie_kg.linking.parallel import usable_cpus
 
@@ -223,6 +226,7 @@ def evaluate(train_path: Path, test_path: Path, repeats: int = 5, processes: int
     result.update(end_to_end_metrics(linker, train, test))
     result.update(throughput(linker, _sentences(test)[0], repeats, processes=processes))
     result["build_seconds"] = build_seconds
+    result["compiled_linker"] = speedups is not None
     result["alias_keys"] = len(linker.aliases)
     result["kg"] = repr(linker.kg)
     result["train"] = str(train_path)
@@ -288,6 +292,11 @@ def markdown(result: dict) -> str:
         f"{result['speed_ratio_one_process_each']:.3f}. Cold first pass: linking "
         f"{result['cold_sentences_per_second']:.0f}, tokenization "
         f"{result['cold_spacy_tokenize_sentences_per_second']:.0f} sentences/s.",
+        "",
+        "Linker hot path: " + (
+            "compiled (`ernie_kg/linking/_speedups.pyx`, built by `pip install`)"
+            if result["compiled_linker"] else f"pure Python (not built, or {PURE_PYTHON_ENV}=1)")
+        + ".",
         "",
         f"Machine: {m['platform']}, Python {m['python']}, spaCy {m['spacy']}, "
         f"cpu_count={m['cpu_count']}, usable CPUs={m['usable_cpus']}, load average "

@@ -4,7 +4,10 @@ A private ``spacy.blank(lang)`` pipeline tokenizes, so detection needs no downlo
 model. Its vocabulary's NORM getter is :func:`~ernie_kg.linking.normalize.token_norm`
 (case-folded, accents stripped), computed once per word type, and the matcher compares
 NORMs, so "FÉLIX Trinidad" matches the alias "felix trinidad" at no per-token cost.
-The vocabulary is private, so a user's own pipeline keeps its norms.
+The vocabulary is private, so a user's own pipeline keeps its norms. Where the compiled
+hot path is built (:mod:`ernie_kg.linking.compiled`), :func:`alias_spans` reads the
+matches and their offsets straight from the doc's C structs; else
+:func:`alias_spans_python` does the same in Python.
 """
 
 from __future__ import annotations

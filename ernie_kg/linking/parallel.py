@@ -1,6 +1,6 @@
 """Linking on several processes: the caller plus forked workers that it feeds by pipe.
 
-Linking is pure Python past spaCy's tokenizer and matcher, so one process uses one core.
+Linking is mostly Python past spaCy's tokenizer and matcher, so one process uses one core.
 ``EntityLinker.pipe(texts, n_process=2)`` links on the calling process and on
 ``n_process - 1`` worker processes forked from the linker (they inherit its alias table,
 matcher, KG and caches; nothing is pickled but texts and results). Texts go out in
