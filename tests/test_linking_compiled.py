@@ -77,3 +77,22 @@ def test_empty_doc(detector):
     doc = detector.make_doc("")
     assert speedups.alias_spans(detector.matcher, doc, detector._key_of) == []
     assert speedups.context_words(doc, [(0, 3)]) == set()
+
+
+@needs_compiled
+def test_other_spacy_version_falls_back_to_python(monkeypatch):
+    """Built against one spaCy's structs, never run against another's."""
+    import spacy
+
+    from ernie_kg.linking import compiled
+
+    monkeypatch.setattr(spacy, "__version__", "0.0.1")
+    with pytest.warns(UserWarning, match="built for spaCy"):
+        assert compiled._load() is None
+
+
+def test_environment_switches_to_pure_python(monkeypatch):
+    from ernie_kg.linking import compiled
+
+    monkeypatch.setenv(PURE_PYTHON_ENV, "1")
+    assert compiled._load() is None
