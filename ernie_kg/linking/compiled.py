@@ -34,7 +34,8 @@ def _load() -> ModuleType | None:
     if _speedups.BUILT_WITH_SPACY != spacy.__version__:
         warnings.warn(
             f"the compiled linker was built for spaCy {_speedups.BUILT_WITH_SPACY}, not "
-            f"{spacy.__version__}; linking in pure Python (reinstall ernie-kg to rebuild)",
+            f"{spacy.__version__}; linking in pure Python (to build it for this spaCy, reinstall "
+            "ernie-kg with Cython installed and pip's --no-build-isolation)",
             stacklevel=2)
         return None
     return _speedups
