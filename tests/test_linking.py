@@ -8,6 +8,7 @@ import time
 
 import pytest
 import spacy
+from spacy.tokens import Doc
 from typer.testing import CliRunner
 
 from ernie_kg.cli import app
@@ -267,6 +268,19 @@ def test_spacy_component_writes_kb_ids_and_extension():
     docs = list(nlp.pipe(["Paris is in France.", ""]))
     assert [e.kb_id_ for e in docs[0].ents] == ["paris", "france"]
     assert docs[1]._.linked_mentions == [] and not docs[1].ents
+
+
+def test_spacy_component_mentions_survive_serialisation():
+    """``doc.to_bytes`` (and so ``nlp.pipe(n_process=...)``, DocBin) sends user data
+    through msgpack; the mentions still come back as LinkedMentions."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("ernie_kg_linker", config={"kg_dir": str(demo_kg_dir())})
+    doc = nlp("Atlanta is the capital of Georgia.")
+    copy = Doc(nlp.vocab).from_bytes(doc.to_bytes())
+    assert copy._.linked_mentions == doc._.linked_mentions
+    assert all(isinstance(m, LinkedMention) and isinstance(m.candidates, tuple)
+               for m in copy._.linked_mentions)
+    assert [e.kb_id_ for e in copy.ents] == ["atlanta", "georgia_us_state"]
 
 
 def test_spacy_component_keeps_other_entities():

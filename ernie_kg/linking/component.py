@@ -36,8 +36,25 @@ COMPONENT_NAME = "ernie_kg_linker"
 #: The Doc extension holding the full list of linked mentions.
 DOC_EXTENSION = "linked_mentions"
 
-if not Doc.has_extension(DOC_EXTENSION):
-    Doc.set_extension(DOC_EXTENSION, default=None)
+_STORE_KEY = ("ernie_kg", DOC_EXTENSION)  # where the mentions live in doc.user_data
+
+
+def _stored_mentions(doc: Doc) -> list[LinkedMention] | None:
+    """The doc's mentions as LinkedMentions, also after a trip through ``to_bytes`` or
+    ``nlp.pipe(n_process=...)``: spaCy serialises user data with msgpack, which turns
+    the named tuples into lists."""
+    stored = doc.user_data.get(_STORE_KEY)
+    if stored is None:
+        return None
+    return [m if isinstance(m, LinkedMention) else
+            LinkedMention(*m[:5], tuple(tuple(c) for c in m[5]), *m[6:]) for m in stored]
+
+
+def _store_mentions(doc: Doc, mentions: list[LinkedMention] | None) -> None:
+    doc.user_data[_STORE_KEY] = mentions
+
+
+Doc.set_extension(DOC_EXTENSION, getter=_stored_mentions, setter=_store_mentions, force=True)
 
 
 class EntityLinkerComponent:
