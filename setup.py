@@ -47,7 +47,7 @@ def extensions() -> list:
         define_macros=[("ERNIE_KG_SPACY_VERSION", f'"{spacy.__version__}"')],
     )
     try:
-        return cythonize([speedups], quiet=True)
+        return cythonize([speedups], quiet=True, force=True)  # never a stale .cpp
     except Exception as error:  # spaCy's .pxd files changed shape
         warnings.warn(f"ernie-kg: compiled linker skipped ({error})", stacklevel=1)
         return []
