@@ -147,6 +147,33 @@ def test_context_profiles_break_prior_ties(corpus_linker):
     assert context.similarity("mg_au", text) > context.similarity("mg_us", text) >= 0.0
 
 
+def test_context_query_takes_any_iterable_of_hashes(corpus_linker):
+    """A list with repeats (or 0 for "no word") scores like the set of its words."""
+    from ernie_kg.linking.context import ContextQuery
+
+    context = corpus_linker.context
+    doc = context.nlp.make_doc("served in Sydney with Australian troops")
+    words = [t.norm for t in doc]
+    as_set = context.query(doc)
+    as_list = ContextQuery(context, words + words + [0], doc.vocab.strings)
+    assert as_list.norm() == pytest.approx(as_set.norm())
+    candidates = [("mg_au",), ("mg_us",)]
+    assert as_list.similarities(candidates) == pytest.approx(as_set.similarities(candidates))
+    assert as_set.similarities(candidates)[0] > 0
+
+
+def test_disambiguator_sees_candidate_lists_changed_in_place(kg):
+    from ernie_kg.linking import Disambiguator
+
+    ranker = Disambiguator(kg)
+    paris, france = [("paris", 0.5, 1.0), ("france", 0.5, 1.0)], [("france", 1.0, 1.0)]
+    first = ranker.rank([paris, france])[0]
+    paris[1] = ("france", 0.1, 1.0)  # the same list object, other priors
+    paris[0] = ("paris", 0.9, 1.0)
+    assert ranker.rank([paris, france])[0] != first
+    assert ranker.rank([paris, france]) == Disambiguator(kg).rank([paris, france])
+
+
 def test_context_model_is_saved_with_the_linker(corpus_linker, tmp_path):
     corpus_linker.save(tmp_path)
     loaded = EntityLinker.load(tmp_path)
@@ -281,6 +308,17 @@ def test_spacy_component_mentions_survive_serialisation():
     assert all(isinstance(m, LinkedMention) and isinstance(m.candidates, tuple)
                for m in copy._.linked_mentions)
     assert [e.kb_id_ for e in copy.ents] == ["atlanta", "georgia_us_state"]
+    copy._.linked_mentions.pop()  # the stored list itself: edits stick
+    assert [m.entity_id for m in copy._.linked_mentions] == ["atlanta"]
+
+
+def test_detector_takes_ner_spans_as_an_array(linker):
+    import numpy as np
+
+    doc = linker.detector.make_doc("Atlanta is the capital of Georgia.")
+    as_list = linker.detector.spans(doc, [(15, 22)])
+    assert linker.detector.spans(doc, np.array([[15, 22]])) == as_list
+    assert ("ner" in {m[5] for m in as_list}) and len(as_list) == 3
 
 
 def test_spacy_component_keeps_other_entities():

@@ -60,7 +60,7 @@ def test_alias_spans_match_python(detector, words, data):
 @given(data=st.data())
 def test_context_words_match_python(detector, words, data):
     doc = detector.make_doc(" ".join(data.draw(st.lists(st.sampled_from(words), max_size=40))))
-    skip = data.draw(st.lists(st.tuples(st.integers(0, 45), st.integers(0, 45)), max_size=4))
+    skip = data.draw(st.lists(st.tuples(st.integers(-50, 50), st.integers(-50, 50)), max_size=4))
     assert speedups.context_words(doc, skip) == context_words_python(doc, skip)
 
 
@@ -70,6 +70,17 @@ def test_context_words_read_token_norms(detector):
     doc = detector.make_doc("Aug. 15")
     assert speedups.context_words(doc, []) == context_words_python(doc, [])
     assert doc.vocab.strings["August"] in speedups.context_words(doc, [])
+
+
+@needs_compiled
+def test_none_is_a_type_error(detector):
+    doc = detector.make_doc("Atlanta")
+    with pytest.raises(TypeError):
+        speedups.alias_spans(None, doc, detector._key_of)
+    with pytest.raises(TypeError):
+        speedups.alias_spans(detector.matcher, None, detector._key_of)
+    with pytest.raises(TypeError):
+        speedups.context_words(None, [])
 
 
 @needs_compiled

@@ -34,7 +34,7 @@ cdef inline bint _before(const SpanC* a, const SpanC* b) noexcept:
     return length_a > length_b or (length_a == length_b and a.start < b.start)
 
 
-def alias_spans(PhraseMatcher matcher, Doc doc, dict key_of):
+def alias_spans(PhraseMatcher matcher not None, Doc doc not None, dict key_of not None):
     """``(start_char, end_char, key, token_start, token_end, "alias")`` of the phrase
     matches of ``doc``: longest first wins, no overlaps, sorted by start."""
     cdef vector[SpanC] matches
@@ -78,9 +78,9 @@ def alias_spans(PhraseMatcher matcher, Doc doc, dict key_of):
     return found
 
 
-def context_words(Doc doc, skip):
-    """The set of NORM hashes of the tokens outside the token spans ``skip`` (0, no
-    NORM, left out)."""
+def context_words(Doc doc not None, skip):
+    """The set of NORM hashes of the tokens outside the token spans ``skip`` (clipped to
+    the doc; 0, no NORM, left out), added in token order."""
     cdef vector[char] skipped
     cdef int i, start, end
     cdef attr_t norm

@@ -3,8 +3,8 @@ when Cython and a C++ compiler are at hand).
 
 It reads spaCy's C structs, so it is used only with the spaCy version it was built
 against. Without it, or with ``ERNIE_KG_PURE_PYTHON=1`` in the environment, the linker
-runs the same steps in pure Python, slower. (Both give the same mentions and context
-words; a score may differ in its last bit, as a set's words are summed in another order.)
+runs the same steps in pure Python, slower, to the same results: the same mentions, and
+the same context words added to their set in the same order, so scores agree to the bit.
 """
 
 from __future__ import annotations

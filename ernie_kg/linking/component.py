@@ -37,17 +37,24 @@ COMPONENT_NAME = "ernie_kg_linker"
 DOC_EXTENSION = "linked_mentions"
 
 _STORE_KEY = ("ernie_kg", DOC_EXTENSION)  # where the mentions live in doc.user_data
+_OLD_KEY = ("._.", DOC_EXTENSION, None, None)  # where earlier versions kept them
 
 
 def _stored_mentions(doc: Doc) -> list[LinkedMention] | None:
     """The doc's mentions as LinkedMentions, also after a trip through ``to_bytes`` or
     ``nlp.pipe(n_process=...)``: spaCy serialises user data with msgpack, which turns
-    the named tuples into lists."""
+    the named tuples into lists. The stored list itself is returned (edits stick)."""
     stored = doc.user_data.get(_STORE_KEY)
     if stored is None:
-        return None
-    return [m if isinstance(m, LinkedMention) else
-            LinkedMention(*m[:5], tuple(tuple(c) for c in m[5]), *m[6:]) for m in stored]
+        stored = doc.user_data.get(_OLD_KEY)
+        if stored is None:
+            return None
+    if not all(isinstance(m, LinkedMention) for m in stored):
+        stored = [m if isinstance(m, LinkedMention) else
+                  LinkedMention(*m[:5], tuple(tuple(c) for c in m[5]), *m[6:])
+                  for m in stored]
+    doc.user_data[_STORE_KEY] = stored
+    return stored
 
 
 def _store_mentions(doc: Doc, mentions: list[LinkedMention] | None) -> None:

@@ -64,9 +64,13 @@ class ContextQuery:
 
     __slots__ = ("_model", "_norm", "_strings", "_words")
 
-    def __init__(self, model: ContextModel, words: set[int], strings: Any) -> None:
-        """``words``: the set of the text's NORM hashes (:func:`context_words`)."""
+    def __init__(self, model: ContextModel, words: Iterable[int], strings: Any) -> None:
+        """``words``: the text's NORM hashes (:func:`context_words` gives them as a set;
+        0 means none)."""
         self._model = model
+        if type(words) is not set:
+            words = set(words)
+        words.discard(0)
         self._words = words
         self._strings = strings
         self._norm: float | None = None  # computed when first needed
@@ -281,14 +285,15 @@ class ContextModel:
 
 
 def context_words_python(doc: Doc, skip: Iterable[tuple[int, int]] = ()) -> set[int]:
-    """The set of NORM hashes of the tokens outside the token spans ``skip`` (0, no
-    NORM, left out). (The compiled ``_speedups.context_words`` reads the C structs.)"""
+    """The set of NORM hashes of the tokens outside the token spans ``skip`` (clipped to
+    the doc; 0, no NORM, left out), added in token order like the compiled
+    ``_speedups.context_words``, so both sets iterate alike and sum to the same bits."""
     hashes = doc.to_array(NORM).tolist()
     for start, end in skip:
-        hashes[start:end] = [0] * (end - start)
-    words = set(hashes)
-    words.discard(0)
-    return words
+        start, end = max(start, 0), min(end, len(hashes))
+        if start < end:
+            hashes[start:end] = [0] * (end - start)
+    return {h for h in hashes if h}
 
 
 context_words = speedups.context_words if speedups is not None else context_words_python

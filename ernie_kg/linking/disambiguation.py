@@ -163,11 +163,14 @@ class Disambiguator:
         return ranked
 
     def _prior(self, candidates: Sequence[Candidate]) -> tuple[float, ...]:
-        """The candidates' priors, normalised (cached per candidate list)."""
+        """The candidates' priors, normalised (cached per candidate tuple, as the
+        linker's alias lookups return the same tuples; a list may change in place)."""
         found = self._priors.get(id(candidates))
         if found is not None and found[0] is candidates:
             return found[1]
         prior = tuple(_normalised(candidates))
+        if type(candidates) is not tuple:
+            return prior
         if len(self._priors) > 200_000:
             self._priors.clear()
         self._priors[id(candidates)] = (candidates, prior)

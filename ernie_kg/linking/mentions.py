@@ -161,6 +161,8 @@ class MentionDetector:
         """:meth:`detect` as plain tuples ``(start, end, key, token_start, token_end,
         source)``: the linker's hot path, which runs once per sentence."""
         found = alias_spans(self.matcher, doc, self._key_of)
+        if type(ner_spans) is not list:  # a tuple, generator, array...
+            ner_spans = list(ner_spans)
         if not ner_spans:
             return found
         taken = bytearray(len(doc))
