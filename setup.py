@@ -20,15 +20,8 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as error:  # no compiler, no headers
-            warnings.warn(f"ernie-kg: compiled linker skipped ({error}); pure Python it is",
-                          stacklevel=1)
-
-    def build_extension(self, ext: Extension) -> None:
-        try:
-            super().build_extension(ext)
-        except Exception as error:
-            warnings.warn(f"ernie-kg: could not compile {ext.name} ({error}); the linker "
-                          "runs in pure Python", stacklevel=1)
+            warnings.warn(f"ernie-kg: could not compile the linker ({error}); it runs in "
+                          "pure Python", stacklevel=1)
 
 
 def extensions() -> list:

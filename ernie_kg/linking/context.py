@@ -118,8 +118,7 @@ class ContextModel:
         self._idf: dict[str, float] = {}
         self._default_idf = 1.0
         self._profiles: dict[str, dict[int, float]] = {}  # entity -> NORM hash -> weight
-        self._hash_idf: dict[int, float] = {}  # NORM hash -> idf (0.0: not a context word)
-        self._hash_idf2: dict[int, float] = {}  # NORM hash -> idf squared
+        self._hash_idf2: dict[int, float] = {}  # NORM hash -> idf² (0.0: no context word)
         self._inverse: dict[int, tuple[Sequence[tuple], dict[int, list]]] = {}
 
     # ------------------------------------------------------------------ words
@@ -178,8 +177,7 @@ class ContextModel:
         documents = max(1, self._documents)
         self._idf = {w: math.log((1 + documents) / (1 + c)) + 1 for w, c in self._df.items()}
         self._default_idf = math.log(1 + documents) + 1
-        self._hash_idf = {hash_string(w): idf for w, idf in self._idf.items()}
-        self._hash_idf2 = {h: idf * idf for h, idf in self._hash_idf.items()}
+        self._hash_idf2 = {hash_string(w): idf * idf for w, idf in self._idf.items()}
         self._profiles = {}
         for entity_id, counts in self._counts.items():
             weights = {w: c * self._idf[w] for w, c in counts.items()}
@@ -190,15 +188,13 @@ class ContextModel:
         self._inverse = {}
         self._built = True
 
-    def _learn_hash(self, h: int, strings: Any) -> float:
-        """The idf of an unseen NORM hash (0.0 when it is no context word)."""
+    def _learn_hash(self, h: int, strings: Any) -> None:
+        """Store the idf² of an unseen NORM hash (0.0 when it is no context word)."""
         text = strings[h] if h and h in strings else None
         idf = self._default_idf if text is not None and is_context_word(text) else 0.0
-        if len(self._hash_idf) > 2_000_000:
+        if len(self._hash_idf2) > 2_000_000:
             self._build()
-        self._hash_idf[h] = idf
         self._hash_idf2[h] = idf * idf
-        return idf
 
     def _inverted(self, candidates: Sequence[tuple]) -> dict[int, list]:
         """``NORM hash -> [(candidate index, weight)]`` for one candidate list, cached

@@ -230,16 +230,8 @@ class Disambiguator:
         if not others:
             return priors[i]
         if self.embeddings is None:  # graph relatedness only: skip when provably 0
-            own, touches = mentions[i], self._touches
-            for j in others:
-                other = mentions[j]
-                found = touches.get((id(own), id(other)))  # _touching's cache, inlined
-                if found is not None and found[0] is own and found[1] is other:
-                    if found[2]:
-                        break
-                elif self._touching(own, other):
-                    break
-            else:
+            touching, own = self._touching, mentions[i]
+            if not any(touching(own, mentions[j]) for j in others):
                 return priors[i]
         weights = []
         scale = self.coherence_weight / len(others)
