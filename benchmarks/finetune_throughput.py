@@ -1,4 +1,4 @@
-"""Fine-tuning throughput: ``ernie_kg.training.finetune`` (HF Trainer) vs a hand-written loop.
+"""Fine-tuning throughput: ``ernie_kg.training.finetuning`` (HF Trainer) vs a hand-written loop.
 
 Both train the same ``ErnieKGForRelationClassification`` (packaged MiniLM, a random
 entity table) from the same initial weights on the same batches, in the same order
@@ -30,13 +30,13 @@ from transformers import AutoTokenizer, TrainerCallback, get_linear_schedule_wit
 
 from ernie_kg.data.collator import ErnieKGCollator
 from ernie_kg.data.features import LabelMap, relation_features
-from ernie_kg.data.readers import read_fewrel
+from ernie_kg.data.fewrel import read_fewrel
 from ernie_kg.kg import EntityEmbeddings, KnowledgeGraph
 from ernie_kg.linking.linker import EntityLinker
-from ernie_kg.linking.processor import ErnieKGProcessor
 from ernie_kg.modeling import ErnieKGForRelationClassification
 from ernie_kg.paths import PROJECT_ROOT, default_backbone, kg_data_dir
-from ernie_kg.training.finetune import finetune
+from ernie_kg.processing.processor import ErnieKGProcessor
+from ernie_kg.training.finetuning import finetune
 
 LR, WARMUP, BATCH = 5e-5, 0.1, 32
 
@@ -134,7 +134,7 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     args.output.with_suffix(".md").write_text(
-        "# Fine-tuning throughput: Trainer (`ernie_kg.training.finetune`) vs hand loop\n\n"
+        "# Fine-tuning throughput: Trainer (`ernie_kg.training.finetuning`) vs hand loop\n\n"
         f"MiniLM-L6 ERNIE-KG, batch {BATCH}, {args.steps} steps x {args.rounds} rounds, "
         f"{result['threads']} threads, load {result['load_average'][0]:.1f}.\n\n"
         "| loop | sequences/s (median) |\n|---|---|\n"

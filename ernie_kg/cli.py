@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ernie_kg.cli_pretrain import pretrain_app
 from ernie_kg.errors import ErnieKGError
+from ernie_kg.io import write_json
 from ernie_kg.kg.embeddings import DEFAULT_EMBEDDING_SETTINGS
 
 app = typer.Typer(help="Knowledge-enhanced language models in the style of ERNIE.",
@@ -27,13 +28,6 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 _D = DEFAULT_EMBEDDING_SETTINGS
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    os.replace(temporary, path)
 
 
 @kg_app.command("stats")
@@ -84,7 +78,7 @@ def kg_embed(
     )
     embeddings.save(out)
     metrics = dict(embeddings.metrics)
-    _write_json(out / "metrics.json", {**metrics, "config": embeddings.config})
+    write_json(out / "metrics.json", {**metrics, "config": embeddings.config})
     summary = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
     console.print(f"[green]wrote {out}[/green]: {summary}")
 
@@ -233,12 +227,11 @@ def finetune_command(
 ) -> None:
     """Fine-tune a relation classifier (ERNIE-KG or the text-only baseline)."""
     from ernie_kg.data.features import LabelMap
+    from ernie_kg.data.knowledge import relation_knowledge
     from ernie_kg.paths import demo_kg_dir
-    from ernie_kg.training.knowledge import relation_knowledge
-    from ernie_kg.training.relation import (
+    from ernie_kg.pipelines.relation import (
         build_relation_classifier,
         train_relation_classifier,
-        write_json,
     )
 
     if model not in ("ernie", "baseline"):
@@ -279,7 +272,7 @@ def evaluate_command(
 ) -> None:
     """Score a saved relation classifier; entities come from the model's own linker
     (gold KG ids in the file are ignored)."""
-    from ernie_kg.training.classifier import RelationClassifier
+    from ernie_kg.pipelines.relation import RelationClassifier
 
     classifier = RelationClassifier.load(model, entities=entities)
     examples = _read_relations(data, data_format, gold_ids=False)
@@ -287,7 +280,7 @@ def evaluate_command(
     predictions = metrics.pop("predictions")
     metrics.update(model=str(model), data=str(data), entities=classifier.entities)
     if output is not None:
-        _write_json(output, {**metrics, "predictions": predictions})
+        write_json(output, {**metrics, "predictions": predictions})
     console.print(", ".join(f"{k}={metrics[k]:.4f}" for k in ("accuracy", "macro_f1",
                                                                "micro_f1")))
 

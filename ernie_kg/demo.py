@@ -78,8 +78,8 @@ def run_demo(output_dir: Path, kg_dir: Path | None = None, seed: int = 0,
 def _relation_classification(kg, embeddings, output_dir: Path, seed: int,
                              console: Console) -> dict[str, Any]:
     from ernie_kg.data.features import LabelMap
-    from ernie_kg.data.readers import read_fewrel
-    from ernie_kg.training.relation import build_relation_classifier, train_relation_classifier
+    from ernie_kg.data.fewrel import read_fewrel
+    from ernie_kg.pipelines.relation import build_relation_classifier, train_relation_classifier
 
     corpus = kg_data_dir() / "demo_corpus"
     train, dev, test = (read_fewrel(corpus / f"{split}.json") for split in ("train", "dev", "test"))

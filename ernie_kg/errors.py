@@ -27,6 +27,11 @@ class DataFormatError(FileFormatError):
     """A dataset file (FewRel, TACRED, JSONL, typing) is malformed."""
 
 
+class SavedFileError(FileFormatError):
+    """A file this package saved (model, processor, linker, alias table, embeddings,
+    checkpoint) is missing, malformed or of another kind."""
+
+
 class UnknownIdError(ErnieKGError, KeyError):
     """An entity or relation id is not in the knowledge graph or the embedding table."""
 

@@ -45,12 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relation_classification import BACKGROUND_HOPS, TRANSE  # noqa: E402
 
 from ernie_kg.data.examples import TypingExample  # noqa: E402
-from ernie_kg.data.readers import read_fewrel, typed_mentions  # noqa: E402
-from ernie_kg.linking.fewrel import read_fewrel as load_fewrel_dict  # noqa: E402
+from ernie_kg.data.fewrel import (
+    load_fewrel,  # noqa: E402
+    read_fewrel,  # noqa: E402
+)
+from ernie_kg.data.knowledge import relation_knowledge  # noqa: E402
+from ernie_kg.data.readers import typed_mentions  # noqa: E402
+from ernie_kg.io import write_json  # noqa: E402
 from ernie_kg.paths import PROJECT_ROOT  # noqa: E402
-from ernie_kg.training.entity_typing import build_entity_typer, train_entity_typer  # noqa: E402
-from ernie_kg.training.knowledge import relation_knowledge  # noqa: E402
-from ernie_kg.training.relation import write_json  # noqa: E402
+from ernie_kg.pipelines.entity_typing import build_entity_typer, train_entity_typer  # noqa: E402
 
 SHARED = PROJECT_ROOT.parent / "shared" / "data"
 #: Fine-tuning defaults: ~2,100 training mentions, so more epochs and a higher learning
@@ -110,7 +113,7 @@ def typing_data(args: argparse.Namespace) -> tuple[dict[str, list[TypingExample]
 def run_one(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     started = time.perf_counter()
     data, types = typing_data(args)
-    split = {name: load_fewrel_dict(args.split_dir / f"{name}.json")
+    split = {name: load_fewrel(args.split_dir / f"{name}.json")
              for name in ("train", "dev", "test")}
     # the same sources, in the same order, as relation_classification.py (+ --kg-extra test)
     sources = [split["train"]] + ([split["dev"], split["test"]]

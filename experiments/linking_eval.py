@@ -46,17 +46,17 @@ from typing import Any
 
 import spacy
 
-from ernie_kg.linking import (
-    AliasTable,
-    ContextModel,
-    EntityLinker,
-    fewrel_kg,
+from ernie_kg.data.fewrel import (
+    FewRelData,
+    fewrel_context,
     fewrel_mentions,
-    read_fewrel,
+    instance_text,
+    load_fewrel,
     split_fewrel,
 )
+from ernie_kg.data.knowledge import fewrel_knowledge
+from ernie_kg.linking import EntityLinker
 from ernie_kg.linking.compiled import PURE_PYTHON_ENV, speedups
-from ernie_kg.linking.fewrel import FewRelData, instance_text
 from ernie_kg.linking.parallel import usable_cpus
 
 #: Linker settings of the reported run (``fuzzy`` is on: spans given by the dataset
@@ -65,12 +65,12 @@ EVAL_CONFIG: dict[str, Any] = {"fuzzy": True}
 
 
 def build_linker(train: FewRelData, **config: Any) -> EntityLinker:
-    """Alias table, KG and context profiles from TRAIN's head/tail names, QIDs, triples
-    and sentences."""
-    aliases = AliasTable().add_fewrel(train)
-    context = ContextModel().add_fewrel(train)
-    return EntityLinker(aliases, fewrel_kg(train), context=context,
-                        **{**EVAL_CONFIG, **config})
+    """KG and alias table from TRAIN exactly as fine-tuning builds them
+    (:func:`~ernie_kg.data.knowledge.fewrel_knowledge`: each KG name once + every
+    mention), plus context profiles from TRAIN's sentences."""
+    kg, aliases = fewrel_knowledge([train])
+    return EntityLinker.from_kg(kg, aliases=aliases, context=fewrel_context(train),
+                                **{**EVAL_CONFIG, **config})
 
 
 def span_metrics(linker: EntityLinker, train: FewRelData, test: FewRelData) -> dict[str, Any]:
@@ -214,7 +214,7 @@ def _sentences(data: FewRelData) -> tuple[list[str], list[list[tuple[int, int, s
 
 def evaluate(train_path: Path, test_path: Path, repeats: int = 5, processes: int = -1,
              **config: Any) -> dict:
-    train, test = read_fewrel(train_path), read_fewrel(test_path)
+    train, test = load_fewrel(train_path), load_fewrel(test_path)
     started = time.perf_counter()
     linker = build_linker(train, **config)
     linker.detector  # noqa: B018

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from linking_eval import build_linker, span_metrics
 
-from ernie_kg.linking import read_fewrel, split_fewrel
+from ernie_kg.data.fewrel import load_fewrel, split_fewrel
 
 GRID = {
     "context_weight": [0.0, 1.0, 2.0, 4.0],
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    fit, dev = split_fewrel(read_fewrel(args.train), (0.8, 0.2), args.seed)
+    fit, dev = split_fewrel(load_fewrel(args.train), (0.8, 0.2), args.seed)
     linker = build_linker(fit)
     rows = []
     for values in itertools.product(*GRID.values()):

@@ -26,9 +26,9 @@ from typing import Any
 
 from sklearn.metrics import f1_score
 
-from ernie_kg.linking.fewrel import read_fewrel
+from ernie_kg.data.fewrel import read_fewrel
+from ernie_kg.data.knowledge import fewrel_knowledge
 from ernie_kg.paths import PROJECT_ROOT
-from ernie_kg.training.knowledge import fewrel_knowledge
 
 #: Which of an instance's entities the model must see for an error to count as fixable.
 CONDITIONS = {

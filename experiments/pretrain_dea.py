@@ -36,23 +36,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relation_classification import BACKGROUND_HOPS, FINETUNE, TRANSE  # noqa: E402
 
 from ernie_kg.data.features import LabelMap  # noqa: E402
+from ernie_kg.data.fewrel import (
+    load_fewrel,  # noqa: E402
+    read_fewrel,  # noqa: E402
+)
+from ernie_kg.data.knowledge import relation_knowledge  # noqa: E402
 from ernie_kg.data.pretraining import prepare_pretraining_data  # noqa: E402
-from ernie_kg.data.readers import read_fewrel  # noqa: E402
+from ernie_kg.io import write_json  # noqa: E402
 from ernie_kg.linking import EntityLinker  # noqa: E402
-from ernie_kg.linking.fewrel import read_fewrel as load_fewrel_dict  # noqa: E402
 from ernie_kg.modeling import (  # noqa: E402
     ErnieKGForPreTraining,
     ErnieKGForRelationClassification,
 )
 from ernie_kg.paths import PROJECT_ROOT, default_backbone, kg_data_dir  # noqa: E402
-from ernie_kg.training.knowledge import relation_knowledge  # noqa: E402
-from ernie_kg.training.pretrain import PretrainingSettings, pretrain  # noqa: E402
-from ernie_kg.training.relation import (  # noqa: E402
+from ernie_kg.pipelines.relation import (  # noqa: E402
     DEFAULT_MODEL_SETTINGS,
     build_relation_classifier,
     train_relation_classifier,
-    write_json,
 )
+from ernie_kg.training.pretrain import PretrainingSettings, pretrain  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -125,11 +127,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     out = args.output_dir
-    train_data = load_fewrel_dict(args.split_dir / "train.json")
-    dev_data = load_fewrel_dict(args.split_dir / "dev.json")
+    train_data = load_fewrel(args.split_dir / "train.json")
+    dev_data = load_fewrel(args.split_dir / "dev.json")
     test_path = args.split_dir / "test.json"
     train, dev = read_fewrel(train_data), read_fewrel(dev_data)
-    test = read_fewrel(load_fewrel_dict(test_path)) if test_path.exists() else None
+    test = read_fewrel(load_fewrel(test_path)) if test_path.exists() else None
 
     kg, embeddings, aliases = relation_knowledge(
         [train_data], args.codex_dir, cache_dir=PROJECT_ROOT / "cache" / "kg",
@@ -144,7 +146,7 @@ def main() -> None:
     if not (pretrained / "pretraining_settings.json").exists():  # written last
         data_dir = out / "pretrain-data"
         if not (data_dir / "manifest.json").exists():
-            linker = EntityLinker.from_kg(kg, embeddings, extra_aliases=aliases)
+            linker = EntityLinker.from_kg(kg, embeddings, aliases)
             prepare_pretraining_data(corpus_file(train_data, out / "corpus.jsonl"), linker,
                                      tokenizer, data_dir, max_length=args.max_length)
         torch.manual_seed(0)

@@ -69,16 +69,14 @@ from pathlib import Path
 import torch
 
 from ernie_kg.data.features import LabelMap
-from ernie_kg.data.readers import read_fewrel
-from ernie_kg.linking.fewrel import read_fewrel as load_fewrel_dict
-from ernie_kg.linking.fewrel import split_fewrel
+from ernie_kg.data.fewrel import load_fewrel, read_fewrel, split_fewrel
+from ernie_kg.data.knowledge import hide_sole_fact_entities, relation_knowledge
+from ernie_kg.io import write_json
 from ernie_kg.paths import PROJECT_ROOT
-from ernie_kg.training.knowledge import hide_sole_fact_entities, relation_knowledge
-from ernie_kg.training.relation import (
+from ernie_kg.pipelines.relation import (
     DEFAULT_MODEL_SETTINGS,
     build_relation_classifier,
     train_relation_classifier,
-    write_json,
 )
 
 #: TransE on CoDEx-M (+ FewRel facts): ERNIE's dimension, settings that fit a CPU budget.
@@ -147,14 +145,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- data: train / dev (held out when not given)
     if args.dev is not None:
-        train_data, dev_data = load_fewrel_dict(args.train), load_fewrel_dict(args.dev)
+        train_data, dev_data = load_fewrel(args.train), load_fewrel(args.dev)
     else:
         train_data, dev_data = split_fewrel(args.train, (1 - DEV_FRACTION, DEV_FRACTION), seed=0)
     train, dev = read_fewrel(train_data), read_fewrel(dev_data)
 
     # ---- knowledge: KG facts of the right splits + CoDEx-M, TransE, aliases
     sources = [train_data] + ([dev_data] if args.kg_setting == "closed" else [])
-    sources += [load_fewrel_dict(path) for path in args.kg_extra]
+    sources += [load_fewrel(path) for path in args.kg_extra]
     background = None if str(args.codex_dir) == "none" else args.codex_dir
     kg_started = time.perf_counter()
     kg, embeddings, aliases = relation_knowledge(

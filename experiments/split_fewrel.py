@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ernie_kg.linking.fewrel import split_fewrel
+from ernie_kg.data.fewrel import split_fewrel
 
 NAMES = ("train", "dev", "test")
 

@@ -57,12 +57,15 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def demo_knowledge():
-    """The bundled demo KG, random 8-dim entity vectors, the demo corpus's aliases."""
+    """The bundled demo KG, random 8-dim entity vectors and the finished alias table: the
+    KG's names plus the demo corpus's mentions."""
+    from ernie_kg.data.fewrel import fewrel_aliases
     from ernie_kg.kg import EntityEmbeddings
     from ernie_kg.linking.aliases import AliasTable
     from ernie_kg.paths import kg_data_dir
 
     kg = KnowledgeGraph.load(kg_data_dir() / "demo")
     embeddings = EntityEmbeddings.random(list(kg.entities), dim=8)
-    aliases = AliasTable().add_fewrel(kg_data_dir() / "demo_corpus" / "train.json")
+    aliases = fewrel_aliases(kg_data_dir() / "demo_corpus" / "train.json",
+                             AliasTable.from_kg(kg))
     return kg, embeddings, aliases

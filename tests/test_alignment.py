@@ -10,15 +10,15 @@ from transformers import AutoTokenizer
 
 from ernie_kg.errors import SpanError
 from ernie_kg.kg.embeddings import EntityEmbeddings
-from ernie_kg.linking import (
+from ernie_kg.linking import LinkedMention
+from ernie_kg.paths import default_backbone
+from ernie_kg.processing import (
     EntitySpan,
-    LinkedMention,
     align_batch,
     align_entities,
     resolve_overlaps,
     row_lookup,
 )
-from ernie_kg.paths import default_backbone
 
 
 @pytest.fixture(scope="module")

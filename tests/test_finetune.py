@@ -20,20 +20,25 @@ from ernie_kg.cli import app
 from ernie_kg.data.collator import ErnieKGCollator
 from ernie_kg.data.examples import RelationExample
 from ernie_kg.data.features import LabelMap, UnknownLabelError, relation_features
-from ernie_kg.data.readers import read_fewrel
-from ernie_kg.errors import SpanError
-from ernie_kg.kg import KnowledgeGraph
-from ernie_kg.kg.cache import cached_entity_embeddings
-from ernie_kg.paths import kg_data_dir
-from ernie_kg.training.classifier import RelationClassifier, find_span, predict
-from ernie_kg.training.evaluation import evaluate_relations
-from ernie_kg.training.finetune import finetune
-from ernie_kg.training.knowledge import (
+from ernie_kg.data.fewrel import read_fewrel
+from ernie_kg.data.knowledge import (
     fewrel_knowledge,
     hide_sole_fact_entities,
     neighbourhood,
 )
-from ernie_kg.training.relation import build_relation_classifier, train_relation_classifier
+from ernie_kg.errors import SpanError
+from ernie_kg.kg import KnowledgeGraph
+from ernie_kg.kg.cache import cached_entity_embeddings
+from ernie_kg.paths import kg_data_dir
+from ernie_kg.pipelines.relation import (
+    RelationClassifier,
+    build_relation_classifier,
+    find_span,
+    predict,
+    train_relation_classifier,
+)
+from ernie_kg.training.evaluation import evaluate_relations
+from ernie_kg.training.finetuning import finetune
 
 CORPUS = kg_data_dir() / "demo_corpus"
 FAST = {"batch_size": 8, "eval_batch_size": 32, "logging_steps": 1, "progress": False,

@@ -16,7 +16,7 @@ from transformers import (
 from transformers.activations import GELUActivation
 from transformers.masking_utils import create_bidirectional_mask
 
-from ernie_kg.errors import KGFormatError
+from ernie_kg.errors import SavedFileError
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.modeling import (
     ENTITY_IDS_FILE,
@@ -388,7 +388,7 @@ def test_auto_classes_and_table_hash_check(backbone_dir, table, tmp_path):
     ids = json.loads(ids_file.read_text())
     ids[0], ids[1] = ids[1], ids[0]
     ids_file.write_text(json.dumps(ids))
-    with pytest.raises(KGFormatError, match="entity_table_sha256"):
+    with pytest.raises(SavedFileError, match="entity_table_sha256"):
         ErnieKGForRelationClassification.from_pretrained(tmp_path / "rc")
 
 

@@ -10,13 +10,14 @@ from transformers import AutoTokenizer
 
 from ernie_kg.errors import SpanError
 from ernie_kg.kg import KnowledgeGraph
-from ernie_kg.linking import EntityLinker, ErnieKGProcessor
+from ernie_kg.linking import EntityLinker
 from ernie_kg.modeling import (
     ErnieKGConfig,
     ErnieKGForEntityTyping,
     ErnieKGForRelationClassification,
 )
 from ernie_kg.paths import default_backbone, demo_kg_dir
+from ernie_kg.processing import ErnieKGProcessor
 
 TEXT = "Marie Curie was born in Warsaw, the capital of Poland, and worked in Paris."
 HEAD, TAIL = (0, 11), (24, 30)

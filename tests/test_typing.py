@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from ernie_kg.data.features import LabelMap, typing_features
-from ernie_kg.data.readers import read_fewrel, typed_mentions
-from ernie_kg.errors import KGFormatError
+from ernie_kg.data.fewrel import read_fewrel
+from ernie_kg.data.readers import typed_mentions
+from ernie_kg.errors import SavedFileError
 from ernie_kg.paths import kg_data_dir
-from ernie_kg.training.classifier import RelationClassifier
-from ernie_kg.training.entity_typing import EntityTyper, build_entity_typer, train_entity_typer
+from ernie_kg.pipelines.entity_typing import EntityTyper, build_entity_typer, train_entity_typer
+from ernie_kg.pipelines.relation import RelationClassifier
 
 CORPUS = kg_data_dir() / "demo_corpus"
 FAST = {"batch_size": 8, "eval_batch_size": 32, "logging_steps": 1, "progress": False,
@@ -96,5 +97,5 @@ def test_saved_typer_predicts_from_raw_text(trained, mentions):
     assert list(probabilities) == sorted(probabilities, key=probabilities.get, reverse=True)
     predicted = loaded.predict(example.text, example.mention)
     assert predicted == [(t, p) for t, p in probabilities.items() if p > loaded.threshold]
-    with pytest.raises(KGFormatError, match="no RelationClassifier"):
+    with pytest.raises(SavedFileError, match="no RelationClassifier"):
         RelationClassifier.load(out / "model")

@@ -48,16 +48,6 @@ class TypingExample:
         return self.text[self.mention[0] : self.mention[1]]
 
 
-def detokenize(tokens: Sequence[str]) -> tuple[str, list[Span]]:
-    """Join tokens with single spaces; return the text and each token's char span."""
-    spans: list[Span] = []
-    position = 0
-    for token in tokens:
-        spans.append((position, position + len(token)))
-        position += len(token) + 1
-    return " ".join(tokens), spans
-
-
 def token_range_to_span(token_spans: Sequence[Span], first: int, last: int) -> Span:
     """Char span covering tokens ``first..last`` (inclusive)."""
     return token_spans[first][0], token_spans[last][1]

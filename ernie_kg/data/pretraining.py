@@ -8,7 +8,7 @@ Why this shape:
   with ``segmenter="jieba"``), as Chinese-BERT-wwm does.
 * Each instance is a sentence pair for next-sentence prediction (50% the true next
   sentence, 50% a random sentence of another document, BERT's recipe) with each linked
-  entity on the first wordpiece of its mention (:mod:`ernie_kg.linking.alignment`).
+  entity on the first wordpiece of its mention (:mod:`ernie_kg.processing.alignment`).
 * Entities are stored as indices into the data set's own entity vocabulary
   (``manifest.json``), not as model rows, so one prepared corpus serves any entity table.
 * Instances are written in safetensors shards of fixed width, read back lazily through
@@ -22,8 +22,6 @@ each shard holding ``input_ids``, ``token_type_ids``, ``entity_ids`` (vocab inde
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,11 +31,12 @@ from typing import Any
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
-from ernie_kg.data.readers import iter_jsonl
 from ernie_kg.errors import DataFormatError
-from ernie_kg.linking.alignment import align_entities
+from ernie_kg.io import iter_jsonl, read_json, write_atomic, write_json
+from ernie_kg.kg.vocab import EntityVocab
+from ernie_kg.processing.alignment import align_entities
 
 MANIFEST = "manifest.json"
 FIELDS = ("input_ids", "token_type_ids", "entity_ids", "word_ids", "mention_ids")
@@ -52,7 +51,7 @@ def read_documents(path: str | Path) -> Iterator[str]:
     if not path.is_file():
         raise DataFormatError(path, None, "corpus file not found")
     if path.suffix in (".jsonl", ".json"):
-        for number, record in iter_jsonl(path):
+        for number, record in iter_jsonl(path, DataFormatError):
             text = record.get("text")
             if not isinstance(text, str):
                 raise DataFormatError(path, number, 'expected an object with a "text" string')
@@ -151,23 +150,8 @@ def sentence_pairs(
                     break
 
 
-class _EntityVocab:
-    """Entity id -> index + 1, grown as ids are seen (the data set's own vocabulary)."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.index: dict[str, int] = {}
-
-    def __call__(self, entity_id: str) -> int:
-        row = self.index.get(entity_id)
-        if row is None:
-            self.ids.append(entity_id)
-            row = self.index[entity_id] = len(self.ids)
-        return row
-
-
 def encode_pair(
-    tokenizer: Any, first: Sentence, second: Sentence, max_length: int, vocab: _EntityVocab
+    tokenizer: Any, first: Sentence, second: Sentence, max_length: int, vocab: EntityVocab
 ) -> dict[str, list[int]]:
     """Token ids, segment ids, first-wordpiece entities, word ids and mention ids of a pair."""
     encoding = tokenizer(first.text, second.text, truncation="longest_first",
@@ -180,7 +164,7 @@ def encode_pair(
     word_base = 0
     mention_base = 0
     for index, sentence in enumerate((first, second)):
-        rows = align_entities(encoding, sentence.text, sentence.mentions, vocab,
+        rows = align_entities(encoding, sentence.text, sentence.mentions, vocab.add,
                               sequence_index=index)
         for position, row in enumerate(rows):
             if row:
@@ -248,7 +232,7 @@ def prepare_pretraining_data(
         documents.extend(doc for doc in found if doc)
     if not documents:
         raise DataFormatError(paths[0], None, "no sentences found in the corpus")
-    vocab = _EntityVocab()
+    vocab = EntityVocab()  # the data set's own vocabulary, grown as ids are seen
     shards: list[dict[str, Any]] = []
     buffer: list[tuple[dict[str, list[int]], int]] = []
     pairs = sentence_pairs(documents, seed)
@@ -277,9 +261,7 @@ def prepare_pretraining_data(
         "entity_vocab": vocab.ids,
         "shards": shards,
     }
-    temporary = out / (MANIFEST + ".tmp")
-    temporary.write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
-    os.replace(temporary, out / MANIFEST)
+    write_json(out / MANIFEST, manifest, indent=None)
     return manifest
 
 
@@ -305,9 +287,8 @@ def _write_shard(
         for name in FIELDS:
             arrays[name][i, :length] = fields[name]
     name = f"shard-{number:05d}.safetensors"
-    temporary = out / (name + ".tmp")
-    save_file({**arrays, "lengths": lengths, "next_sentence_label": labels}, str(temporary))
-    os.replace(temporary, out / name)
+    data = save({**arrays, "lengths": lengths, "next_sentence_label": labels})
+    write_atomic(out / name, lambda handle: handle.write(data), binary=True)
     return {"file": name, "num_instances": count,
             "aligned_entities": int((arrays["entity_ids"] > 0).sum())}
 
@@ -318,16 +299,9 @@ class PretrainingShards:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         manifest_path = self.directory / MANIFEST
-        if not manifest_path.is_file():
-            raise DataFormatError(
-                manifest_path, None,
-                "missing: not a prepared directory (run `ernie-kg pretrain prepare`)",
-            )
-        try:
-            self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise DataFormatError(manifest_path, error.lineno,
-                                  f"invalid JSON: {error.msg}") from None
+        self.manifest = read_json(
+            manifest_path, DataFormatError,
+            "not a prepared directory (run `ernie-kg pretrain prepare`)")
         if self.manifest.get("format_version") != FORMAT_VERSION:
             raise DataFormatError(manifest_path, None,
                                   f"format_version {self.manifest.get('format_version')!r} "

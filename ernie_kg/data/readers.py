@@ -1,82 +1,25 @@
 """Dataset readers into :class:`RelationExample` / :class:`TypingExample`.
 
-Formats: FewRel JSON (also SemEval in FewRel format), TACRED JSON, OpenNRE-style JSONL
-with char spans, ERNIE-processed OpenEntity/FIGER JSON, and a generic typing JSONL.
+Formats: SemEval in FewRel format (FewRel itself: :mod:`ernie_kg.data.fewrel`), TACRED
+JSON, OpenNRE-style JSONL with char spans, ERNIE-processed OpenEntity/FIGER JSON, and a
+generic typing JSONL.
 Malformed input raises :class:`DataFormatError` naming the file, the item and the field.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ernie_kg.data.examples import (
-    RelationExample,
-    TypingExample,
-    detokenize,
-    token_range_to_span,
-)
+from ernie_kg.data.examples import RelationExample, TypingExample, token_range_to_span
+from ernie_kg.data.fewrel import read_fewrel
 from ernie_kg.errors import DataFormatError
-
-FewRelData = Mapping[str, list[Mapping[str, Any]]]
-
-
-def load_fewrel(source: str | Path | FewRelData) -> tuple[str, FewRelData]:
-    """Read a FewRel JSON file (or take a loaded dict); return (name, data)."""
-    if isinstance(source, Mapping):
-        return "<fewrel>", source
-    path = Path(source)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataFormatError(path, None, "file not found") from None
-    except json.JSONDecodeError as error:
-        raise DataFormatError(path, error.lineno, f"invalid JSON: {error.msg}") from None
-    if not isinstance(data, dict):
-        raise DataFormatError(path, None, "expected a JSON object {relation: [instances]}")
-    return str(path), data
+from ernie_kg.io import iter_jsonl, read_json
+from ernie_kg.spans import detokenize
 
 
-def read_fewrel(source: str | Path | FewRelData, gold_ids: bool = True) -> list[RelationExample]:
-    """FewRel format: ``{relation: [{"tokens", "h": [name, id, [[idx]]], "t": ...}]}``.
-
-    ``gold_ids=False`` ignores the ids (SemEval in FewRel format has words, not KG ids).
-    """
-    name, data = load_fewrel(source)
-    examples = []
-    for relation, instances in data.items():
-        for number, instance in enumerate(instances):
-            where = f"relation {relation!r}, instance {number}"
-            try:
-                tokens = instance["tokens"]
-                text, token_spans = detokenize(tokens)
-                head = _fewrel_span(instance["h"], token_spans)
-                tail = _fewrel_span(instance["t"], token_spans)
-            except (KeyError, IndexError, TypeError, ValueError) as error:
-                raise DataFormatError(name, None, f"{where}: bad field ({error!r})") from None
-            examples.append(
-                RelationExample(
-                    text=text,
-                    head=head,
-                    tail=tail,
-                    label=relation,
-                    head_id=instance["h"][1] if gold_ids else None,
-                    tail_id=instance["t"][1] if gold_ids else None,
-                )
-            )
-    return examples
-
-
-def _fewrel_span(mention: list, token_spans: list[tuple[int, int]]) -> tuple[int, int]:
-    indices = mention[2][0]
-    if not indices:
-        raise ValueError("empty token index list")
-    return token_range_to_span(token_spans, min(indices), max(indices))
-
-
-def read_semeval(source: str | Path | FewRelData) -> list[RelationExample]:
+def read_semeval(source: str | Path | Mapping[str, Any]) -> list[RelationExample]:
     """SemEval-2010 Task 8 in FewRel format: same layout, no KG ids."""
     return read_fewrel(source, gold_ids=False)
 
@@ -84,10 +27,7 @@ def read_semeval(source: str | Path | FewRelData) -> list[RelationExample]:
 def read_tacred(path: str | Path) -> list[RelationExample]:
     """TACRED JSON: a list of ``{"token", "subj_start", "subj_end", "obj_*", "relation"}``."""
     path = Path(path)
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataFormatError(path, error.lineno, f"invalid JSON: {error.msg}") from None
+    items = _json_list(path)
     examples = []
     for number, item in enumerate(items):
         try:
@@ -101,19 +41,11 @@ def read_tacred(path: str | Path) -> list[RelationExample]:
     return examples
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """``(line number, object)`` per non-blank line; bad lines raise DataFormatError."""
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFormatError(path, number, f"invalid JSON: {error.msg}") from None
-            if not isinstance(record, dict):
-                raise DataFormatError(path, number, "expected a JSON object")
-            yield number, record
+def _json_list(path: Path) -> list:
+    items = read_json(path, DataFormatError, "no such data file")
+    if not isinstance(items, list):
+        raise DataFormatError(path, None, "expected a JSON list of items")
+    return items
 
 
 def _char_span(path: Path, number: int, text: str, value: Any, field: str) -> tuple[int, int]:
@@ -136,7 +68,7 @@ def read_relation_jsonl(path: str | Path) -> list[RelationExample]:
     """Lines ``{"text", "h": {"pos": [s, e], "id"?}, "t": {...}, "relation"}``, char spans."""
     path = Path(path)
     examples = []
-    for number, record in iter_jsonl(path):
+    for number, record in iter_jsonl(path, DataFormatError):
         text = record.get("text")
         if not isinstance(text, str):
             raise DataFormatError(path, number, "missing or non-string field 'text'")
@@ -163,10 +95,7 @@ def read_typing_json(path: str | Path) -> list[TypingExample]:
     exactly (ERNIE's files carry TAGME annotations as ``[id, start, end, score]``).
     """
     path = Path(path)
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise DataFormatError(path, error.lineno, f"invalid JSON: {error.msg}") from None
+    items = _json_list(path)
     examples = []
     for number, item in enumerate(items):
         try:
@@ -185,7 +114,7 @@ def read_typing_jsonl(path: str | Path) -> list[TypingExample]:
     """Lines ``{"text", "pos": [s, e], "labels": [...], "id"?}`` with char spans."""
     path = Path(path)
     examples = []
-    for number, record in iter_jsonl(path):
+    for number, record in iter_jsonl(path, DataFormatError):
         text = record.get("text")
         if not isinstance(text, str):
             raise DataFormatError(path, number, "missing or non-string field 'text'")

@@ -1,15 +1,13 @@
 """Entity embeddings trained with PyKEEN, stored as .npy (memory-mappable) + JSON.
 
 Row convention: tensors fed to the model use row 0 for "no entity", so an entity's
-model row is its index in :attr:`EntityEmbeddings.entity_ids` plus one
-(:meth:`EntityEmbeddings.row`).
+model row is its index in :attr:`EntityEmbeddings.entity_ids` plus one; the table's
+:class:`~ernie_kg.kg.vocab.EntityVocab` (:attr:`EntityEmbeddings.vocab`) says which.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -19,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ernie_kg.errors import KGFormatError, UnknownIdError
+from ernie_kg.errors import UnknownIdError
+from ernie_kg.io import read_json, write_atomic, write_json
 from ernie_kg.kg.graph import KnowledgeGraph
+from ernie_kg.kg.vocab import NO_ENTITY, EntityVocab
 
 #: Settings tuned on CoDEx-S (benchmarks/transe_codex_s.py, results/transe_codex_s.md):
 #: reciprocal (inverse) relations so every query is a tail query, softmax cross-entropy
@@ -48,9 +48,10 @@ _META = "embeddings.json"
 
 @dataclass
 class EntityEmbeddings:
-    """A float32 entity matrix with its id map, relation vectors and training config."""
+    """A float32 entity matrix with its vocabulary (ids <-> rows), relation vectors and
+    training config. ``entity_ids`` may be given as a list or an :class:`EntityVocab`."""
 
-    entity_ids: list[str]
+    entity_ids: list[str] | EntityVocab
     vectors: np.ndarray
     relation_ids: list[str] = field(default_factory=list)
     relation_vectors: np.ndarray | None = None
@@ -58,16 +59,15 @@ class EntityEmbeddings:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.entity_ids):
+        self.vocab = EntityVocab.coerce(self.entity_ids)  # duplicates raise ValueError
+        self.entity_ids = self.vocab.ids
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.vocab):
             raise ValueError(
                 f"vectors have shape {self.vectors.shape}, expected "
-                f"({len(self.entity_ids)}, dim): one row per entity id"
+                f"({len(self.vocab)}, dim): one row per entity id"
             )
         if self.vectors.dtype != np.float32:
             self.vectors = self.vectors.astype(np.float32)
-        self._index = {entity_id: i for i, entity_id in enumerate(self.entity_ids)}
-        if len(self._index) != len(self.entity_ids):
-            raise ValueError("entity_ids contains duplicates")
 
     # ----------------------------------------------------------------- lookup
     @property
@@ -78,22 +78,23 @@ class EntityEmbeddings:
         return len(self.entity_ids)
 
     def __contains__(self, entity_id: object) -> bool:
-        return entity_id in self._index
+        return entity_id in self.vocab
 
     def index_of(self, entity_id: str) -> int:
         """Position of ``entity_id`` in :attr:`vectors` (0-based)."""
-        try:
-            return self._index[entity_id]
-        except KeyError:
-            raise UnknownIdError(f"entity '{entity_id}' has no embedding") from None
+        return self.row(entity_id) - 1
 
     def row(self, entity_id: str) -> int:
-        """Model row of ``entity_id``: index + 1, because row 0 means "no entity"."""
-        return self.index_of(entity_id) + 1
+        """Model row of ``entity_id`` (index + 1: row 0 means "no entity"); an id
+        without a vector raises :class:`UnknownIdError`."""
+        row = self.vocab.row(entity_id)
+        if row == NO_ENTITY:
+            raise UnknownIdError(f"entity '{entity_id}' has no embedding")
+        return row
 
     def entity_of_row(self, row: int) -> str | None:
         """Inverse of :meth:`row`; None for row 0."""
-        return None if row == 0 else self.entity_ids[row - 1]
+        return self.vocab.entity_id(row)
 
     def vector(self, entity_id: str) -> np.ndarray:
         return np.asarray(self.vectors[self.index_of(entity_id)])
@@ -134,22 +135,14 @@ class EntityEmbeddings:
             "metrics": self.metrics,
             "sha256": self.content_hash(),
         }
-        temporary = directory / (_META + ".tmp")
-        temporary.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-        os.replace(temporary, directory / _META)
+        write_json(directory / _META, meta, indent=None)
         return directory
 
     @classmethod
     def load(cls, directory: str | Path, mmap: bool = True) -> EntityEmbeddings:
         """Read a saved table; ``mmap=True`` maps the matrix instead of reading it."""
         directory = Path(directory)
-        meta_path = directory / _META
-        if not meta_path.exists():
-            raise KGFormatError(meta_path, None, "missing: not a saved embeddings directory")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise KGFormatError(meta_path, error.lineno, f"invalid JSON: {error.msg}") from None
+        meta = read_json(directory / _META, what="not a saved embeddings directory")
         vectors = np.load(directory / _VECTORS, mmap_mode="r" if mmap else None)
         relation_path = directory / _RELATION_VECTORS
         relation_vectors = np.load(relation_path) if relation_path.exists() else None
@@ -164,10 +157,7 @@ class EntityEmbeddings:
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        np.save(handle, array)
-    os.replace(temporary, path)
+    write_atomic(path, lambda handle: np.save(handle, array), binary=True)
 
 
 # ---------------------------------------------------------------------- training

@@ -1,7 +1,9 @@
 """The alias table: surface form -> candidate entities with a prior P(entity | surface).
 
-Counts come from the KG's names (each label/alias counts once) and, optionally, from
-annotated corpora such as FewRel, whose head/tail mentions carry their entity ids. Keys
+Counts come from the KG's names (each label/alias counts once: :meth:`AliasTable.from_kg`)
+and, optionally, from annotated corpora such as FewRel, whose head/tail mentions carry
+their entity ids (:func:`ernie_kg.data.fewrel.fewrel_aliases`). A table is built once,
+finished, and handed to the linker as it is. Keys
 are normalised with :func:`~ernie_kg.linking.normalize.normalize`, identically at build
 and lookup time. Counts per exact (cased) surface are kept too: when the caller's casing
 was seen, it sharpens the prior ("General" vs "general"), smoothed towards the
@@ -10,13 +12,12 @@ case-folded prior so unseen casings fall back to it.
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ernie_kg.errors import KGFormatError
+from ernie_kg.errors import SavedFileError
+from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.normalize import (
     acronym_query,
@@ -91,20 +92,6 @@ class AliasTable:
         for surface, counts in other._raw.items():
             for entity_id, count in counts.items():
                 self.add(surface, entity_id, count)
-        return self
-
-    def add_fewrel(self, data: str | Path | Mapping[str, Any]) -> AliasTable:
-        """Count the head/tail mentions of a FewRel file or dict (name and span text).
-
-        The span text (as written in the sentence, case kept) counts once per mention;
-        the annotated name counts too when it normalises differently.
-        """
-        from ernie_kg.linking.fewrel import fewrel_mentions
-
-        for mention in fewrel_mentions(data):
-            self.add(mention.span_text, mention.entity_id)
-            if normalize(mention.name) != normalize(mention.span_text):
-                self.add(mention.name, mention.entity_id)
         return self
 
     # ------------------------------------------------------------------ lookup
@@ -202,11 +189,7 @@ class AliasTable:
         path = Path(path)
         if path.is_dir():
             path = path / ALIASES_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
-        os.replace(temporary, path)
-        return path
+        return write_json(path, self.to_json(), indent=None)
 
     @classmethod
     def load(cls, path: str | Path) -> AliasTable:
@@ -214,54 +197,16 @@ class AliasTable:
         path = Path(path)
         if path.is_dir():
             path = path / ALIASES_FILE
-        if not path.exists():
-            raise KGFormatError(path, None, "missing: no alias table here")
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise KGFormatError(path, error.lineno, f"invalid JSON: {error.msg}") from None
+        payload = read_json(path, what="no alias table here")
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise KGFormatError(path, None, f"not an alias table (expected format {_FORMAT!r})")
+            raise SavedFileError(path, None, f"not an alias table (expected format {_FORMAT!r})")
         table = cls(float(payload.get("case_smoothing", 5.0)))
         for number, row in enumerate(payload.get("aliases", []), start=1):
             if (not isinstance(row, list) or len(row) != 3 or not isinstance(row[0], str)
                     or not isinstance(row[1], str) or not isinstance(row[2], (int, float))
                     or row[2] <= 0):
-                raise KGFormatError(
+                raise SavedFileError(
                     path, None, f"alias row {number}: expected [surface, entity_id, count > 0]"
                 )
             table.add(row[0], row[1], row[2])
         return table
-
-    @classmethod
-    def coerce(
-        cls,
-        value: AliasTable | str | Path | Mapping[str, Any] | Iterable[tuple] | None,
-    ) -> AliasTable:
-        """An alias table from a table, a saved file, a FewRel dict/file, a
-        ``{surface: entity_id | [entity_ids]}`` mapping or ``(surface, id[, count])`` rows."""
-        if value is None:
-            return cls()
-        if isinstance(value, AliasTable):
-            return value
-        if isinstance(value, (str, Path)):
-            path = Path(value)
-            if path.is_dir() or path.name.endswith(ALIASES_FILE):
-                return cls.load(path)
-            try:
-                return cls.load(path)
-            except KGFormatError:
-                return cls().add_fewrel(path)
-        table = cls()
-        if isinstance(value, Mapping):
-            if value and all(isinstance(v, list) and v and isinstance(v[0], dict)
-                             for v in value.values()):
-                return table.add_fewrel(value)
-            for surface, ids in value.items():
-                for entity_id in [ids] if isinstance(ids, str) else ids:
-                    table.add(surface, entity_id)
-            return table
-        for row in value:
-            table.add(*row)
-        return table
-

@@ -26,9 +26,8 @@ from spacy.tokens import Doc
 from spacy.util import filter_spans
 
 from ernie_kg.kg.embeddings import EntityEmbeddings
-from ernie_kg.kg.graph import KnowledgeGraph
-from ernie_kg.linking.linker import EntityLinker, LinkedMention
-from ernie_kg.linking.mentions import LinkerConfigError
+from ernie_kg.linking.linker import EntityLinker
+from ernie_kg.linking.mentions import LinkedMention, LinkerConfigError
 
 __all__ = ["COMPONENT_NAME", "EntityLinkerComponent", "make_entity_linker"]
 
@@ -136,11 +135,10 @@ def build_linker(
             f"{COMPONENT_NAME}: set config 'kg_dir' (a KG directory) or 'linker_dir' "
             "(a saved linker)"
         )
-    kg = KnowledgeGraph.load(kg_dir) if kg_dir is not None else None
     embeddings = EntityEmbeddings.load(embeddings_dir) if embeddings_dir else None
-    if linker_dir is not None:
-        return EntityLinker.load(Path(linker_dir), kg, embeddings, **settings)
-    return EntityLinker.from_kg_dir(kg_dir, embeddings, **settings)
+    if kg_dir is None:
+        return EntityLinker.load(Path(linker_dir), None, embeddings, **settings)
+    return EntityLinker.from_kg_dir(kg_dir, embeddings, linker_dir, **settings)
 
 
 @Language.factory(

@@ -21,7 +21,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,16 +155,6 @@ class ContextModel:
                  skip: Sequence[tuple[int, int]] = ()) -> None:
         """:meth:`add` the words of ``text`` outside the char spans ``skip``."""
         self.add(entity_ids, self.words(text, skip))
-
-    def add_fewrel(self, data: str | Path | Mapping[str, Any]) -> ContextModel:
-        """Each FewRel sentence, minus its head and tail, describes both entities."""
-        from ernie_kg.linking.fewrel import instance_text, read_fewrel
-
-        for instances in read_fewrel(data).values():
-            for instance in instances:
-                text, head, tail = instance_text(instance)
-                self.add_text((instance["h"][1], instance["t"][1]), text, (head, tail))
-        return self
 
     def add_kg(self, kg: KnowledgeGraph) -> ContextModel:
         """Each KG entity's description (when it has one)."""

@@ -12,82 +12,31 @@ character n-gram neighbours. ``pipe(texts, n_process=2)`` links on worker proces
 from __future__ import annotations
 
 import copy
-import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from spacy.tokens import Doc
 
-from ernie_kg.errors import KGFormatError, SpanError
+from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.aliases import ALIASES_FILE, AliasTable
 from ernie_kg.linking.context import CONTEXT_FILE, ContextModel, ContextQuery
 from ernie_kg.linking.disambiguation import Candidate, Disambiguator
-from ernie_kg.linking.fewrel import token_char_spans
 from ernie_kg.linking.fuzzy import FuzzyAliasIndex
-from ernie_kg.linking.mentions import LinkerConfigError, Mention, MentionDetector
+from ernie_kg.linking.mentions import LinkedMention, Mention, MentionDetector
 from ernie_kg.linking.normalize import cased_key
 from ernie_kg.linking.parallel import LinkerPool, can_fork, usable_cpus
+from ernie_kg.linking.settings import DEFAULT_LINKER_CONFIG, checked_config
+from ernie_kg.spans import check_spans, token_char_spans
 
 __all__ = ["DEFAULT_LINKER_CONFIG", "EntityLinker", "LinkedMention"]
 
-#: Every linker setting with its default. Weights and back-off qualities were chosen on a
-#: dev split carved out of the FewRel-16 training part (results/linking_fewrel16_dev.md).
-#: A match quality of 0 switches that back-off off.
-DEFAULT_LINKER_CONFIG: dict[str, Any] = {
-    "lang": "en",
-    "use_ner": False,  # extra recall from an installed spaCy NER pipeline
-    "ner_model": "en_core_web_sm",
-    "fuzzy": False,  # faiss character n-gram candidates for near-miss spellings
-    "fuzzy_threshold": 0.55,  # least alias similarity for a fuzzy candidate
-    "fuzzy_k": 5,  # alias keys a fuzzy lookup returns
-    "fuzzy_sharpness": 8.0,  # fuzzy candidate weight: similarity ** sharpness * count
-    "loose_similarity": 0.95,  # match quality of a punctuation-free key match
-    "acronym_similarity": 0.9,  # match quality of an acronym match ("WTO")
-    "stem_similarity": 0.8,  # match quality of a root ("stem") key match ("fencer")
-    "nil_threshold": 0.25,  # least score (posterior * match quality) to link
-    "coherence_weight": 4.0,  # 0 = prior only
-    "coherence_window": 20,  # mentions on either side that count for coherence
-    "context_weight": 2.0,  # weight of context-profile similarity (needs a ContextModel)
-    "max_candidates": 10,
-    "skip_stop_words": True,  # aliases made only of stop words/punctuation never match
-    "min_chars": 2,  # shortest alias (non-space chars) the matcher uses
-}
 _DETECTION_KEYS = ("lang", "skip_stop_words", "min_chars", "use_ner", "ner_model")
 _CONFIG_FILE = "linker.json"
-
-
-class LinkedMention(NamedTuple):
-    """A mention with its entity (None = NIL); offsets are half-open chars in the text.
-
-    ``candidates`` holds ``(entity_id, score)`` pairs, best first. ``token_start`` and
-    ``token_end`` are token indices when the input was pre-tokenized. (An immutable
-    named tuple: the linker makes one per mention, so it has to be cheap.)
-    """
-
-    start: int
-    end: int
-    text: str
-    entity_id: str | None
-    score: float
-    candidates: tuple[tuple[str, float], ...] = ()
-    token_start: int | None = None
-    token_end: int | None = None
-
-    @property
-    def is_nil(self) -> bool:
-        return self.entity_id is None
-
-    def to_json(self) -> dict[str, Any]:
-        record = self._asdict()
-        record["candidates"] = [list(c) for c in self.candidates]
-        if self.token_start is None:
-            del record["token_start"], record["token_end"]
-        return record
 
 
 class EntityLinker:
@@ -105,7 +54,7 @@ class EntityLinker:
         self.kg = kg
         self.embeddings = embeddings
         self.context = context
-        self.config = _checked_config(config)
+        self.config = checked_config(config)
         self._detector: MentionDetector | None = None
         self._fuzzy: FuzzyAliasIndex | None = None
         self._candidate_cache: dict[str, tuple[Candidate, ...]] = {}
@@ -127,37 +76,46 @@ class EntityLinker:
         cls,
         kg: KnowledgeGraph,
         embeddings: EntityEmbeddings | None = None,
-        extra_aliases: AliasTable | str | Path | Mapping | Iterable[tuple] | None = None,
-        use_ner: bool = False,
-        fuzzy: bool = False,
-        nil_threshold: float = DEFAULT_LINKER_CONFIG["nil_threshold"],
-        coherence_weight: float = DEFAULT_LINKER_CONFIG["coherence_weight"],
+        aliases: AliasTable | None = None,
         context: ContextModel | None = None,
         **config: Any,
     ) -> EntityLinker:
-        """A linker over the KG's names plus ``extra_aliases`` (an :class:`AliasTable`,
-        a saved table, a FewRel file/dict, ``{surface: id}`` or ``(surface, id, count)``
-        rows). ``context`` (a :class:`ContextModel`) is used with ``context_weight``."""
-        aliases = AliasTable.from_kg(kg)
-        if extra_aliases is not None:
-            aliases.update(AliasTable.coerce(extra_aliases))
-        return cls(aliases, kg, embeddings, context, use_ner=use_ner, fuzzy=fuzzy,
-                   nil_threshold=nil_threshold, coherence_weight=coherence_weight, **config)
+        """A linker over ``kg``: ``aliases`` is the finished alias table, used as it is
+        (default: the KG's names, :meth:`AliasTable.from_kg`); ``embeddings`` add their
+        similarity to coherence; ``context`` (a :class:`ContextModel`) is used with
+        ``context_weight``; ``config`` overrides :data:`DEFAULT_LINKER_CONFIG`."""
+        if aliases is None:
+            aliases = AliasTable.from_kg(kg)
+        elif not isinstance(aliases, AliasTable):
+            raise TypeError(f"aliases must be a finished AliasTable, not "
+                            f"{type(aliases).__name__} (build one with AliasTable.from_kg "
+                            "and add to it)")
+        return cls(aliases, kg, embeddings, context, **config)
 
     @classmethod
     def from_kg_dir(
-        cls, kg_dir: str | Path, embeddings: EntityEmbeddings | None = None, **config: Any
+        cls,
+        kg_dir: str | os.PathLike,
+        embeddings: EntityEmbeddings | None = None,
+        linker_dir: str | os.PathLike | None = None,
+        **config: Any,
     ) -> EntityLinker:
-        """Load a KG directory; its ``aliases.json`` (when present) adds to the names."""
+        """The one way from a KG directory to a linker: the KG is parsed once; the alias
+        table is the KG's names plus ``KG_DIR/aliases.json`` (extra surfaces) when present,
+        or the table of a saved linker when ``linker_dir`` is given."""
         kg = KnowledgeGraph.load(kg_dir)
-        saved = Path(kg_dir) / ALIASES_FILE
-        extra = AliasTable.load(saved) if saved.exists() else None
-        return cls.from_kg(kg, embeddings, extra_aliases=extra, **config)
+        if linker_dir is not None:
+            return cls.load(linker_dir, kg, embeddings, **config)
+        aliases = AliasTable.from_kg(kg)
+        extra = Path(kg_dir) / ALIASES_FILE
+        if extra.exists():
+            aliases.update(AliasTable.load(extra))
+        return cls(aliases, kg, embeddings, **config)
 
     def replace(self, **config: Any) -> EntityLinker:
         """A copy with other settings, sharing the alias table, KG and built indexes."""
         clone = copy.copy(self)
-        clone.config = _checked_config({**self.config, **config})
+        clone.config = checked_config({**self.config, **config})
         if any(clone.config[k] != self.config[k] for k in _DETECTION_KEYS):
             clone._detector = None
         clone._candidate_cache = {}
@@ -390,23 +348,20 @@ class EntityLinker:
         return [_with_tokens(m, s, e) for m, (s, e) in zip(linked, checked)]
 
     # ------------------------------------------------------------------ storage
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | os.PathLike) -> Path:
         """Write ``aliases.json``, ``linker.json`` and, with a context model,
         ``context.json`` (the KG is saved separately)."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         self.aliases.save(directory / ALIASES_FILE)
         if self.context is not None:
             self.context.save(directory / CONTEXT_FILE)
-        temporary = directory / (_CONFIG_FILE + ".tmp")
-        temporary.write_text(json.dumps(self.config, indent=2), encoding="utf-8")
-        os.replace(temporary, directory / _CONFIG_FILE)
+        write_json(directory / _CONFIG_FILE, self.config)
         return directory
 
     @classmethod
     def load(
         cls,
-        directory: str | Path,
+        directory: str | os.PathLike,
         kg: KnowledgeGraph | None = None,
         embeddings: EntityEmbeddings | None = None,
         **config: Any,
@@ -414,14 +369,7 @@ class EntityLinker:
         """Read :meth:`save`'s directory; ``kg`` (and ``embeddings``) enable coherence."""
         directory = Path(directory)
         config_path = directory / _CONFIG_FILE
-        saved: dict[str, Any] = {}
-        if config_path.exists():
-            try:
-                saved = json.loads(config_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as error:
-                raise KGFormatError(
-                    config_path, error.lineno, f"invalid JSON: {error.msg}"
-                ) from None
+        saved: dict[str, Any] = read_json(config_path) if config_path.exists() else {}
         unknown = sorted(set(saved) - set(DEFAULT_LINKER_CONFIG))
         if unknown:  # written by another version: its other settings still apply
             warnings.warn(f"{config_path}: ignoring unknown linker settings {unknown}",
@@ -438,65 +386,10 @@ class EntityLinker:
 
 
 # ---------------------------------------------------------------------- helpers
-def _checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(config) - set(DEFAULT_LINKER_CONFIG)
-    if unknown:
-        raise LinkerConfigError(
-            f"unknown linker settings {sorted(unknown)}; known: {sorted(DEFAULT_LINKER_CONFIG)}"
-        )
-    merged = {**DEFAULT_LINKER_CONFIG, **config}
-    for name in ("nil_threshold", "fuzzy_threshold", "loose_similarity", "stem_similarity",
-                 "acronym_similarity"):
-        if not 0.0 <= float(merged[name]) <= 1.0:
-            raise LinkerConfigError(f"{name} must be in [0, 1], not {merged[name]!r}")
-    for name in ("coherence_weight", "fuzzy_sharpness", "context_weight"):
-        if float(merged[name]) < 0:
-            raise LinkerConfigError(f"{name} must be >= 0, not {merged[name]!r}")
-    for name in ("max_candidates", "fuzzy_k", "coherence_window", "min_chars"):
-        if int(merged[name]) < (1 if name in ("max_candidates", "fuzzy_k") else 0):
-            raise LinkerConfigError(f"{name} is too small: {merged[name]!r}")
-    return merged
-
-
 def _checked_text(text: Any) -> str:
     if not isinstance(text, str):
         raise TypeError(f"expected text as a str, got {type(text).__name__}")
     return text
-
-
-def check_spans(
-    target: str | Sequence[str], spans: Any, unit: str = "char"
-) -> list[tuple[int, int]]:
-    """Validated ``[(start, end), ...]``: ints, ``0 <= start < end <= len(target)``.
-
-    Raises :class:`~ernie_kg.errors.SpanError` (a ValueError) naming the span and why.
-    """
-    if spans is None or isinstance(spans, (str, bytes)):
-        raise SpanError(f"spans must be a list of (start, end) pairs, got {spans!r}")
-    length = len(target)
-    checked = []
-    for n, span in enumerate(spans):
-        checked.append(check_span(span, length, f"span {n}", unit))
-    return checked
-
-
-def check_span(span: Any, length: int, name: str = "span", unit: str = "char") -> tuple[int, int]:
-    """One validated half-open span; ``name`` says which one in the error message."""
-    try:
-        start, end = span
-    except (TypeError, ValueError):
-        raise SpanError(f"{name} {span!r}: expected a (start, end) pair") from None
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
-        raise SpanError(f"{name} {span!r}: start and end must be integers ({unit} offsets)")
-    if start < 0 or end > length:
-        raise SpanError(
-            f"{name} ({start}, {end}) is out of range: the text has {length} {unit}s"
-        )
-    if start > end:
-        raise SpanError(f"{name} ({start}, {end}) is reversed: start must be < end")
-    if start == end:
-        raise SpanError(f"{name} ({start}, {end}) is empty: start must be < end")
-    return start, end
 
 
 def _with_tokens(mention: LinkedMention, start: int, end: int) -> LinkedMention:

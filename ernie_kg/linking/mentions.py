@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import spacy
 from spacy.attrs import NORM
@@ -26,11 +27,41 @@ from ernie_kg.linking.aliases import AliasTable
 from ernie_kg.linking.compiled import speedups
 from ernie_kg.linking.normalize import token_norm
 
-__all__ = ["LinkerConfigError", "Mention", "MentionDetector", "load_spacy_model"]
+__all__ = ["LinkedMention", "LinkerConfigError", "Mention", "MentionDetector",
+           "load_spacy_model"]
 
 
 class LinkerConfigError(ErnieKGError, ValueError):
     """The linker was configured with something unusable (e.g. a missing spaCy model)."""
+
+
+class LinkedMention(NamedTuple):
+    """A mention with its entity (None = NIL); offsets are half-open chars in the text.
+
+    ``candidates`` holds ``(entity_id, score)`` pairs, best first. ``token_start`` and
+    ``token_end`` are token indices when the input was pre-tokenized. (An immutable
+    named tuple: the linker makes one per mention, so it has to be cheap.)
+    """
+
+    start: int
+    end: int
+    text: str
+    entity_id: str | None
+    score: float
+    candidates: tuple[tuple[str, float], ...] = ()
+    token_start: int | None = None
+    token_end: int | None = None
+
+    @property
+    def is_nil(self) -> bool:
+        return self.entity_id is None
+
+    def to_json(self) -> dict[str, Any]:
+        record = self._asdict()
+        record["candidates"] = [list(c) for c in self.candidates]
+        if self.token_start is None:
+            del record["token_start"], record["token_end"]
+        return record
 
 
 @dataclass(frozen=True, slots=True)

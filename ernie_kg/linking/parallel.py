@@ -24,8 +24,10 @@ from itertools import islice
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from ernie_kg.linking.linker import EntityLinker, LinkedMention
+from ernie_kg.linking.mentions import LinkedMention
+
+if TYPE_CHECKING:  # the linker owns its pool: a type-only import keeps the cycle out
+    from ernie_kg.linking.linker import EntityLinker
 
 __all__ = ["LinkerPool", "can_fork", "usable_cpus"]
 
@@ -130,8 +132,6 @@ class LinkerPool:
     def pipe(self, texts: Iterable[str], batch_size: int = 256) -> Iterator[list[LinkedMention]]:
         """Linked mentions of every text, in input order (``batch_size`` is the NER
         batch size of the caller's own chunks; the hand-off unit is :data:`CHUNK`)."""
-        from ernie_kg.linking.linker import LinkedMention
-
         chunks: dict[int, list[str]] = {}
         done: dict[int, list] = {}
         next_out = 0

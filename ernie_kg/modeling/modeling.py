@@ -23,7 +23,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +44,9 @@ from transformers.models.bert.modeling_bert import (
     BertPooler,
 )
 
-from ernie_kg.errors import KGFormatError
+from ernie_kg.errors import SavedFileError
 from ernie_kg.kg.embeddings import EntityEmbeddings
+from ernie_kg.kg.vocab import EntityVocab
 from ernie_kg.modeling.configuration import ErnieKGConfig
 from ernie_kg.modeling.outputs import ErnieKGModelOutput
 
@@ -332,7 +332,17 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
     @property
     def entity_ids(self) -> list[str] | None:
         """KG id of every entity-table row >= 1 (row r is ``entity_ids[r - 1]``), if known."""
-        return self.base_model._entity_ids
+        vocab = self.base_model.entity_vocab
+        return None if vocab is None else vocab.ids
+
+    @property
+    def entity_vocab(self) -> EntityVocab | None:
+        """The entity table's vocabulary (KG ids <-> rows, 0 = none), if known."""
+        return self.base_model._entity_vocab
+
+    @entity_vocab.setter
+    def entity_vocab(self, vocab: EntityVocab | None) -> None:
+        self.base_model._entity_vocab = vocab
 
     def entity_row(self, entity_id: str) -> int:
         """Entity-table row of a KG id (index + 1, since row 0 is "no entity")."""
@@ -405,12 +415,11 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any):
         """HF ``save_pretrained`` (weights hold the entity table) + ``entity_ids.json``."""
         base = self.base_model
-        if base._entity_ids is not None and not self.config.freeze_entity_table:
+        if base.entity_vocab is not None and not self.config.freeze_entity_table:
             self.config.entity_table_sha256 = base.entity_table_hash()  # it was trained
         result = super().save_pretrained(save_directory, *args, **kwargs)
-        if base._entity_ids is not None and kwargs.get("is_main_process", True):
-            target = Path(save_directory) / ENTITY_IDS_FILE
-            target.write_text(json.dumps(base._entity_ids, ensure_ascii=False), encoding="utf-8")
+        if base.entity_vocab is not None and kwargs.get("is_main_process", True):
+            base.entity_vocab.save(Path(save_directory) / ENTITY_IDS_FILE)
         return result
 
     @classmethod
@@ -422,13 +431,12 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
         base.entity_embeddings.weight.requires_grad_(not model.config.freeze_entity_table)
         ids_file = _resolve_entity_ids_file(pretrained_model_name_or_path, kwargs)
         if ids_file is not None:
-            base._entity_ids = json.loads(Path(ids_file).read_text(encoding="utf-8"))
-            base._entity_index = None
+            base.entity_vocab = EntityVocab.load(ids_file)
             expected = model.config.entity_table_sha256
             # The hash is over float32 vectors: a table cast to half precision cannot match.
             exact = base.entity_embeddings.weight.dtype == torch.float32
             if expected is not None and exact and base.entity_table_hash() != expected:
-                raise KGFormatError(
+                raise SavedFileError(
                     ids_file, None,
                     "entity ids and table weights do not match config.entity_table_sha256 "
                     f"({expected[:12]}...): the saved entity table was altered",
@@ -470,8 +478,7 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
             config.num_entities + 1, config.entity_dim, padding_idx=0
         )
         self.entity_embeddings.weight.requires_grad_(not config.freeze_entity_table)
-        self._entity_ids: list[str] | None = None
-        self._entity_index: dict[str, int] | None = None
+        self._entity_vocab: EntityVocab | None = None  # KG ids of rows 1.. (when known)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -498,25 +505,19 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
         weight.requires_grad_(not self.config.freeze_entity_table)
         self.config.num_entities = len(embeddings)
         self.config.entity_table_sha256 = embeddings.content_hash()
-        self._entity_ids = list(embeddings.entity_ids)
-        self._entity_index = None
+        self.entity_vocab = embeddings.vocab
 
     def entity_row(self, entity_id: str) -> int:
-        if self._entity_ids is None:
+        """The table row of ``entity_id``; an id outside the table raises UnknownIdError."""
+        if self.entity_vocab is None:
             raise ValueError("this model's entity table has no KG ids (built without embeddings)")
-        if self._entity_index is None:
-            self._entity_index = {e: i + 1 for i, e in enumerate(self._entity_ids)}
-        from ernie_kg.errors import UnknownIdError
-
-        try:
-            return self._entity_index[entity_id]
-        except KeyError:
-            raise UnknownIdError(f"entity '{entity_id}' is not in the model's table") from None
+        return self.entity_vocab.strict_row(entity_id)
 
     def entity_table_hash(self) -> str:
         """:meth:`EntityEmbeddings.content_hash` of the table as it is now."""
         vectors = self.entity_embeddings.weight.detach()[1:].float().cpu().numpy()
-        return EntityEmbeddings(list(self._entity_ids or []), np.asarray(vectors)).content_hash()
+        vocab = self.entity_vocab or EntityVocab()
+        return EntityEmbeddings(vocab, np.asarray(vectors)).content_hash()
 
     def entity_layout(self, entity_ids: torch.Tensor | None, input_shape: torch.Size,
                       dtype: torch.dtype) -> EntityLayout | None:

@@ -3,27 +3,29 @@
 Why its own module: typing differs from relation classification in its labels (a set of
 types per mention, sigmoid + threshold, FIGER/OpenEntity metrics) and in its one marked
 span; the model, processor, linker, KG and storage are shared
-(:class:`~ernie_kg.training.classifier.SavedTextModel`).
+(:class:`~ernie_kg.pipelines.base.SavedTextModel`).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from pathlib import Path
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ernie_kg.data.examples import TypingExample
-from ernie_kg.data.features import FeatureDataset, LabelMap, check_entity_source, typing_features
+from ernie_kg.data.features import FeatureDataset, LabelMap, typing_features
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.aliases import AliasTable
-from ernie_kg.training.classifier import SavedTextModel, SpanLike, find_span
+from ernie_kg.pipelines.base import SavedTextModel, SpanLike, find_span
 from ernie_kg.training.evaluation import predict_logits
-from ernie_kg.training.finetune import finetune, typing_compute_metrics
+from ernie_kg.training.finetuning import typing_compute_metrics
 from ernie_kg.training.metrics import typing_metrics
+
+__all__ = ["TYPING_SELECTION_METRIC", "EntityTyper", "build_entity_typer", "evaluate_typing",
+           "train_entity_typer"]
 
 #: The model-selection metric of typing runs (ERNIE reports it for FIGER and OpenEntity).
 TYPING_SELECTION_METRIC = "loose_micro_f1"
@@ -43,6 +45,9 @@ class EntityTyper(SavedTextModel):
 
     _format = "ernie_kg.entity_typer"
     _task = "entity_typing"
+    # the mention's first wordpiece (where its entity is fused)
+    model_defaults = {"typing_classifier": "entity_start", "typing_threshold": 0.5}
+    selection_metric = TYPING_SELECTION_METRIC
 
     @classmethod
     def _model_class(cls) -> type:
@@ -52,6 +57,7 @@ class EntityTyper(SavedTextModel):
 
     @property
     def threshold(self) -> float:
+        """A type is predicted when its probability exceeds this."""
         return float(self.model.config.typing_threshold)
 
     # ------------------------------------------------------------------ inference
@@ -79,18 +85,24 @@ class EntityTyper(SavedTextModel):
         features = typing_features(examples, self.processor, entities=self.entities)
         return _sigmoid(predict_logits(self.model, features, batch_size))
 
-    # ------------------------------------------------------------------ evaluation
+    # ------------------------------------------------------------------ task hooks
     def features(self, examples: Sequence[TypingExample], entities: str | None = None,
                  progress: bool = False) -> FeatureDataset:
         """Labelled features (multi-hot rows over the model's types)."""
         return typing_features(examples, self.processor, self.label_map,
                                entities or self.entities, progress=progress)
 
-    def evaluate(self, examples: Sequence[TypingExample], entities: str | None = None,
-                 batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
+    def score(self, features: FeatureDataset, batch_size: int = 64) -> dict[str, Any]:
         """Strict accuracy, loose macro-F1, loose micro-F1 and per-type F1."""
-        features = self.features(examples, entities, progress)
         return evaluate_typing(self.model, features, self.label_map, batch_size)
+
+    def _compute_metrics(self) -> Callable:
+        return typing_compute_metrics(self.threshold)
+
+    def _dev_metrics(self, dev: Sequence[TypingExample], features: FeatureDataset,
+                     entities: str) -> dict[str, Any]:
+        """Dev scored the way inference runs (the typer's own entities)."""
+        return self.evaluate(dev)
 
 
 def evaluate_typing(model: Any, features: FeatureDataset, label_map: LabelMap,
@@ -112,72 +124,23 @@ def evaluate_typing(model: Any, features: FeatureDataset, label_map: LabelMap,
 
 
 def build_entity_typer(
-    types: LabelMap | Sequence[str],
-    kg: KnowledgeGraph,
-    embeddings: EntityEmbeddings,
-    aliases: AliasTable | None = None,
-    *,
-    knowledge: bool = True,
-    backbone: str | None = None,
-    seed: int = 0,
-    max_length: int = 128,
-    typing_classifier: str = "entity_start",  # the mention's first wordpiece (its entity)
-    num_knowledge_layers: int | None = None,
-    threshold: float = 0.5,
-    entity_dropout: float = 0.0,
-    linker_config: dict[str, Any] | None = None,
+    types: LabelMap | Sequence[str], kg: KnowledgeGraph, embeddings: EntityEmbeddings,
+    aliases: AliasTable | None = None, *, threshold: float = 0.5, **settings: Any,
 ) -> EntityTyper:
-    """A fresh typer: backbone + entity table + linker over ``kg`` and ``aliases``.
-
-    ``knowledge=False`` builds the same model but feeds it no entities (the baseline);
-    ``entity_dropout`` drops that share of the entities while training (see
-    :class:`~ernie_kg.modeling.ErnieKGConfig`).
+    """A fresh typer: backbone + entity table + linker over ``kg`` and ``aliases``
+    (:meth:`SavedTextModel.build`: ``knowledge``, ``backbone``, ``seed``, ``max_length``,
+    ``num_knowledge_layers``, ``linker_config`` and model settings such as
+    ``typing_classifier`` and ``entity_dropout``); ``threshold`` is the typing threshold.
     """
-    return EntityTyper.build(
-        types, kg, embeddings, aliases, knowledge=knowledge, backbone=backbone, seed=seed,
-        max_length=max_length, num_knowledge_layers=num_knowledge_layers,
-        linker_config=linker_config, typing_classifier=typing_classifier,
-        typing_threshold=threshold, entity_dropout=entity_dropout,
-    )
+    return EntityTyper.build(types, kg, embeddings, aliases, typing_threshold=threshold,
+                             **settings)
 
 
 def train_entity_typer(
-    typer: EntityTyper,
-    train: Sequence[TypingExample],
-    dev: Sequence[TypingExample] | None,
-    output_dir: str | Path,
-    *,
-    train_entities: str = "both",
-    log_path: str | Path | None = None,
-    progress: bool = True,
-    **settings: Any,
+    typer: EntityTyper, train: Sequence[TypingExample], dev: Sequence[TypingExample] | None,
+    output_dir: str | os.PathLike, **settings: Any,
 ) -> dict[str, Any]:
     """Fine-tune ``typer`` in place (best dev loose micro-F1 kept), save it to
-    ``output_dir/model`` and return its dev metrics; ``settings`` go to
-    :func:`~ernie_kg.training.finetune.finetune`. Dev is scored the way inference runs
-    (the typer's own entities: linker only, or none for the baseline)."""
-    output_dir = Path(output_dir)
-    entities = "none" if typer.entities == "none" else check_entity_source(train_entities)
-    started = time.perf_counter()
-    train_features = typer.features(train, entities, progress)
-    dev_features = typer.features(dev, entities, progress) if dev else None
-    settings.setdefault("metric_for_best_model", TYPING_SELECTION_METRIC)
-    result = finetune(
-        typer.model, train_features, dev_features, output_dir=output_dir / "checkpoints",
-        compute_metrics=typing_compute_metrics(typer.threshold), log_path=log_path,
-        progress=progress, **settings,
-    )
-    typer.model = result.model
-    typer.model.eval()
-    metrics: dict[str, Any] = {
-        "train_examples": len(train_features),
-        "train_entities": entities,
-        "train_entities_per_example": train_features.entity_coverage(),
-        "train_seconds": result.seconds,
-        "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-    }
-    if dev:
-        metrics.update(typer.evaluate(dev))
-    typer.save(output_dir / "model")
-    metrics["seconds"] = time.perf_counter() - started
-    return metrics
+    ``output_dir/model`` and return its dev metrics, scored the way inference runs
+    (:meth:`SavedTextModel.fit`)."""
+    return typer.fit(train, dev, output_dir, **settings)

@@ -1,4 +1,5 @@
-"""The knowledge side of a relation-classification run: KG + aliases from FewRel files.
+"""The knowledge of an experiment: a KG and its alias table from FewRel files (+ a
+background KG), and entity vectors for it.
 
 Why: a FewRel file is also knowledge. Its (head, relation, tail) QID facts go into the
 KG that TransE embeds, and its mention names go into the alias table the linker uses;
@@ -11,24 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ernie_kg.data.examples import RelationExample
+from ernie_kg.data.fewrel import FewRelSource, fewrel_aliases, fewrel_kg, load_fewrel
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.aliases import AliasTable
-from ernie_kg.linking.fewrel import fewrel_kg, read_fewrel
-
-FewRelSource = str | Path | Mapping[str, Any]
 
 
 def merge_fewrel(sources: Sequence[FewRelSource]) -> dict[str, list[dict[str, Any]]]:
     """One FewRel dict holding every instance of every source (relation lists joined)."""
     merged: dict[str, list[dict[str, Any]]] = {}
     for source in sources:
-        for relation, instances in read_fewrel(source).items():
+        for relation, instances in load_fewrel(source).items():
             merged.setdefault(relation, []).extend(instances)
     return merged
 
@@ -69,8 +68,10 @@ def fewrel_knowledge(
     background: KnowledgeGraph | str | Path | None = None,
     hops: int | None = None,
 ) -> tuple[KnowledgeGraph, AliasTable]:
-    """The KG (facts of ``sources`` + every split of ``background``) and the alias table
-    (names of the KG entities + every mention of ``sources``, counted).
+    """The KG (facts of ``sources`` + every split of ``background``) and its finished
+    alias table: each name of each KG entity once, plus every mention of ``sources``
+    (:func:`~ernie_kg.data.fewrel.fewrel_aliases`). Hand both to the linker as they are
+    (``EntityLinker.from_kg(kg, aliases=aliases)``): the table is built here only.
 
     ``hops`` keeps only the background triples within that many hops of the sources'
     entities (None: all). Background entities without names are never linked, so their
@@ -91,7 +92,7 @@ def fewrel_knowledge(
         raise ValueError("no knowledge: give FewRel sources or a background KG")
     aliases = AliasTable.from_kg(kg)
     if data:
-        aliases.add_fewrel(data)
+        fewrel_aliases(data, aliases)
     return kg, aliases
 
 

@@ -2,7 +2,7 @@
 
 ``processor(text, head=(s, e), tail=(s, e), return_tensors="pt")`` links the text
 (unless spans and ids are given), wraps the task's spans in marker tokens, tokenizes,
-puts each entity's row on its first wordpiece (:mod:`ernie_kg.linking.alignment`),
+puts each entity's row on its first wordpiece (:mod:`ernie_kg.processing.alignment`),
 truncates around the marked spans so they survive, pads, and returns a
 :class:`~transformers.BatchEncoding` with ``input_ids``, ``attention_mask``,
 ``token_type_ids``, ``entity_ids`` and, for a task, ``marker_positions``, so that
@@ -14,35 +14,38 @@ around the tail; '@' around a typed mention), so no embedding resize is needed.
 
 from __future__ import annotations
 
-import json
-import operator
 import os
-from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 
-from ernie_kg.errors import SpanError
-from ernie_kg.kg.embeddings import EntityEmbeddings
-from ernie_kg.linking.alignment import EntitySpan, RowLookup, align_offsets, resolve_overlaps
-from ernie_kg.linking.fewrel import token_char_spans
-from ernie_kg.linking.linker import EntityLinker, check_span
+from ernie_kg.errors import SavedFileError, SpanError
+from ernie_kg.io import read_json, write_json
+from ernie_kg.kg.vocab import EntityVocab
+from ernie_kg.linking.linker import EntityLinker
+from ernie_kg.processing.alignment import EntitySpan, RowLookup, align_offsets, row_lookup
+from ernie_kg.processing.entities import other_spans, resolve_entities
+from ernie_kg.processing.markers import (
+    DEFAULT_MARKERS,
+    check_nesting,
+    insert_markers,
+    token_at,
+    truncation_window,
+)
+from ernie_kg.spans import Span, check_span, strip_span, token_char_spans
 
 __all__ = ["DEFAULT_MARKERS", "PROCESSOR_FILE", "TASKS", "ErnieKGProcessor"]
 
 TASKS = (None, "relation_classification", "entity_typing")
-#: ERNIE's choice for relation classification; '@' marks a typed mention.
-DEFAULT_MARKERS: dict[str, str] = {
-    "head_start": "#", "head_end": "#",
-    "tail_start": "$", "tail_end": "$",
-    "mention_start": "@", "mention_end": "@",
-}
 #: The processor's own settings inside a saved directory.
 PROCESSOR_FILE = "ernie_kg_processor.json"
+#: Where a processor saved on its own keeps its entity vocabulary.
 _ENTITY_IDS_FILE = "processor_entity_ids.json"
+#: A saved ErnieKG model's vocabulary (modeling's ENTITY_IDS_FILE): shared when equal.
+_MODEL_ENTITY_IDS_FILE = "entity_ids.json"
 _LINKER_DIR = "linker"
 _TASK_SPANS = {
     None: (),
@@ -51,9 +54,6 @@ _TASK_SPANS = {
 }
 _PADDING = {True: "longest", "longest": "longest", False: None, "do_not_pad": None,
             "max_length": "max_length"}
-
-Span = tuple[int, int]
-_NIL = object()  # the linker left this mention unlinked: no entity, do not link again
 
 
 @dataclass
@@ -70,9 +70,10 @@ class ErnieKGProcessor:
 
     Args:
         tokenizer: a Hugging Face *fast* tokenizer (char offsets are needed).
-        entity_rows: entity id -> row of the model's entity table: a mapping, a function
-            (None/0 = no row), :class:`~ernie_kg.kg.EntityEmbeddings` (row = index + 1)
-            or the ids of rows 1, 2, ... (e.g. ``model.entity_ids``). Unknown ids get no
+        entity_rows: entity id -> row of the model's entity table: an
+            :class:`~ernie_kg.kg.vocab.EntityVocab` (e.g. ``model.entity_vocab``),
+            :class:`~ernie_kg.kg.EntityEmbeddings` (their vocabulary), the ids of rows
+            1, 2, ..., a mapping or a function (None/0 = no row). Unknown ids get no
             entity.
         linker: links raw text (and spans without ids); without it, only the ids you
             pass become entities.
@@ -111,7 +112,7 @@ class ErnieKGProcessor:
         if max_length <= len(self._prefix) + len(self._suffix):
             raise ValueError(f"max_length={max_length} leaves no room for text")
         self.max_length = int(max_length)
-        self._lookup = _row_function(entity_rows)
+        self._lookup = row_lookup(entity_rows)
         self._check_markers()
 
     # ------------------------------------------------------------------ setup
@@ -214,7 +215,7 @@ class ErnieKGProcessor:
             text = raw
 
             def to_chars(span: Any, name: str) -> Span:
-                return _stripped(text, check_span(span, len(text), where + name), where + name)
+                return strip_span(text, check_span(span, len(text), where + name), where + name)
 
         example = _Example(text)
         roles = self.task_roles
@@ -229,98 +230,17 @@ class ErnieKGProcessor:
         for role in roles:
             example.task_spans[role] = to_chars(kw[role], role)
             task_ids[role] = kw[f"{role}_id"]
-        _check_nesting(example.task_spans, where)
-        explicit = self._other_spans(text, kw, where, to_chars, words)
-        example.entities = self._entities(text, example.task_spans, task_ids, explicit, where)
+        check_nesting(example.task_spans, where)
+        others = other_spans(text, kw, where, to_chars, words, self.linker)
+        example.entities = resolve_entities(text, example.task_spans, task_ids, others, where,
+                                            self.linker, self._lookup)
         return example
-
-    def _other_spans(
-        self, text: str, kw: dict[str, Any], where: str, to_chars: Callable[[Any, str], Span],
-        words: list[str] | None,
-    ) -> list[tuple[Span, Any]]:
-        """The non-task spans with their ids: given ones (None: to link) or, without
-        ``entity_spans``, the linker's mentions of the whole text (NIL ones as _NIL)."""
-        explicit: list[tuple[Span, Any]] = []
-        spans, ids = kw["entity_spans"], kw["entity_ids"]
-        if spans is not None:
-            if isinstance(spans, (str, bytes)) or not isinstance(spans, Sequence):
-                raise SpanError(f"{where}entity_spans must be a list of (start, end) pairs")
-            if ids is not None and (isinstance(ids, (str, bytes)) or len(ids) != len(spans)):
-                raise SpanError(f"{where}entity_ids must be a list as long as entity_spans "
-                                f"({len(spans)})")
-            if ids is None and self.linker is None:
-                raise ValueError(f"{where}entity_spans without entity_ids need a linker")
-            for n, span in enumerate(spans):
-                explicit.append((to_chars(span, f"entity_spans[{n}]"),
-                                 None if ids is None else ids[n]))
-        elif ids is not None:
-            raise ValueError(f"{where}entity_ids given without entity_spans")
-        elif self.linker is not None:
-            if words is not None:
-                detected = self.linker.link_tokens(words)
-            else:
-                detected = self.linker(text)
-            explicit = [((m.start, m.end), _NIL if m.entity_id is None else m.entity_id)
-                        for m in detected]
-        return explicit
-
-    def _entities(
-        self, text: str, task_spans: dict[str, Span], task_ids: dict[str, Any],
-        explicit: list[tuple[Span, Any]], where: str,
-    ) -> list[EntitySpan]:
-        """Entity rows of the task spans (first) and the other spans, in claim order.
-
-        Task spans win over other spans they overlap; a given id for the very same span
-        fills a task span's missing id. Among the others, one entity per char: the
-        longest of overlapping spans, then the leftmost. Spans still without an id are
-        linked together (so they are coherent with the rest)."""
-        roles = list(task_spans)
-        taken = list(task_spans.values())
-        others: list[tuple[Span, Any]] = []
-        for span, entity in explicit:
-            same = [r for r, s in task_spans.items() if s == span]
-            if same:
-                for role in same:
-                    if task_ids[role] is None and entity is not None and entity is not _NIL:
-                        task_ids[role] = entity
-            elif not any(span[0] < e and s < span[1] for s, e in taken):
-                others.append((span, entity))
-        order = resolve_overlaps([EntitySpan(s, e, n + 1) for n, ((s, e), _) in
-                                  enumerate(others)])
-        others = [others[span.row - 1] for span in order]
-
-        slots: list[tuple[Span, Any]] = [(task_spans[r], task_ids[r]) for r in roles]
-        slots += others
-        unresolved = [n for n, (_, entity) in enumerate(slots) if entity is None]
-        if unresolved and self.linker is not None:
-            linked = self.linker.link_spans(text, [span for span, _ in slots])
-            for n in unresolved:
-                slots[n] = (slots[n][0], linked[n].entity_id)
-        entities = []
-        for (start, end), entity in slots:
-            row = self._row(entity, where)
-            if row > 0:
-                entities.append(EntitySpan(start, end, row))
-        return entities
-
-    def _row(self, entity: Any, where: str) -> int:
-        if entity is None or entity is _NIL:
-            return 0
-        if isinstance(entity, str):
-            return self._lookup(entity)
-        if isinstance(entity, bool) or not hasattr(entity, "__index__"):
-            raise TypeError(f"{where}entity ids must be str (KG id), int (row) or None, "
-                            f"got {entity!r}")
-        entity = operator.index(entity)
-        if entity < 0:
-            raise ValueError(f"{where}entity row must be >= 0, got {entity}")
-        return entity
 
     # ------------------------------------------------------------------ features
     def _features(
         self, examples: list[_Example], truncation: bool, max_length: int
     ) -> list[dict[str, list[int]]]:
-        marked = [self._mark(example) for example in examples]
+        marked = [insert_markers(e.text, e.task_spans, self.markers) for e in examples]
         encoded = self.tokenizer(
             [m[0] for m in marked], add_special_tokens=False, return_offsets_mapping=True,
             return_attention_mask=False, return_token_type_ids=False, verbose=False,
@@ -334,11 +254,11 @@ class ErnieKGProcessor:
                         ((x.start, x.end, x.row) for x in example.entities)]
             rows = align_offsets(offsets, text, entities, resolve=False)
             marker_tokens = {
-                name: _token_at(offsets, char) for name, char in marker_chars.items()
+                name: token_at(offsets, char) for name, char in marker_chars.items()
             }
             keep = list(range(len(ids)))
             if truncation and len(ids) > budget:
-                keep = _window(len(ids), budget, marker_tokens, self.task_roles)
+                keep = truncation_window(len(ids), budget, marker_tokens, self.task_roles)
             position = {token: len(self._prefix) + k for k, token in enumerate(keep)}
             input_ids = ([i for i, _ in self._prefix] + [ids[k] for k in keep]
                          + [i for i, _ in self._suffix])
@@ -356,38 +276,6 @@ class ErnieKGProcessor:
                 ]
             features.append(feature)
         return features
-
-    def _mark(self, example: _Example) -> tuple[str, Callable[[int], int], dict[str, int]]:
-        """The text with markers, old char -> new char, and each marker's new char."""
-        inserts = []  # (position, order at that position, string, marker name)
-        for n, (role, (start, end)) in enumerate(example.task_spans.items()):
-            length = end - start
-            # at one position: ends before starts, inner ends first, outer starts first
-            # (the earlier role counts as outer when two spans are equal)
-            inserts.append((start, (1, -length, n), self.markers[f"{role}_start"] + " ",
-                            f"{role}_start"))
-            inserts.append((end, (0, length, -n), " " + self.markers[f"{role}_end"],
-                            f"{role}_end"))
-        inserts.sort(key=lambda x: x[:2])
-        pieces, positions, cumulative, marker_chars = [], [], [], {}
-        last = added = 0
-        text = example.text
-        for position, _, string, name in inserts:
-            pieces.append(text[last:position])
-            new_position = position + added
-            marker_chars[name] = new_position + (0 if name.endswith("_start") else 1)
-            pieces.append(string)
-            added += len(string)
-            positions.append(position)
-            cumulative.append(added)
-            last = position
-        pieces.append(text[last:])
-
-        def shift(char: int) -> int:
-            k = bisect_right(positions, char)
-            return char + (cumulative[k - 1] if k else 0)
-
-        return "".join(pieces), shift, marker_chars
 
     def _pad(
         self, features: list[dict[str, list[int]]], padding: bool | str, max_length: int,
@@ -426,26 +314,40 @@ class ErnieKGProcessor:
         return BatchEncoding(data, tensor_type=return_tensors)
 
     # ------------------------------------------------------------------ storage
+    @property
+    def vocab(self) -> EntityVocab | None:
+        """The entity vocabulary behind the rows (None when a function gives them)."""
+        return self._lookup if isinstance(self._lookup, EntityVocab) else None
+
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write the tokenizer, the processor settings, the entity rows (unless a
-        function gave them) and the linker (aliases + settings; the KG is not copied)."""
+        """Write the tokenizer, the processor settings, the entity vocabulary and the
+        linker (aliases + settings; the KG is not copied). A vocabulary equal to a saved
+        model's ``entity_ids.json`` in the same directory is not written twice."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(directory)
         settings: dict[str, Any] = {
             "format": "ernie_kg.processor", "version": 1, "task": self.task,
             "max_length": self.max_length, "markers": self.markers,
             "entity_rows": None, "linker": None,
         }
-        rows = _serialisable_rows(self.entity_rows)
-        if rows is not None:
-            _write_json(directory / _ENTITY_IDS_FILE, rows)
+        if self.vocab is not None:
+            settings["entity_rows"] = self._save_vocab(directory)
+        elif isinstance(self.entity_rows, Mapping):  # rows that are no vocabulary
+            write_json(directory / _ENTITY_IDS_FILE, {str(k): int(v) for k, v in
+                                                      self.entity_rows.items()}, indent=1)
             settings["entity_rows"] = _ENTITY_IDS_FILE
         if self.linker is not None:
             self.linker.save(directory / _LINKER_DIR)
             settings["linker"] = _LINKER_DIR
-        _write_json(directory / PROCESSOR_FILE, settings)
+        write_json(directory / PROCESSOR_FILE, settings)
         return directory
+
+    def _save_vocab(self, directory: Path) -> str:
+        shared = directory / _MODEL_ENTITY_IDS_FILE
+        if shared.is_file() and EntityVocab.load(shared) == self.vocab:
+            return _MODEL_ENTITY_IDS_FILE
+        self.vocab.save(directory / _ENTITY_IDS_FILE)
+        return _ENTITY_IDS_FILE
 
     @classmethod
     def from_pretrained(
@@ -457,18 +359,11 @@ class ErnieKGProcessor:
         **overrides: Any,
     ) -> ErnieKGProcessor:
         """Read :meth:`save_pretrained`'s directory. ``entity_rows`` defaults to the saved
-        rows, else to the model's ``entity_ids.json`` in the same directory; ``kg`` (a
-        KnowledgeGraph or its directory) gives the saved linker its coherence."""
-        from ernie_kg.errors import KGFormatError
-
+        vocabulary, else to the model's ``entity_ids.json`` in the same directory; ``kg``
+        (a KnowledgeGraph or its directory) gives the saved linker its coherence."""
         directory = Path(directory)
-        path = directory / PROCESSOR_FILE
-        if not path.exists():
-            raise KGFormatError(path, None, "missing: not a saved ErnieKGProcessor directory")
-        try:
-            settings = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise KGFormatError(path, error.lineno, f"invalid JSON: {error.msg}") from None
+        settings = read_json(directory / PROCESSOR_FILE,
+                             what="not a saved ErnieKGProcessor directory")
         if entity_rows is None:
             entity_rows = _saved_rows(directory, settings.get("entity_rows"))
         if linker is None and settings.get("linker"):
@@ -489,12 +384,6 @@ class ErnieKGProcessor:
 
 
 # ---------------------------------------------------------------------- helpers
-def _row_function(entity_rows: RowLookup) -> Callable[[str], int]:
-    from ernie_kg.linking.alignment import row_lookup
-
-    return row_lookup(entity_rows)
-
-
 def _is_single(text: Any, split: bool) -> bool:
     if isinstance(text, str):
         if split:
@@ -516,113 +405,20 @@ def _unbatch(args: dict[str, Any], size: int) -> list[dict[str, Any]]:
             for n in range(size)]
 
 
-def _stripped(text: str, span: Span, name: str) -> Span:
-    """The span without surrounding whitespace (markers then hug the words)."""
-    start, end = span
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    if start == end:
-        raise SpanError(f"{name} {span}: covers only whitespace")
-    return start, end
-
-
-def _check_nesting(spans: dict[str, Span], where: str) -> None:
-    items = list(spans.items())
-    for i, (a, (s1, e1)) in enumerate(items):
-        for b, (s2, e2) in items[i + 1:]:
-            crossing = s1 < s2 < e1 < e2 or s2 < s1 < e2 < e1
-            if crossing:
-                raise SpanError(
-                    f"{where}{a} ({s1}, {e1}) and {b} ({s2}, {e2}) overlap without one "
-                    "containing the other, so their markers cannot be nested"
-                )
-
-
-def _token_at(offsets: Sequence[tuple[int, int]], char: int) -> int:
-    """The token whose char span holds ``char`` (markers are whole tokens)."""
-    for k, (start, end) in enumerate(offsets):
-        if start <= char < end:
-            return k
-    raise RuntimeError(f"no token at char {char}: the marker vanished in tokenization")
-
-
-def _window(
-    length: int, budget: int, markers: dict[str, int], roles: Sequence[str]
-) -> list[int]:
-    """Token indices to keep: ``budget`` tokens holding every start marker (and, when
-    they fit, every end marker, else the wordpiece after each start marker), centred on
-    the marked spans; if the spans lie too far apart, one window from each start
-    marker, joined."""
-    if not markers:
-        return list(range(budget))
-    if budget < len(roles):
-        raise ValueError(f"max_length leaves {budget} wordpieces for text: too few to keep "
-                         f"the {len(roles)} start markers")
-    starts = [markers[f"{role}_start"] for role in roles]
-    firsts = starts + [min(length - 1, k + 1) for k in starts]  # + each first wordpiece
-    for needed in (list(markers.values()), firsts, starts):
-        low, high = min(needed), max(needed)
-        if high - low + 1 <= budget:
-            start = max(0, min(low - (budget - (high - low + 1)) // 2, length - budget))
-            return list(range(start, start + budget))
-    # each role gets its share; its start marker first, then its words, then context
-    share = [budget // len(roles) + (1 if n < budget % len(roles) else 0)
-             for n in range(len(roles))]
-    regions = []
-    for role, size in sorted(zip(roles, share), key=lambda x: markers[f"{x[0]}_start"]):
-        first = markers[f"{role}_start"]
-        regions.append((first, min(length, first + size)))
-    kept: set[int] = set()
-    for first, stop in regions:
-        kept.update(range(first, stop))
-    spare = budget - len(kept)
-    extra = regions[0][1]
-    while spare > 0 and extra < length:  # fill with the text after the first region
-        if extra not in kept:
-            kept.add(extra)
-            spare -= 1
-        extra += 1
-    back = regions[0][0] - 1
-    while spare > 0 and back >= 0:
-        kept.add(back)
-        spare -= 1
-        back -= 1
-    return sorted(kept)
-
-
-def _serialisable_rows(entity_rows: Any) -> list[str] | dict[str, int] | None:
-    if isinstance(entity_rows, EntityEmbeddings):
-        return list(entity_rows.entity_ids)
-    if isinstance(entity_rows, Mapping):
-        rows = {str(k): int(v) for k, v in entity_rows.items()}
-        if sorted(rows.values()) == list(range(1, len(rows) + 1)):
-            return [k for k, _ in sorted(rows.items(), key=lambda item: item[1])]
-        return rows
-    if isinstance(entity_rows, Sequence) and not isinstance(entity_rows, (str, bytes)):
-        return [str(e) for e in entity_rows]
-    return None
-
-
 def _saved_rows(directory: Path, name: str | None) -> RowLookup:
-    from ernie_kg.errors import KGFormatError
-
+    """The saved vocabulary (a JSON list of ids; older releases may have saved a
+    ``{id: row}`` object), else a saved model's ``entity_ids.json``."""
     candidates = [directory / name] if name else []
-    candidates.append(directory / "entity_ids.json")  # a saved ErnieKG model's rows
+    candidates.append(directory / _MODEL_ENTITY_IDS_FILE)
     for path in candidates:
         if path.exists():
-            try:
-                return json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as error:
-                raise KGFormatError(path, error.lineno, f"invalid JSON: {error.msg}") from None
-    raise ValueError(
-        f"{directory} holds no entity rows (the processor was built with a function); "
+            rows = read_json(path)
+            if isinstance(rows, dict):
+                return rows
+            if not isinstance(rows, list) or not all(isinstance(i, str) for i in rows):
+                raise SavedFileError(path, None, "expected a JSON list of entity ids")
+            return EntityVocab(rows)
+    raise SavedFileError(
+        directory, None, "holds no entity rows (the processor was built with a function); "
         "pass entity_rows=..."
     )
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(temporary, path)

@@ -27,8 +27,9 @@ from typing import Any
 
 from ernie_kg.errors import SpanError
 from ernie_kg.kg.embeddings import EntityEmbeddings
-from ernie_kg.linking.fewrel import token_char_spans
-from ernie_kg.linking.linker import LinkedMention, check_span
+from ernie_kg.kg.vocab import NO_ENTITY, EntityVocab
+from ernie_kg.linking.mentions import LinkedMention
+from ernie_kg.spans import check_span, token_char_spans
 
 __all__ = [
     "EntitySpan",
@@ -42,9 +43,11 @@ __all__ = [
     "token_char_offsets",
 ]
 
-#: Where entity rows come from: ``{entity_id: row}``, a function (None/0 = no row), an
-#: :class:`EntityEmbeddings` (row = index + 1) or the list of ids of rows 1, 2, ...
-RowLookup = Mapping[str, int] | Callable[[str], int | None] | EntityEmbeddings | Sequence[str]
+#: Where entity rows come from: an :class:`EntityVocab`, :class:`EntityEmbeddings` (their
+#: vocabulary), the list of ids of rows 1, 2, ..., ``{entity_id: row}`` or a function
+#: (None/0 = no row).
+RowLookup = (EntityVocab | EntityEmbeddings | Sequence[str] | Mapping[str, int]
+             | Callable[[str], int | None])
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,47 +64,49 @@ class EntitySpan:
 MentionLike = EntitySpan | LinkedMention | tuple
 
 # ---------------------------------------------------------------------- entity rows
-class _Rows:
-    """``entity_id -> row`` (0: no row) over one of the :data:`RowLookup` sources; a
-    class, not a closure, so processors holding one can be pickled."""
+class _RowFunction:
+    """``entity_id -> row`` (0: no row) over a caller's mapping or function; a class, not
+    a closure, so processors holding one can be pickled."""
 
-    def __init__(self, entity_rows: RowLookup) -> None:
-        self.kind = "function"
-        self.source: Any = entity_rows
-        if isinstance(entity_rows, EntityEmbeddings):
-            self.kind = "embeddings"
-        elif isinstance(entity_rows, Mapping):
-            self.kind = "mapping"
-        elif isinstance(entity_rows, Sequence) and not isinstance(entity_rows, (str, bytes)):
-            self.kind = "mapping"
-            self.source = {e: row for row, e in enumerate(entity_rows, start=1)}
-        elif not callable(entity_rows):
-            raise TypeError(
-                "entity_rows must be a {entity_id: row} mapping, a function, "
-                f"EntityEmbeddings or a list of entity ids, not {type(entity_rows).__name__}"
-            )
+    def __init__(self, source: Mapping[str, int] | Callable[[str], int | None]) -> None:
+        self.source = source
 
     def __call__(self, entity_id: str) -> int:
-        if self.kind == "mapping":
+        if isinstance(self.source, Mapping):
             return _checked_row(self.source.get(entity_id), entity_id)
-        if self.kind == "embeddings":
-            return self.source.row(entity_id) if entity_id in self.source else 0
         try:
             return _checked_row(self.source(entity_id), entity_id)
         except KeyError:  # e.g. UnknownIdError: no row
-            return 0
+            return NO_ENTITY
 
 
-def row_lookup(entity_rows: RowLookup) -> Callable[[str], int]:
-    """A function ``entity_id -> row`` that answers 0 for ids without a row."""
-    if isinstance(entity_rows, _Rows):
+def row_lookup(entity_rows: RowLookup) -> EntityVocab | _RowFunction:
+    """A function ``entity_id -> row`` that answers 0 for ids without a row: the
+    :class:`EntityVocab` itself where the rows are one (a vocabulary, embeddings, a list
+    of ids, a mapping onto rows 1..n), else a wrapper of the caller's mapping or function.
+    """
+    if isinstance(entity_rows, (EntityVocab, _RowFunction)):
         return entity_rows
-    return _Rows(entity_rows)
+    if isinstance(entity_rows, EntityEmbeddings):
+        return entity_rows.vocab
+    if isinstance(entity_rows, Mapping):
+        ordered = sorted(entity_rows.items(), key=lambda item: item[1])
+        if [row for _, row in ordered] == list(range(1, len(ordered) + 1)):
+            return EntityVocab(entity_id for entity_id, _ in ordered)
+        return _RowFunction(entity_rows)
+    if isinstance(entity_rows, Sequence) and not isinstance(entity_rows, (str, bytes)):
+        return EntityVocab(entity_rows)
+    if callable(entity_rows):
+        return _RowFunction(entity_rows)
+    raise TypeError(
+        "entity_rows must be an EntityVocab, EntityEmbeddings, a list of entity ids, a "
+        f"{{entity_id: row}} mapping or a function, not {type(entity_rows).__name__}"
+    )
 
 
 def _checked_row(row: Any, entity_id: str) -> int:
     if row is None:
-        return 0
+        return NO_ENTITY
     if isinstance(row, bool) or not isinstance(row, int) and not hasattr(row, "__index__"):
         raise TypeError(f"entity {entity_id!r}: row must be an int, got {row!r}")
     row = int(row)

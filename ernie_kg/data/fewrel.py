@@ -1,13 +1,15 @@
-"""FewRel-format helpers: reading, a stratified split, mentions, triples, a KG.
+"""FewRel: the one module for the format. Reading and checking a file, relation examples,
+mentions, triples, a KG of its facts, the alias counts and context words its mentions
+give the linker, and a stratified split.
 
 FewRel format: ``{"P177": [{"tokens": [...], "h": [name, QID, [[token indices]]],
 "t": [...]}, ...], ...}``. Sentences are rebuilt as ``" ".join(tokens)``, so a token
-span maps to one character span (:func:`instance_text`).
+span maps to one character span (:func:`instance_text`). SemEval-2010 Task 8 in FewRel
+format has words where the ids are (``read_fewrel(..., gold_ids=False)``).
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,21 +17,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ernie_kg.errors import KGFormatError
+from ernie_kg.data.examples import RelationExample
+from ernie_kg.errors import DataFormatError
+from ernie_kg.io import read_json
 from ernie_kg.kg.graph import Entity, KnowledgeGraph
+from ernie_kg.linking.aliases import AliasTable
+from ernie_kg.linking.context import ContextModel
+from ernie_kg.linking.normalize import normalize
+from ernie_kg.spans import token_char_spans
 
 __all__ = [
+    "FewRelData",
     "FewRelMention",
+    "fewrel_aliases",
+    "fewrel_context",
     "fewrel_kg",
     "fewrel_mentions",
     "fewrel_triples",
     "instance_text",
+    "load_fewrel",
     "read_fewrel",
     "split_fewrel",
-    "token_char_spans",
 ]
 
 FewRelData = dict[str, list[dict[str, Any]]]
+FewRelSource = str | Path | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -52,22 +64,17 @@ class FewRelMention:
         return self.text[self.start:self.end]
 
 
-def read_fewrel(data: str | Path | Mapping[str, Any]) -> FewRelData:
+def load_fewrel(data: FewRelSource) -> FewRelData:
     """Load and check a FewRel file (or check a dict); errors name the file and field."""
     source = "<dict>"
     if isinstance(data, (str, Path)):
         source = str(data)
-        try:
-            data = json.loads(Path(data).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise KGFormatError(source, None, "missing: no such FewRel file") from None
-        except json.JSONDecodeError as error:
-            raise KGFormatError(source, error.lineno, f"invalid JSON: {error.msg}") from None
+        data = read_json(data, DataFormatError, "no such FewRel file")
     if not isinstance(data, Mapping):
-        raise KGFormatError(source, None, "expected an object {relation: [instances]}")
+        raise DataFormatError(source, None, "expected a JSON object {relation: [instances]}")
     for relation, instances in data.items():
         if not isinstance(instances, list):
-            raise KGFormatError(source, None, f"relation {relation!r}: expected a list")
+            raise DataFormatError(source, None, f"relation {relation!r}: expected a list")
         for index, instance in enumerate(instances):
             _check_instance(source, relation, index, instance)
     return {str(r): list(v) for r, v in data.items()}
@@ -76,34 +83,40 @@ def read_fewrel(data: str | Path | Mapping[str, Any]) -> FewRelData:
 def _check_instance(source: str, relation: str, index: int, instance: Any) -> None:
     where = f"relation {relation!r}, instance {index}"
     if not isinstance(instance, Mapping):
-        raise KGFormatError(source, None, f"{where}: expected an object")
+        raise DataFormatError(source, None, f"{where}: expected an object")
     tokens = instance.get("tokens")
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-        raise KGFormatError(source, None, f"{where}: field 'tokens' must be a list of strings")
+        raise DataFormatError(source, None, f"{where}: field 'tokens' must be a list of strings")
     for role in ("h", "t"):
         value = instance.get(role)
         ok = (isinstance(value, list) and len(value) >= 3 and isinstance(value[0], str)
               and isinstance(value[1], str) and isinstance(value[2], list) and value[2]
               and all(isinstance(p, list) and p for p in value[2]))
         if not ok:
-            raise KGFormatError(
+            raise DataFormatError(
                 source, None, f"{where}: field '{role}' must be [name, id, [[token indices]]]"
             )
         positions = value[2][0]
         if not all(isinstance(i, int) and 0 <= i < len(tokens) for i in positions):
-            raise KGFormatError(
+            raise DataFormatError(
                 source, None, f"{where}: field '{role}' token indices out of range"
             )
 
 
-def token_char_spans(tokens: Sequence[str]) -> list[tuple[int, int]]:
-    """Char span of each token in ``" ".join(tokens)``."""
-    spans = []
-    position = 0
-    for token in tokens:
-        spans.append((position, position + len(token)))
-        position += len(token) + 1
-    return spans
+def read_fewrel(source: FewRelSource, gold_ids: bool = True) -> list[RelationExample]:
+    """The instances of a FewRel file or dict as :class:`RelationExample` s.
+
+    ``gold_ids=False`` ignores the ids (SemEval in FewRel format has words, not KG ids).
+    """
+    examples = []
+    for relation, instances in load_fewrel(source).items():
+        for instance in instances:
+            text, head, tail = instance_text(instance)
+            examples.append(RelationExample(
+                text, head, tail, relation,
+                instance["h"][1] if gold_ids else None, instance["t"][1] if gold_ids else None,
+            ))
+    return examples
 
 
 def instance_text(instance: Mapping[str, Any]) -> tuple[str, tuple[int, int], tuple[int, int]]:
@@ -118,9 +131,9 @@ def instance_text(instance: Mapping[str, Any]) -> tuple[str, tuple[int, int], tu
     return text, result[0], result[1]
 
 
-def fewrel_mentions(data: str | Path | Mapping[str, Any]) -> Iterator[FewRelMention]:
+def fewrel_mentions(data: FewRelSource) -> Iterator[FewRelMention]:
     """Every head and tail mention, in file order."""
-    for relation, instances in read_fewrel(data).items():
+    for relation, instances in load_fewrel(data).items():
         for index, instance in enumerate(instances):
             text, head, tail = instance_text(instance)
             for role, (start, end) in (("h", head), ("t", tail)):
@@ -131,19 +144,19 @@ def fewrel_mentions(data: str | Path | Mapping[str, Any]) -> Iterator[FewRelMent
                 )
 
 
-def fewrel_triples(data: str | Path | Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def fewrel_triples(data: FewRelSource) -> list[tuple[str, str, str]]:
     """``(head id, relation, tail id)`` of every instance, without repeats."""
     triples = (
         (instance["h"][1], relation, instance["t"][1])
-        for relation, instances in read_fewrel(data).items()
+        for relation, instances in load_fewrel(data).items()
         for instance in instances
     )
     return list(dict.fromkeys(triples))
 
 
-def fewrel_kg(data: str | Path | Mapping[str, Any]) -> KnowledgeGraph:
+def fewrel_kg(data: FewRelSource) -> KnowledgeGraph:
     """A KG of the instances' triples; each entity's label is its most frequent name."""
-    data = read_fewrel(data)
+    data = load_fewrel(data)
     names: dict[str, Counter] = {}
     for mention in fewrel_mentions(data):
         names.setdefault(mention.entity_id, Counter())[mention.name] += 1
@@ -151,8 +164,30 @@ def fewrel_kg(data: str | Path | Mapping[str, Any]) -> KnowledgeGraph:
     return KnowledgeGraph.from_triples(fewrel_triples(data), entities=entities)
 
 
+def fewrel_aliases(data: FewRelSource, table: AliasTable | None = None) -> AliasTable:
+    """``table`` (default: a new one) plus one count per head/tail mention: the span text
+    as written (case kept) and, when it normalises differently, the annotated name."""
+    table = AliasTable() if table is None else table
+    for mention in fewrel_mentions(data):
+        table.add(mention.span_text, mention.entity_id)
+        if normalize(mention.name) != normalize(mention.span_text):
+            table.add(mention.name, mention.entity_id)
+    return table
+
+
+def fewrel_context(data: FewRelSource, context: ContextModel | None = None) -> ContextModel:
+    """``context`` (default: a new one) plus each sentence, minus its head and tail, as a
+    document describing both entities."""
+    context = ContextModel() if context is None else context
+    for instances in load_fewrel(data).values():
+        for instance in instances:
+            text, head, tail = instance_text(instance)
+            context.add_text((instance["h"][1], instance["t"][1]), text, (head, tail))
+    return context
+
+
 def split_fewrel(
-    data: str | Path | Mapping[str, Any],
+    data: FewRelSource,
     fractions: Sequence[float] = (0.8, 0.2),
     seed: int = 0,
 ) -> list[FewRelData]:
@@ -165,7 +200,7 @@ def split_fewrel(
     """
     if not fractions or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"fractions must be non-negative and sum to 1, got {list(fractions)}")
-    data = read_fewrel(data)
+    data = load_fewrel(data)
     parts: list[FewRelData] = [{} for _ in fractions]
     for relation in sorted(data):
         instances = data[relation]

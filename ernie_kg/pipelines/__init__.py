@@ -1,0 +1,28 @@
+"""Saved raw-text models (the inference home, as Hugging Face pipelines): build / fit /
+evaluate / predict / save / load for relation classification and entity typing.
+
+Heavy names (the models, ``Trainer``) are imported on first use.
+"""
+
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "SavedTextModel": "ernie_kg.pipelines.base",
+    "find_span": "ernie_kg.pipelines.base",
+    "RelationClassifier": "ernie_kg.pipelines.relation",
+    "build_relation_classifier": "ernie_kg.pipelines.relation",
+    "train_relation_classifier": "ernie_kg.pipelines.relation",
+    "predict": "ernie_kg.pipelines.relation",
+    "EntityTyper": "ernie_kg.pipelines.entity_typing",
+    "build_entity_typer": "ernie_kg.pipelines.entity_typing",
+    "train_entity_typer": "ernie_kg.pipelines.entity_typing",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ernie_kg.pipelines' has no attribute {name!r}")

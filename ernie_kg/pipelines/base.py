@@ -1,0 +1,242 @@
+"""What every saved raw-text model shares: model + processor (+ linker) + KG, built, fitted,
+evaluated, saved and loaded as one directory.
+
+Why one object: inference needs the model, its tokenizer and markers, the linker that
+found the entities during training and the KG that gives the linker its coherence. They
+are saved to and loaded from one directory, so ``RelationClassifier.load(DIR)
+.predict(text, head="Bob Dylan", tail="Blowin' in the Wind")`` is the whole API
+(OpenNRE's ``model.infer`` in one call, with linking inside), as Hugging Face pipelines
+are the inference home of a model.
+
+Directory layout: the model (``save_pretrained``: config, weights with the entity table,
+``entity_ids.json``, the one copy of the entity vocabulary), the processor (tokenizer,
+``ernie_kg_processor.json``, ``linker/``), ``kg/`` (the KG the linker scores coherence
+on) and a settings file naming the task's format and where inference takes its entities.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ernie_kg.data.features import FeatureDataset, LabelMap, check_entity_source
+from ernie_kg.errors import SavedFileError, SpanError
+from ernie_kg.io import read_json, write_json
+from ernie_kg.kg.embeddings import EntityEmbeddings
+from ernie_kg.kg.graph import KnowledgeGraph
+from ernie_kg.linking.aliases import AliasTable
+from ernie_kg.training.finetuning import finetune
+
+#: Settings file of a saved raw-text model (every task; ``format`` names the task).
+CLASSIFIER_FILE = "ernie_kg_classifier.json"
+KG_DIR = "kg"
+LINKER_DIR = "linker"
+
+SpanLike = str | tuple[int, int] | Sequence[int]
+
+
+def find_span(text: str, value: SpanLike, name: str = "span") -> tuple[int, int]:
+    """A char span from a string (its first occurrence in ``text``) or a (start, end) pair."""
+    if isinstance(value, str):
+        start = text.find(value)
+        if not value or start < 0:
+            raise SpanError(f"{name} {value!r} does not occur in the text")
+        return start, start + len(value)
+    try:
+        start, end = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise SpanError(f"{name} {value!r}: expected a string or a (start, end) pair") from None
+    if not 0 <= start < end <= len(text):
+        raise SpanError(f"{name} ({start}, {end}) is outside the text (length {len(text)})")
+    return start, end
+
+
+class SavedTextModel:
+    """A task's raw-text model. Subclasses name their model class, processor task, file
+    format, model defaults, feature builder, scoring and selection metric."""
+
+    _format = "ernie_kg.text_model"
+    _task: str | None = None  # the processor's task
+    #: Model-config defaults of the task (``build`` keywords override them).
+    model_defaults: dict[str, Any] = {}
+    #: The dev metric that picks the best epoch.
+    selection_metric = "macro_f1"
+
+    def __init__(self, model: torch.nn.Module, processor: Any,
+                 kg: KnowledgeGraph | None = None, entities: str = "linker") -> None:
+        self.model = model
+        self.processor = processor
+        self.kg = kg
+        self.entities = check_entity_source(entities)
+
+    # ------------------------------------------------------------------ task hooks
+    @classmethod
+    def _model_class(cls) -> type:
+        raise NotImplementedError
+
+    def features(self, examples: Sequence[Any], entities: str | None = None,
+                 progress: bool = False) -> FeatureDataset:
+        """Labelled features of ``examples`` (entities from ``entities`` or the default)."""
+        raise NotImplementedError
+
+    def score(self, features: FeatureDataset, batch_size: int = 64) -> dict[str, Any]:
+        """The task's metrics of the model on labelled ``features``."""
+        raise NotImplementedError
+
+    def _compute_metrics(self) -> Callable:
+        """The ``Trainer`` ``compute_metrics`` of the task."""
+        raise NotImplementedError
+
+    def _dev_metrics(self, dev: Sequence[Any], features: FeatureDataset,
+                     entities: str) -> dict[str, Any]:
+        """Dev metrics after training (``features`` carry the training entities)."""
+        raise NotImplementedError
+
+    @property
+    def label_map(self) -> LabelMap:
+        """The model's labels, in the order of its logits."""
+        return LabelMap.from_config(self.model.config.id2label)
+
+    # ------------------------------------------------------------------ build / fit
+    @classmethod
+    def build(
+        cls, labels: LabelMap | Sequence[str], kg: KnowledgeGraph,
+        embeddings: EntityEmbeddings, aliases: AliasTable | None = None, *,
+        knowledge: bool = True, backbone: str | None = None, seed: int = 0,
+        max_length: int = 128, num_knowledge_layers: int | None = None,
+        linker_config: dict[str, Any] | None = None, **config: Any,
+    ):  # noqa: ANN206
+        """A fresh model on ``backbone`` (default: the packaged MiniLM) with the entity
+        table, a processor for the task and a linker over ``kg`` with ``aliases`` (the
+        finished alias table; default: the KG's names); ``config`` goes to the model's
+        config over :attr:`model_defaults`. ``knowledge=False`` builds the same model but
+        feeds it no entities (the baseline)."""
+        from transformers import set_seed
+
+        from ernie_kg.paths import default_backbone
+
+        label_map = labels if isinstance(labels, LabelMap) else LabelMap(tuple(labels))
+        backbone = backbone or default_backbone()
+        set_seed(seed)
+        model = cls._model_class().from_backbone(
+            backbone, embeddings, num_knowledge_layers=num_knowledge_layers,
+            id2label=label_map.id2label, **{**cls.model_defaults, **config})
+        processor = build_processor(backbone, cls._task, kg, embeddings, aliases,
+                                    max_length, linker_config)
+        return cls(model, processor, kg, entities="linker" if knowledge else "none")
+
+    def fit(
+        self, train: Sequence[Any], dev: Sequence[Any] | None, output_dir: str | os.PathLike,
+        *, train_entities: str = "both", log_path: str | os.PathLike | None = None,
+        resume_from_checkpoint: str | bool | None = None, progress: bool = True,
+        **settings: Any,
+    ) -> dict[str, Any]:
+        """Fine-tune in place (best dev :attr:`selection_metric` kept), save to
+        ``output_dir/model`` and return the metrics. Training and dev features take
+        entities from ``train_entities`` (``"both"``: the linker's, with the dataset's ids
+        for the task spans); a model whose inference uses no entities (the baseline) is
+        trained without them too. ``settings`` go to
+        :func:`~ernie_kg.training.finetuning.finetune`."""
+        output_dir = Path(output_dir)
+        entities = "none" if self.entities == "none" else check_entity_source(train_entities)
+        started = time.perf_counter()
+        train_features = self.features(train, entities, progress)
+        dev_features = self.features(dev, entities, progress) if dev else None
+        feature_seconds = time.perf_counter() - started
+        settings.setdefault("metric_for_best_model", self.selection_metric)
+        result = finetune(
+            self.model, train_features, dev_features, output_dir=output_dir / "checkpoints",
+            compute_metrics=self._compute_metrics(), log_path=log_path,
+            resume_from_checkpoint=resume_from_checkpoint, progress=progress, **settings,
+        )
+        self.model = result.model
+        self.model.eval()
+        metrics: dict[str, Any] = {
+            "train_examples": len(train_features),
+            "train_entities": entities,
+            "train_entities_per_example": train_features.entity_coverage(),
+            "feature_seconds": feature_seconds,
+            "train_seconds": result.seconds,
+            "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+            "best_checkpoint": result.best_checkpoint,
+        }
+        if dev_features is not None:
+            metrics.update(self._dev_metrics(dev, dev_features, entities))
+        self.save(output_dir / "model")
+        metrics["seconds"] = time.perf_counter() - started
+        return metrics
+
+    def evaluate(self, examples: Sequence[Any], entities: str | None = None,
+                 batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
+        """The task's metrics on labelled ``examples`` (entities from ``entities`` or the
+        model's default: its linker, or none for the baseline)."""
+        return self.score(self.features(examples, entities, progress), batch_size)
+
+    # ------------------------------------------------------------------ storage
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write everything :meth:`load` needs into ``directory``."""
+        directory = Path(directory)
+        self.model.save_pretrained(directory)  # first: the processor shares its vocabulary
+        self.processor.save_pretrained(directory)
+        if self.kg is not None:
+            self.kg.save(directory / KG_DIR)
+        write_json(directory / CLASSIFIER_FILE, {
+            "format": self._format, "version": 1, "entities": self.entities,
+            "kg": KG_DIR if self.kg is not None else None})
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, entities: str | None = None):  # noqa: ANN206
+        """Read :meth:`save`'s directory; the linker gets its KG and the model's vectors."""
+        from ernie_kg.linking.linker import EntityLinker
+        from ernie_kg.processing.processor import ErnieKGProcessor
+
+        directory = Path(directory)
+        path = directory / CLASSIFIER_FILE
+        settings = read_json(path, what=f"not a saved {cls.__name__} directory")
+        if not isinstance(settings, dict) or settings.get("format") != cls._format:
+            found = settings.get("format") if isinstance(settings, dict) else None
+            raise SavedFileError(path, None, f"format {found!r}: this directory holds no "
+                                 f"{cls.__name__} ({cls._format!r})")
+        model = cls._model_class().from_pretrained(directory)
+        model.eval()
+        kg = KnowledgeGraph.load(directory / settings["kg"]) if settings.get("kg") else None
+        linker = None
+        if (directory / LINKER_DIR).is_dir():
+            linker = EntityLinker.load(directory / LINKER_DIR, kg=kg,
+                                       embeddings=model_embeddings(model))
+        processor = ErnieKGProcessor.from_pretrained(directory, linker=linker)
+        return cls(model, processor, kg, entities or settings.get("entities", "linker"))
+
+
+def build_processor(
+    backbone: str, task: str | None, kg: KnowledgeGraph, embeddings: EntityEmbeddings,
+    aliases: AliasTable | None = None, max_length: int = 128,
+    linker_config: dict[str, Any] | None = None,
+) -> Any:
+    """The ``ErnieKGProcessor`` of a task: the backbone's tokenizer, the entity table's
+    vocabulary and a linker over ``kg`` with the finished alias table ``aliases``."""
+    from transformers import AutoTokenizer
+
+    from ernie_kg.linking.linker import EntityLinker
+    from ernie_kg.processing.processor import ErnieKGProcessor
+
+    linker = EntityLinker.from_kg(kg, embeddings, aliases, **(linker_config or {}))
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    return ErnieKGProcessor(tokenizer, embeddings.vocab, linker=linker, task=task,
+                            max_length=max_length)
+
+
+def model_embeddings(model: torch.nn.Module) -> EntityEmbeddings | None:
+    """The model's entity table as :class:`EntityEmbeddings` (None without KG ids)."""
+    vocab = model.entity_vocab
+    if vocab is None:
+        return None
+    table = model.base_model.entity_embeddings.weight.detach()[1:].float().cpu().numpy()
+    return EntityEmbeddings(vocab, np.asarray(table))
