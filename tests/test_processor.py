@@ -283,3 +283,19 @@ def test_save_and_load(rc, kg, tmp_path, entity_ids):
     copied = pickle.loads(pickle.dumps(typed))  # data loader workers may pickle it
     assert copied("Paris", mention=(0, 5), mention_id="paris") == typed(
         "Paris", mention=(0, 5), mention_id="paris")
+
+
+def test_raw_text_is_disambiguated_once(tokenizer, entity_ids, kg):
+    """Task spans without ids and the text's other mentions are linked in one pass."""
+    linker = EntityLinker.from_kg(kg)
+    calls = []
+    rank = linker.disambiguator.rank
+    linker.disambiguator.rank = lambda *args, **kwargs: calls.append(1) or rank(*args, **kwargs)
+    processor = ErnieKGProcessor(tokenizer, entity_ids, linker, task="relation_classification")
+    features = processor(TEXT, head=HEAD, tail=TAIL)
+    assert len(calls) == 1
+    linked = {kg_id for _, kg_id in entities_at(tokenizer, features, entity_ids)}
+    assert {"warsaw", "poland", "paris"} <= linked
+    calls.clear()
+    processor(TEXT, head=HEAD, tail=TAIL, head_id="marie_curie", tail_id="warsaw")
+    assert len(calls) == 1  # ids given: only the text's own mentions are linked

@@ -39,6 +39,7 @@ class LabelMap:
 
     @classmethod
     def from_examples(cls, examples: Iterable[RelationExample]) -> LabelMap:
+        """The sorted label set of the labelled ``examples``."""
         found = sorted({e.label for e in examples if e.label is not None})
         if not found:
             raise ValueError("no labelled examples: cannot build a label set")
@@ -46,20 +47,24 @@ class LabelMap:
 
     @classmethod
     def from_config(cls, id2label: Mapping[int | str, str]) -> LabelMap:
+        """The label set a model config's ``id2label`` holds."""
         return cls(tuple(id2label[k] for k in sorted(id2label, key=int)))
 
     @property
     def id2label(self) -> dict[int, str]:
+        """Class id -> label, as a model config stores it."""
         return dict(enumerate(self.labels))
 
     @property
     def label2id(self) -> dict[str, int]:
+        """Label -> class id."""
         return {label: i for i, label in enumerate(self.labels)}
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def encode(self, label: str) -> int:
+        """The class id of ``label``; an unknown label raises :class:`UnknownLabelError`."""
         try:
             return self.label2id[label]
         except KeyError:
@@ -83,6 +88,7 @@ class FeatureDataset(Dataset):
 
     @property
     def lengths(self) -> list[int]:
+        """Token count of every feature (for length-grouped batches)."""
         return [len(f["input_ids"]) for f in self.features]
 
     def entity_coverage(self) -> float:
@@ -93,6 +99,7 @@ class FeatureDataset(Dataset):
 
 
 def check_entity_source(entities: str) -> str:
+    """``entities`` itself if it is one of :data:`ENTITY_SOURCES`, else ValueError."""
     if entities not in ENTITY_SOURCES:
         raise ValueError(f"entities={entities!r}: expected one of {list(ENTITY_SOURCES)}")
     return entities
@@ -138,8 +145,7 @@ def encode_relations(
         kwargs["head_id"] = [e.head_id for e in examples]
         kwargs["tail_id"] = [e.tail_id for e in examples]
     target = processor if link else _without_linker(processor)
-    encoded = target([e.text for e in examples], **kwargs)
-    features = _unbatch(encoded, len(examples))
+    features = _unbatch(target([e.text for e in examples], padding=False, **kwargs))
     if entities == "none":
         for feature in features:
             feature["entity_ids"] = [0] * len(feature["input_ids"])
@@ -164,7 +170,7 @@ def typing_features(
         if entities in ("gold", "both"):
             kwargs["mention_id"] = [e.entity_id for e in chunk]
         target = processor if entities in ("linker", "both") else _without_linker(processor)
-        encoded = _unbatch(target([e.text for e in chunk], **kwargs), len(chunk))
+        encoded = _unbatch(target([e.text for e in chunk], padding=False, **kwargs))
         for example, feature in zip(chunk, encoded):
             if entities == "none":
                 feature["entity_ids"] = [0] * len(feature["input_ids"])
@@ -202,25 +208,8 @@ def _without_linker(processor: Any) -> Any:
     return clone
 
 
-def _unbatch(encoded: Mapping[str, Any], count: int) -> list[dict[str, list[int]]]:
-    """Split a (possibly padded, possibly tensor) batch into per-example lists."""
-    columns = {k: _to_list(v) for k, v in encoded.items()}
-    masks = columns.get("attention_mask")
-    features = []
-    for i in range(count):
-        length = int(sum(masks[i])) if masks is not None else len(columns["input_ids"][i])
-        feature = {}
-        for key, values in columns.items():
-            row = values[i]
-            if key == "marker_positions" or not isinstance(row, list):
-                feature[key] = row
-            else:
-                feature[key] = list(row[:length])
-        features.append(feature)
-    return features
-
-
-def _to_list(value: Any) -> list:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return list(value)
+def _unbatch(encoded: Mapping[str, list]) -> list[dict[str, Any]]:
+    """The processor's unpadded batch (one list per key) as one feature dict per
+    example; the collator pads each training batch to its own longest sequence."""
+    names = list(encoded)
+    return [dict(zip(names, values)) for values in zip(*(encoded[n] for n in names))]

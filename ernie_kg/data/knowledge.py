@@ -69,8 +69,10 @@ def fewrel_knowledge(
     hops: int | None = None,
 ) -> tuple[KnowledgeGraph, AliasTable]:
     """The KG (facts of ``sources`` + every split of ``background``) and its finished
-    alias table: each name of each KG entity once, plus every mention of ``sources``
-    (:func:`~ernie_kg.data.fewrel.fewrel_aliases`). Hand both to the linker as they are
+    alias table: each name of each background entity once, plus every mention of
+    ``sources`` once (:func:`~ernie_kg.data.fewrel.fewrel_aliases`). An entity known only
+    from ``sources`` is named by its mentions (its KG label is their most frequent name,
+    so it is not counted again). Hand both to the linker as they are
     (``EntityLinker.from_kg(kg, aliases=aliases)``): the table is built here only.
 
     ``hops`` keeps only the background triples within that many hops of the sources'
@@ -85,12 +87,12 @@ def fewrel_knowledge(
         background = flatten_splits(background)
         if hops is not None and kg is not None:
             background = neighbourhood(background, set(kg.entities), hops)
+    aliases = AliasTable() if background is None else AliasTable.from_kg(background)
     if background is not None:
         # the background's metadata (labels, aliases, types) wins over FewRel names
         kg = background if kg is None else background.merged_with(kg)
     if kg is None:
         raise ValueError("no knowledge: give FewRel sources or a background KG")
-    aliases = AliasTable.from_kg(kg)
     if data:
         fewrel_aliases(data, aliases)
     return kg, aliases

@@ -137,6 +137,7 @@ class EntityLinker:
 
     @property
     def fuzzy_index(self) -> FuzzyAliasIndex:
+        """The fuzzy alias index, built on first use."""
         if self._fuzzy is None:
             self._fuzzy = FuzzyAliasIndex(self.aliases)
         return self._fuzzy
@@ -311,6 +312,14 @@ class EntityLinker:
         return tuple((e, w / total, quality[e]) for e, w in ranked)
 
     # ------------------------------------------------------------------ given input
+    def mention_spans(self, text: str) -> list[tuple[int, int]]:
+        """Char spans of the mentions :meth:`__call__` would link, detected only (no
+        candidates, no disambiguation): for callers that disambiguate them together with
+        spans of their own in one :meth:`link_spans` call."""
+        detector = self.detector
+        ner = next(detector.ner_spans([text], 1)) if self.config["use_ner"] else ()
+        return [(m[0], m[1]) for m in detector.spans(detector.nlp.make_doc(text), ner)]
+
     def link_spans(
         self, text: str, spans: Sequence[tuple[int, int]]
     ) -> list[LinkedMention]:

@@ -18,7 +18,7 @@ from ernie_kg.errors import SpanError
 from ernie_kg.kg.vocab import NO_ENTITY
 from ernie_kg.linking.linker import EntityLinker
 from ernie_kg.processing.alignment import EntitySpan, resolve_overlaps
-from ernie_kg.spans import Span
+from ernie_kg.spans import Span, token_char_spans
 
 __all__ = ["EntityArgument", "entity_row", "other_spans", "resolve_entities"]
 
@@ -28,11 +28,13 @@ EntityArgument = str | int | None
 
 def other_spans(
     text: str, kw: Mapping[str, Any], where: str, to_chars: Callable[[Any, str], Span],
-    words: list[str] | None, linker: EntityLinker | None,
+    words: list[str] | None, linker: EntityLinker | None, detect_only: bool = False,
 ) -> list[tuple[Span, EntityArgument]]:
     """The non-task spans with their entities: the given ``entity_spans`` (ids, or None
     to link) or, without them, the linker's mentions of the whole text (NIL ones as
-    :data:`NO_ENTITY`, so they are not linked again)."""
+    :data:`NO_ENTITY`, so they are not linked again). ``detect_only`` leaves the
+    mentions' entities None, for :func:`resolve_entities` to disambiguate them with the
+    task spans in one pass (when some task span has no id)."""
     spans, ids = kw["entity_spans"], kw["entity_ids"]
     if spans is not None:
         if isinstance(spans, (str, bytes)) or not isinstance(spans, Sequence):
@@ -48,6 +50,13 @@ def other_spans(
         raise ValueError(f"{where}entity_ids given without entity_spans")
     if linker is None:
         return []
+    if detect_only:
+        spans = linker.mention_spans(text)
+        if words is not None:  # mentions on token boundaries only, as link_tokens keeps
+            chars = token_char_spans(words)
+            starts, ends = {s for s, _ in chars}, {e for _, e in chars}
+            spans = [(s, e) for s, e in spans if s in starts and e in ends]
+        return [(span, None) for span in spans]
     detected = linker.link_tokens(words) if words is not None else linker(text)
     return [((m.start, m.end), NO_ENTITY if m.entity_id is None else m.entity_id)
             for m in detected]

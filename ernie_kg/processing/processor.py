@@ -231,7 +231,8 @@ class ErnieKGProcessor:
             example.task_spans[role] = to_chars(kw[role], role)
             task_ids[role] = kw[f"{role}_id"]
         check_nesting(example.task_spans, where)
-        others = other_spans(text, kw, where, to_chars, words, self.linker)
+        unknown = any(task_ids[role] is None for role in roles)
+        others = other_spans(text, kw, where, to_chars, words, self.linker, unknown)
         example.entities = resolve_entities(text, example.task_spans, task_ids, others, where,
                                             self.linker, self._lookup)
         return example
