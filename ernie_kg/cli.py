@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,7 @@ from rich.table import Table
 
 from ernie_kg.cli_pretrain import pretrain_app
 from ernie_kg.errors import ErnieKGError
-from ernie_kg.io import write_json
+from ernie_kg.io import iter_jsonl, write_atomic, write_json
 from ernie_kg.kg.embeddings import DEFAULT_EMBEDDING_SETTINGS
 
 app = typer.Typer(help="Knowledge-enhanced language models in the style of ERNIE.",
@@ -128,7 +127,7 @@ def link(
     from tqdm import tqdm
 
     from ernie_kg.errors import DataFormatError
-    from ernie_kg.kg import EntityEmbeddings, KnowledgeGraph
+    from ernie_kg.kg import EntityEmbeddings
     from ernie_kg.linking import EntityLinker
 
     if not input.is_file():
@@ -137,44 +136,32 @@ def link(
     if nil_threshold is not None:
         settings["nil_threshold"] = nil_threshold
     table = EntityEmbeddings.load(embeddings) if embeddings is not None else None
-    if linker_dir is not None:
-        linker = EntityLinker.load(linker_dir, KnowledgeGraph.load(kg), table, **settings)
-    else:
-        linker = EntityLinker.from_kg_dir(kg, table, **settings)
+    linker = EntityLinker.from_kg_dir(kg, table, linker_dir, **settings)
     linker.detector  # build the matcher before the clock starts  # noqa: B018
     with input.open(encoding="utf-8") as handle:
         total = sum(1 for line in handle if line.strip())
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(output.name + ".tmp")
     texts = mentions = 0
     started = time.perf_counter()
-    try:
-        with input.open(encoding="utf-8") as source, temporary.open("w", encoding="utf-8") as sink:
-            for number, line in enumerate(tqdm(source, total=total, unit="line", desc="link"),
-                                          start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataFormatError(input, number, f"invalid JSON: {error.msg}") from None
-                text = record.get("text") if isinstance(record, dict) else None
-                tokens = record.get("tokens") if isinstance(record, dict) else None
-                if isinstance(text, str):
-                    found = linker(text)
-                elif isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
-                    found = linker.link_tokens(tokens)
-                else:
-                    raise DataFormatError(
-                        input, number, 'expected an object with "text" (a string) or '
-                        '"tokens" (a list of strings)')
-                record["mentions"] = [m.to_json() for m in found]
-                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                texts += 1
-                mentions += len(found)
-        os.replace(temporary, output)
-    finally:
-        temporary.unlink(missing_ok=True)
+
+    expected = 'an object with "text" (a string) or "tokens" (a list of strings)'
+
+    def write_linked(sink) -> None:  # a bad line raises here: no output file is left
+        nonlocal texts, mentions
+        records = iter_jsonl(input, DataFormatError, expected)
+        for number, record in tqdm(records, total=total, unit="line", desc="link"):
+            text, tokens = record.get("text"), record.get("tokens")
+            if isinstance(text, str):
+                found = linker(text)
+            elif isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+                found = linker.link_tokens(tokens)
+            else:
+                raise DataFormatError(input, number, f"expected {expected}")
+            record["mentions"] = [m.to_json() for m in found]
+            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            texts += 1
+            mentions += len(found)
+
+    write_atomic(output, write_linked)
     seconds = max(time.perf_counter() - started, 1e-9)
     console.print(f"[green]wrote {output}[/green]: {texts} texts, {mentions} mentions in "
                   f"{seconds:.2f} s ({texts / seconds:.1f} texts/s)")

@@ -72,9 +72,9 @@ def read_json(path: str | os.PathLike, error: ErrorClass = SavedFileError,
 
 
 def iter_jsonl(path: str | os.PathLike, error: ErrorClass = SavedFileError,
-               ) -> Iterator[tuple[int, dict[str, Any]]]:
+               expected: str = "a JSON object") -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` per non-blank line of a JSONL file; a line that is not a
-    JSON object raises ``error`` naming the file and the line."""
+    JSON object raises ``error`` naming the file, the line and what was ``expected``."""
     path = Path(path)
     if not path.is_file():
         raise error(path, None, "missing: no such file")
@@ -87,5 +87,5 @@ def iter_jsonl(path: str | os.PathLike, error: ErrorClass = SavedFileError,
             except json.JSONDecodeError as problem:
                 raise error(path, number, f"invalid JSON: {problem.msg}") from None
             if not isinstance(record, dict):
-                raise error(path, number, "expected a JSON object")
+                raise error(path, number, f"expected {expected}")
             yield number, record

@@ -28,6 +28,7 @@ class ErnieKGCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Pad and stack ``features`` into one batch of tensors."""
         if not features:
             raise ValueError("cannot collate an empty batch")
         longest = max(len(f["input_ids"]) for f in features)

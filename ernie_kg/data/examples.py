@@ -27,10 +27,12 @@ class RelationExample:
 
     @property
     def head_text(self) -> str:
+        """The head mention's text."""
         return self.text[self.head[0] : self.head[1]]
 
     @property
     def tail_text(self) -> str:
+        """The tail mention's text."""
         return self.text[self.tail[0] : self.tail[1]]
 
 
@@ -45,6 +47,7 @@ class TypingExample:
 
     @property
     def mention_text(self) -> str:
+        """The mention's text."""
         return self.text[self.mention[0] : self.mention[1]]
 
 

@@ -63,6 +63,15 @@ class LabelMap:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def multi_hot(self, labels: Iterable[str]) -> list[float]:
+        """1.0 at each of ``labels`` that the set holds, 0.0 elsewhere (others dropped)."""
+        index = self.label2id
+        row = [0.0] * len(self)
+        for label in labels:
+            if label in index:
+                row[index[label]] = 1.0
+        return row
+
     def encode(self, label: str) -> int:
         """The class id of ``label``; an unknown label raises :class:`UnknownLabelError`."""
         try:
@@ -105,83 +114,68 @@ def check_entity_source(entities: str) -> str:
     return entities
 
 
-def relation_features(
-    examples: Sequence[RelationExample],
+def task_features(
+    examples: Sequence[RelationExample] | Sequence[TypingExample],
     processor: Any,
     label_map: LabelMap | None = None,
     entities: str = "gold",
     batch_size: int = 256,
     progress: bool = False,
 ) -> FeatureDataset:
-    """Encode ``examples`` with ``processor`` (an ``ErnieKGProcessor`` for relation
-    classification), taking entities from ``entities`` (see the module docstring).
+    """Encode ``examples`` with ``processor`` (an ``ErnieKGProcessor`` for their task),
+    taking entities from ``entities`` (see the module docstring).
 
-    Labels are encoded with ``label_map`` when given (an unknown label raises
-    :class:`UnknownLabelError`); unlabelled examples get no ``labels`` key.
+    With ``label_map``, a relation example's label becomes its class id (an unknown
+    label raises :class:`UnknownLabelError`; unlabelled examples get no ``labels`` key)
+    and a typing example's types become a multi-hot float row (types outside the map are
+    dropped, so a model can be scored on the types it knows).
     """
     features: list[dict[str, Any]] = []
     for chunk in _chunks(examples, batch_size, entities, progress):
-        encoded = encode_relations(processor, chunk, entities)
-        for example, feature in zip(chunk, encoded):
-            if label_map is not None and example.label is not None:
+        for example, feature in zip(chunk, encode_examples(processor, chunk, entities)):
+            if label_map is None:
+                pass
+            elif isinstance(example, TypingExample):
+                feature["labels"] = label_map.multi_hot(example.labels)
+            elif example.label is not None:
                 feature["labels"] = label_map.encode(example.label)
             features.append(feature)
     return FeatureDataset(features)
 
 
-def encode_relations(
-    processor: Any, examples: Sequence[RelationExample], entities: str
+#: The two tasks' names for :func:`task_features` (one implementation).
+relation_features = task_features
+typing_features = task_features
+
+
+#: The task spans of each example type: (processor argument, example field of its id).
+_TASK_SPANS = {
+    RelationExample: (("head", "head_id"), ("tail", "tail_id")),
+    TypingExample: (("mention", "entity_id"),),
+}
+
+
+def encode_examples(
+    processor: Any, examples: Sequence[RelationExample | TypingExample], entities: str
 ) -> list[dict[str, list[int]]]:
     """One unpadded feature dict per example (``input_ids``, ``attention_mask``,
-    ``token_type_ids``, ``entity_ids``, ``marker_positions``)."""
+    ``token_type_ids``, ``entity_ids``, ``marker_positions``); the task spans' ids are
+    passed for ``"gold"`` and ``"both"``, the linker runs for ``"linker"`` and ``"both"``."""
     check_entity_source(entities)
-    gold = entities in ("gold", "both")
-    link = entities in ("linker", "both")
-    kwargs: dict[str, Any] = {
-        "head": [e.head for e in examples],
-        "tail": [e.tail for e in examples],
-    }
-    if gold:
-        kwargs["head_id"] = [e.head_id for e in examples]
-        kwargs["tail_id"] = [e.tail_id for e in examples]
-    target = processor if link else _without_linker(processor)
+    if not examples:
+        return []
+    kwargs: dict[str, Any] = {}
+    kind = RelationExample if isinstance(examples[0], RelationExample) else TypingExample
+    for role, id_field in _TASK_SPANS[kind]:
+        kwargs[role] = [getattr(e, role) for e in examples]
+        if entities in ("gold", "both"):
+            kwargs[f"{role}_id"] = [getattr(e, id_field) for e in examples]
+    target = processor if entities in ("linker", "both") else _without_linker(processor)
     features = _unbatch(target([e.text for e in examples], padding=False, **kwargs))
     if entities == "none":
         for feature in features:
             feature["entity_ids"] = [0] * len(feature["input_ids"])
     return features
-
-
-def typing_features(
-    examples: Sequence[TypingExample],
-    processor: Any,
-    label_map: LabelMap | None = None,
-    entities: str = "gold",
-    batch_size: int = 256,
-    progress: bool = False,
-) -> FeatureDataset:
-    """Encode typing ``examples`` with ``processor`` (``task="entity_typing"``); labels
-    become multi-hot float rows over ``label_map`` (types outside it are dropped, so a
-    model can be scored on the types it knows)."""
-    features: list[dict[str, Any]] = []
-    index = label_map.label2id if label_map is not None else {}
-    for chunk in _chunks(examples, batch_size, entities, progress):
-        kwargs: dict[str, Any] = {"mention": [e.mention for e in chunk]}
-        if entities in ("gold", "both"):
-            kwargs["mention_id"] = [e.entity_id for e in chunk]
-        target = processor if entities in ("linker", "both") else _without_linker(processor)
-        encoded = _unbatch(target([e.text for e in chunk], padding=False, **kwargs))
-        for example, feature in zip(chunk, encoded):
-            if entities == "none":
-                feature["entity_ids"] = [0] * len(feature["input_ids"])
-            if label_map is not None:
-                row = [0.0] * len(label_map)
-                for label in example.labels:
-                    if label in index:
-                        row[index[label]] = 1.0
-                feature["labels"] = row
-            features.append(feature)
-    return FeatureDataset(features)
 
 
 def _chunks(examples: Sequence[Any], size: int, entities: str, progress: bool

@@ -11,14 +11,15 @@ with the same check.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from ernie_kg.errors import ErnieKGError
+from ernie_kg.io import write_atomic
 
 __all__ = ["DATASETS", "FetchError", "fetch"]
 
@@ -45,10 +46,15 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _checked(path: Path, expected: str, origin: str) -> None:
-    actual = _md5(path)
+def _copy_checked(source: BinaryIO, out: BinaryIO, expected: str, origin: str) -> None:
+    """Stream ``source`` into ``out`` while hashing it; a wrong MD5 raises (inside
+    :func:`~ernie_kg.io.write_atomic`, so the half-written file is dropped, not kept)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    for block in iter(lambda: source.read(1 << 20), b""):
+        digest.update(block)
+        out.write(block)
+    actual = digest.hexdigest()
     if actual != expected:
-        path.unlink(missing_ok=True)
         raise FetchError(f"{origin}: checksum mismatch (MD5 {actual}, expected {expected}); "
                          "the file was not kept")
 
@@ -80,30 +86,28 @@ def fetch(
             progress(f"{target}: present, checksum ok")
             written.append(target)
             continue
-        partial = dest / (name + ".part")
         if from_dir is not None:
             source = Path(from_dir) / name
             if not source.is_file():
                 raise FetchError(f"{source}: not found (--from-dir must hold {sorted(files)})")
-            shutil.copyfile(source, partial)
-            origin = str(source)
+            write_atomic(target, partial(_copy_file, source, md5), binary=True)
         else:
-            _download(url, partial, timeout, dataset)
-            origin = url
-        _checked(partial, md5, origin)
-        os.replace(partial, target)
+            write_atomic(target, partial(_download, url, md5, timeout, dataset), binary=True)
         progress(f"{target}: {'copied' if from_dir else 'downloaded'}, checksum ok")
         written.append(target)
     return written
 
 
-def _download(url: str, partial: Path, timeout: float, dataset: str) -> None:
+def _copy_file(source: Path, expected: str, out: BinaryIO) -> None:
+    with open(source, "rb") as data:
+        _copy_checked(data, out, expected, str(source))
+
+
+def _download(url: str, expected: str, timeout: float, dataset: str, out: BinaryIO) -> None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, \
-                open(partial, "wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            _copy_checked(response, out, expected, url)
     except (urllib.error.URLError, OSError) as error:
-        partial.unlink(missing_ok=True)
         reason = getattr(error, "reason", error)
         raise FetchError(
             f"cannot download {url} ({reason}); no network? Download the files on a "

@@ -61,6 +61,7 @@ class FewRelMention:
 
     @property
     def span_text(self) -> str:
+        """The mention's text."""
         return self.text[self.start:self.end]
 
 

@@ -50,10 +50,12 @@ class PretrainingCollator:
     seed: int = 0
 
     def generator(self, instance: dict[str, Any]) -> torch.Generator:
+        """A generator seeded by the instance alone, so its noise never depends on the batch."""
         key = (self.seed * 1_000_003 + instance.get("epoch", 0)) * 1_000_000_007
         return torch.Generator().manual_seed((key + int(instance["index"])) % (2**63 - 1))
 
     def __call__(self, instances: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Pad ``instances`` and corrupt them (MLM, dEA) into one batch of tensors."""
         width = max(len(item["input_ids"]) for item in instances)
         batch = len(instances)
         input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)

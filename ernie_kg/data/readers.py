@@ -8,7 +8,7 @@ Malformed input raises :class:`DataFormatError` naming the file, the item and th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,15 @@ def _json_list(path: Path) -> list:
     return items
 
 
+def _text_records(path: Path) -> Iterator[tuple[int, dict[str, Any], str]]:
+    """``(line number, record, its "text")`` of each line of a JSONL file with texts."""
+    for number, record in iter_jsonl(path, DataFormatError):
+        text = record.get("text")
+        if not isinstance(text, str):
+            raise DataFormatError(path, number, "missing or non-string field 'text'")
+        yield number, record, text
+
+
 def _char_span(path: Path, number: int, text: str, value: Any, field: str) -> tuple[int, int]:
     if (
         not isinstance(value, (list, tuple))
@@ -68,10 +77,7 @@ def read_relation_jsonl(path: str | Path) -> list[RelationExample]:
     """Lines ``{"text", "h": {"pos": [s, e], "id"?}, "t": {...}, "relation"}``, char spans."""
     path = Path(path)
     examples = []
-    for number, record in iter_jsonl(path, DataFormatError):
-        text = record.get("text")
-        if not isinstance(text, str):
-            raise DataFormatError(path, number, "missing or non-string field 'text'")
+    for number, record, text in _text_records(path):
         head, tail = record.get("h"), record.get("t")
         if not isinstance(head, dict) or not isinstance(tail, dict):
             raise DataFormatError(path, number, "fields 'h' and 't' must be objects with 'pos'")
@@ -114,10 +120,7 @@ def read_typing_jsonl(path: str | Path) -> list[TypingExample]:
     """Lines ``{"text", "pos": [s, e], "labels": [...], "id"?}`` with char spans."""
     path = Path(path)
     examples = []
-    for number, record in iter_jsonl(path, DataFormatError):
-        text = record.get("text")
-        if not isinstance(text, str):
-            raise DataFormatError(path, number, "missing or non-string field 'text'")
+    for number, record, text in _text_records(path):
         labels = record.get("labels", [])
         if not isinstance(labels, list):
             raise DataFormatError(path, number, "field 'labels' must be a list")

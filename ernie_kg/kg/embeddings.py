@@ -72,6 +72,7 @@ class EntityEmbeddings:
     # ----------------------------------------------------------------- lookup
     @property
     def dim(self) -> int:
+        """Length of each entity vector."""
         return int(self.vectors.shape[1])
 
     def __len__(self) -> int:
@@ -97,6 +98,7 @@ class EntityEmbeddings:
         return self.vocab.entity_id(row)
 
     def vector(self, entity_id: str) -> np.ndarray:
+        """The vector of ``entity_id``; an id without one raises :class:`UnknownIdError`."""
         return np.asarray(self.vectors[self.index_of(entity_id)])
 
     def padded_table(self) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 import networkx as nx
 
 from ernie_kg.errors import EmptyGraphError, KGFormatError, UnknownIdError
+from ernie_kg.io import iter_jsonl, write_atomic
 
 Triple = tuple[str, str, str]
 SPLITS = ("train", "valid", "test")
@@ -44,6 +45,7 @@ class Entity:
         return tuple(dict.fromkeys((self.label, *self.aliases)))
 
     def to_json(self) -> dict:
+        """The entity as a JSON object (empty fields left out)."""
         record: dict = {"id": self.id, "label": self.label}
         if self.aliases:
             record["aliases"] = list(self.aliases)
@@ -158,14 +160,19 @@ class KnowledgeGraph:
             triples = self.splits.get(split, [])
             if split == "train" or triples:
                 text = "".join(f"{h}\t{r}\t{t}\n" for h, r, t in triples)
-                (directory / f"{split}.txt").write_text(text, encoding="utf-8")
-        with open(directory / "entities.jsonl", "w", encoding="utf-8") as out:
+                write_atomic(directory / f"{split}.txt", lambda out, text=text: out.write(text))
+
+        def write_entities(out) -> None:
             for entity in self.entities.values():
                 out.write(json.dumps(entity.to_json(), ensure_ascii=False) + "\n")
-        with open(directory / "relations.jsonl", "w", encoding="utf-8") as out:
+
+        def write_relations(out) -> None:
             for relation in self.relations.values():
                 record = {"id": relation.id, "label": relation.label}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+        write_atomic(directory / "entities.jsonl", write_entities)
+        write_atomic(directory / "relations.jsonl", write_relations)
         return directory
 
     def merged_with(self, other: KnowledgeGraph) -> KnowledgeGraph:
@@ -181,6 +188,7 @@ class KnowledgeGraph:
     # ------------------------------------------------------------------ access
     @property
     def train(self) -> list[Triple]:
+        """The training split's triples."""
         return self.splits.get("train", [])
 
     @property
@@ -189,6 +197,7 @@ class KnowledgeGraph:
         return [t for split in SPLITS for t in self.splits.get(split, [])]
 
     def entity(self, entity_id: str) -> Entity:
+        """The entity of ``entity_id``; an unknown id raises :class:`UnknownIdError`."""
         try:
             return self.entities[entity_id]
         except KeyError:
@@ -291,21 +300,13 @@ def read_triples(path: str | Path) -> list[Triple]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """Records of an optional KG JSONL file (none when it is absent), each with an id."""
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise KGFormatError(path, number, f"invalid JSON: {error.msg}") from None
-            if not isinstance(record, dict):
-                raise KGFormatError(path, number, "expected a JSON object")
-            if not isinstance(record.get("id"), str) or not record["id"]:
-                raise KGFormatError(path, number, "missing or non-string field 'id'")
-            yield number, record
+    for number, record in iter_jsonl(path, KGFormatError):
+        if not isinstance(record.get("id"), str) or not record["id"]:
+            raise KGFormatError(path, number, "missing or non-string field 'id'")
+        yield number, record
 
 
 def _string_list(path: Path, number: int, record: Mapping, name: str) -> tuple[str, ...]:

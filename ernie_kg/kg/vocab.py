@@ -52,6 +52,7 @@ class EntityVocab:
         return self._rows.get(entity_id, NO_ENTITY) if entity_id is not None else NO_ENTITY
 
     def __call__(self, entity_id: str | None) -> int:
+        """Same as :meth:`row`, so the vocab serves as a ``row_of`` function."""
         return self.row(entity_id)
 
     def strict_row(self, entity_id: str) -> int:

@@ -180,6 +180,7 @@ class AliasTable:
 
     # ------------------------------------------------------------------ storage
     def to_json(self) -> dict[str, Any]:
+        """The table as the JSON object :meth:`save` writes."""
         rows = [[s, e, c] for s, counts in self._raw.items() for e, c in counts.items()]
         return {"format": _FORMAT, "version": 1, "case_smoothing": self.case_smoothing,
                 "aliases": rows}

@@ -82,6 +82,7 @@ class EntityLinkerComponent:
         return "ENTITY"
 
     def __call__(self, doc: Doc) -> Doc:
+        """Link the doc's text and add the mentions to the doc."""
         return self._annotate(doc, self.linker(doc.text))
 
     def pipe(self, docs: Any, batch_size: int = 256) -> Any:

@@ -16,9 +16,7 @@ once instead of building a vector per text.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -31,7 +29,8 @@ from spacy.language import Language
 from spacy.strings import hash_string
 from spacy.tokens import Doc
 
-from ernie_kg.errors import KGFormatError
+from ernie_kg.errors import SavedFileError
+from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.compiled import speedups
 from ernie_kg.linking.normalize import token_norm
@@ -245,24 +244,17 @@ class ContextModel:
         payload = {"format": _FORMAT, "version": 2, "lang": self.lang,
                    "documents": self._documents, "df": dict(self._df),
                    "counts": {e: dict(c) for e, c in self._counts.items()}}
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
-        os.replace(temporary, path)
-        return path
+        return write_json(path, payload, indent=None)
 
     @classmethod
     def load(cls, path: str | Path) -> ContextModel:
+        """Read a model :meth:`save` wrote (a directory's ``context.json``)."""
         path = Path(path)
         if path.is_dir():
             path = path / CONTEXT_FILE
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise KGFormatError(path, None, "missing: no context model here") from None
-        except json.JSONDecodeError as error:
-            raise KGFormatError(path, error.lineno, f"invalid JSON: {error.msg}") from None
+        payload = read_json(path, SavedFileError, what="no context model here")
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise KGFormatError(path, None, f"not a context model (expected {_FORMAT!r})")
+            raise SavedFileError(path, None, f"not a context model (expected {_FORMAT!r})")
         model = cls(payload.get("lang", "en"))
         model._documents = int(payload.get("documents", 0))
         model._df = Counter(payload.get("df", {}))

@@ -63,6 +63,7 @@ class Disambiguator:
 
     # ------------------------------------------------------------------ relatedness
     def neighbours(self, entity_id: str) -> frozenset[str]:
+        """KG neighbours of ``entity_id``, both directions (none without a graph); cached."""
         found = self._neighbours.get(entity_id)
         if found is None:
             graph = self.kg.graph if self.kg is not None else None

@@ -54,9 +54,11 @@ class LinkedMention(NamedTuple):
 
     @property
     def is_nil(self) -> bool:
+        """True when no entity was chosen (a NIL mention)."""
         return self.entity_id is None
 
     def to_json(self) -> dict[str, Any]:
+        """The mention as a JSON object (token positions only when known)."""
         record = self._asdict()
         record["candidates"] = [list(c) for c in self.candidates]
         if self.token_start is None:
@@ -165,6 +167,7 @@ class MentionDetector:
 
     # ------------------------------------------------------------------ spaCy docs
     def make_doc(self, text: str) -> Doc:
+        """``text`` run through the pipeline's tokenizer only."""
         return self.nlp.make_doc(text)
 
     def docs(self, texts: Iterable[str]) -> Iterator[tuple[str, Doc]]:

@@ -41,10 +41,12 @@ TAIL_CHUNK = 8  # the smallest chunk, at the very end of the input
 
 
 def can_fork() -> bool:
+    """Whether worker processes can be started by ``fork`` here."""
     return "fork" in multiprocessing.get_all_start_methods()
 
 
 def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity set, where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
@@ -175,6 +177,7 @@ class LinkerPool:
                         break
 
     def close(self) -> None:
+        """Stop the workers: ask them to exit, terminate those still alive after 5 s."""
         for worker in self._workers:
             try:
                 worker.conn.send(None)

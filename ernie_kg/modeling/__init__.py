@@ -1,4 +1,4 @@
-"""ERNIE-KG fusion encoder: config, base model, heads, outputs (Hugging Face classes).
+"""ERNIE-KG fusion encoder: config, layers, base model, heads, outputs (HF classes).
 
 Importing this package registers ``model_type="ernie_kg"`` with ``AutoConfig``,
 ``AutoModel``, ``AutoModelForSequenceClassification`` (relation classification) and
@@ -19,15 +19,13 @@ from ernie_kg.modeling.heads import (
     ErnieKGForPreTraining,
     ErnieKGForRelationClassification,
 )
-from ernie_kg.modeling.modeling import (
-    ENTITY_IDS_FILE,
+from ernie_kg.modeling.layers import (
     EntityLayout,
     ErnieKGAggregatorLayer,
     ErnieKGEncoder,
     ErnieKGEntityAttention,
-    ErnieKGModel,
-    ErnieKGPreTrainedModel,
 )
+from ernie_kg.modeling.modeling import ENTITY_IDS_FILE, ErnieKGModel, ErnieKGPreTrainedModel
 from ernie_kg.modeling.outputs import (
     ErnieKGClassifierOutput,
     ErnieKGModelOutput,

@@ -95,6 +95,7 @@ class ErnieKGConfig(BertConfig):
 
     # Validators run by ``@strict``; HF's own ``validate_layer_type`` would reject our kinds.
     def validate_layer_type(self) -> None:
+        """Check ``layer_types``: one known kind per hidden layer."""
         if len(self.layer_types) != self.num_hidden_layers:
             raise ValueError(
                 f"layer_types has {len(self.layer_types)} entries, expected num_hidden_layers="
@@ -105,6 +106,7 @@ class ErnieKGConfig(BertConfig):
             raise ValueError(f"layer_types: unknown kinds {unknown}; allowed {list(LAYER_TYPES)}")
 
     def validate_knowledge_fields(self) -> None:
+        """Check the entity fields, the classifier inputs and ``entity_dropout``."""
         if self.entity_dim % self.entity_attention_heads:
             raise ValueError(
                 f"entity_dim={self.entity_dim} is not a multiple of entity_attention_heads="

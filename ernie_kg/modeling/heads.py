@@ -139,6 +139,7 @@ class ErnieKGEntityPredictionHead(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.entity_dim, eps=config.layer_norm_eps)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """Token states ``[..., hidden]`` -> entity space ``[..., entity_dim]``."""
         return self.LayerNorm(self.transform_act_fn(self.dense(states)))
 
 
@@ -167,9 +168,11 @@ class ErnieKGForPreTraining(ErnieKGPreTrainedModel):
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
+        """The MLM decoder (tied to the word embeddings)."""
         return self.cls.predictions.decoder
 
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        """Replace the MLM decoder and its bias."""
         self.cls.predictions.decoder = new_embeddings
         self.cls.predictions.bias = new_embeddings.bias
 
@@ -200,6 +203,7 @@ class ErnieKGForPreTraining(ErnieKGPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> ErnieKGPreTrainingOutput | tuple:
+        """MLM, NSP and dEA logits; each loss when its labels are given (see the class)."""
         if return_dict is None:
             return_dict = self.config.return_dict
         outputs = self.ernie(

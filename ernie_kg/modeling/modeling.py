@@ -1,45 +1,25 @@
-"""The ERNIE fusion encoder: BERT layers whose top layers also carry an entity stream.
+"""The ERNIE-KG base model: the shared ``PreTrainedModel`` base and :class:`ErnieKGModel`.
 
-Why it is built this way:
-
-* An aggregator layer *is* a :class:`~transformers.models.bert.modeling_bert.BertLayer`
-  (subclass) with a few entity modules added. Its token attention, ``W_t`` (the FFN's
-  ``intermediate.dense``) and token output projection are the backbone layer's own
-  modules, and its parameter names are BERT's, so backbone checkpoints load directly.
-  Without entities it runs ``BertLayer.forward`` itself: knowledge off is the backbone,
-  bit for bit, whatever the number of aggregator layers.
-* Entities are sparse (about a quarter of the tokens), so the entity stream is stored
-  only at aligned positions (``[N, entity_dim]``). Entity self-attention runs on a small
-  per-sequence packed tensor ``[B, max_entities, entity_dim]``; ``W_e e_k + b_e`` is
-  added into the ``[B, L, intermediate]`` pre-activation only at the aligned rows; the
-  entity output projection reads only those rows. Masked attention over all L positions
-  gives the same result, since non-entity keys get zero weight and non-entity queries are
-  discarded by ERNIE's ``ent_mask``.
-* For GELU backbones (BERT, MiniLM) the fusion activation is one autograd function
-  (:class:`_FusedGelu`) whose backward touches the full ``[B*L, intermediate]`` grid
-  only as the backbone's own GELU backward does: autograd's generic index ops would add
-  a zero-filled grid, a scatter and a full-size add per layer, a few percent of a step.
+The base class owns what every head shares: weight init, building on a BERT backbone
+(:meth:`ErnieKGPreTrainedModel.from_backbone`) and saving / loading the entity table
+with its KG ids. :class:`ErnieKGModel` is BERT's embeddings and pooler around the fusion
+encoder of :mod:`ernie_kg.modeling.layers`, with the entity table inside.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
-from torch.nn import functional as F
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.activations import GELUActivation
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import (
     BertEmbeddings,
-    BertLayer,
     BertLMPredictionHead,
     BertPooler,
 )
@@ -48,263 +28,19 @@ from ernie_kg.errors import SavedFileError
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.vocab import EntityVocab
 from ernie_kg.modeling.configuration import ErnieKGConfig
+from ernie_kg.modeling.layers import (  # noqa: F401  (re-exported: the names once lived here)
+    EntityLayout,
+    ErnieKGAggregatorLayer,
+    ErnieKGEncoder,
+    ErnieKGEntityAttention,
+    ErnieKGEntityOutput,
+    _fuse,
+    _FusedGelu,
+)
 from ernie_kg.modeling.outputs import ErnieKGModelOutput
 
 #: Written next to the weights by ``save_pretrained``: the KG id of every table row >= 1.
 ENTITY_IDS_FILE = "entity_ids.json"
-
-
-# --------------------------------------------------------------------------- layout
-@dataclass
-class EntityLayout:
-    """Where the entities of a batch sit, computed once per forward pass.
-
-    ``flat_index`` holds the aligned positions in the flattened ``[B * L]`` token grid;
-    ``slot_index`` is each entity's rank within its sequence, so ``(batch_index,
-    slot_index)`` addresses the packed ``[B, num_slots, dim]`` tensor used by entity
-    self-attention. ``key_bias`` is the additive mask hiding padding slots.
-    """
-
-    flat_index: torch.Tensor
-    batch_index: torch.Tensor
-    slot_index: torch.Tensor
-    rows: torch.Tensor
-    key_bias: torch.Tensor
-    batch_size: int
-    seq_len: int
-    num_slots: int
-
-    @classmethod
-    def from_entity_ids(cls, entity_ids: torch.Tensor, dtype: torch.dtype) -> EntityLayout | None:
-        """The layout of ``entity_ids`` ``[B, L]`` (0 = no entity); None if nothing is aligned."""
-        aligned = entity_ids > 0
-        flat_index = aligned.reshape(-1).nonzero().squeeze(1)
-        if flat_index.numel() == 0:
-            return None
-        batch_size, seq_len = entity_ids.shape
-        counts = aligned.sum(dim=1)
-        num_slots = int(counts.max())
-        slot_index = (aligned.cumsum(dim=1) - 1).reshape(-1)[flat_index]
-        slots = torch.arange(num_slots, device=entity_ids.device)
-        key_bias = torch.zeros(batch_size, num_slots, dtype=dtype, device=entity_ids.device)
-        key_bias.masked_fill_(slots[None, :] >= counts[:, None], torch.finfo(dtype).min)
-        return cls(
-            flat_index=flat_index,
-            batch_index=torch.div(flat_index, seq_len, rounding_mode="floor"),
-            slot_index=slot_index,
-            rows=entity_ids.reshape(-1)[flat_index],
-            key_bias=key_bias[:, None, None, :],
-            batch_size=batch_size,
-            seq_len=seq_len,
-            num_slots=num_slots,
-        )
-
-    def pack(self, states: torch.Tensor) -> torch.Tensor:
-        """``[N, d]`` -> ``[B, num_slots, d]``, zero in the padding slots."""
-        packed = states.new_zeros(self.batch_size, self.num_slots, states.shape[-1])
-        return packed.index_put((self.batch_index, self.slot_index), states)
-
-    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
-        """``[B, num_slots, d]`` -> ``[N, d]`` (the real entities only)."""
-        return packed[self.batch_index, self.slot_index]
-
-    def scatter(self, states: torch.Tensor) -> torch.Tensor:
-        """``[N, d]`` -> position-aligned ``[B, L, d]``, zero where no entity is aligned."""
-        grid = states.new_zeros(self.batch_size * self.seq_len, states.shape[-1])
-        grid = grid.index_copy(0, self.flat_index, states)
-        return grid.view(self.batch_size, self.seq_len, -1)
-
-
-# --------------------------------------------------------------------------- entity modules
-class ErnieKGEntityAttention(nn.Module):
-    """Multi-head self-attention among the entities of each sequence, + residual and LN.
-
-    ERNIE's ``BertSelfAttention`` + ``BertSelfOutput`` at ``hidden_size = entity_dim``; it
-    never looks at the tokens (the streams meet only in the feed-forward fusion).
-    """
-
-    def __init__(self, config: ErnieKGConfig) -> None:
-        super().__init__()
-        dim = config.entity_dim
-        self.num_heads = config.entity_attention_heads
-        self.head_dim = dim // self.num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)  # query, key, value in one matmul
-        self.dense = nn.Linear(dim, dim)
-        self.LayerNorm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.attention_dropout = config.attention_probs_dropout_prob
-
-    def forward(self, states: torch.Tensor, layout: EntityLayout) -> torch.Tensor:
-        batch, slots = layout.batch_size, layout.num_slots
-        qkv = layout.pack(self.qkv(states)).view(batch, slots, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        context = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=layout.key_bias.to(query.dtype),
-            dropout_p=self.attention_dropout if self.training else 0.0,
-        )
-        context = layout.unpack(context.transpose(1, 2).reshape(batch, slots, -1))
-        return self.LayerNorm(states + self.dropout(self.dense(context)))
-
-
-class ErnieKGEntityOutput(nn.Module):
-    """``e' = LN(e + Dropout(W_oe h + b_oe))``: the entity half of ERNIE's ``BertOutput``."""
-
-    def __init__(self, config: ErnieKGConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.entity_dim)
-        self.LayerNorm = nn.LayerNorm(config.entity_dim, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, fused: torch.Tensor, entity_states: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(entity_states + self.dropout(self.dense(fused)))
-
-
-class ErnieKGAggregatorLayer(BertLayer):
-    """A K-Encoder layer ("norm") or ERNIE's "mix" layer (no entity self-attention).
-
-    ``h_j = GELU(W_t w_j + b_t + W_e e_k + b_e)`` for a token aligned to entity k and
-    ``GELU(W_t w_j + b_t)`` otherwise; tokens leave through the backbone's FFN output
-    (projection, residual, LN), entities through :class:`ErnieKGEntityOutput`, which the
-    topmost aggregator does not build since nothing reads its entity output.
-    """
-
-    def __init__(
-        self,
-        config: ErnieKGConfig,
-        layer_idx: int | None = None,
-        kind: str = "norm",
-        entity_output: bool = True,
-    ) -> None:
-        super().__init__(config, layer_idx=layer_idx)
-        self.kind = kind
-        self.entity_attention = ErnieKGEntityAttention(config) if kind == "norm" else None
-        self.entity_intermediate = nn.Linear(config.entity_dim, config.intermediate_size)
-        self.entity_output = ErnieKGEntityOutput(config) if entity_output else None
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        entity_states: torch.Tensor | None = None,
-        layout: EntityLayout | None = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Returns (token output, entity output for the next layer, entities fused here)."""
-        if entity_states is None or layout is None:  # knowledge off: the backbone layer itself
-            return BertLayer.forward(self, hidden_states, attention_mask, **kwargs), None, None
-        attention_output, _ = self.attention(hidden_states, attention_mask, **kwargs)
-        if self.entity_attention is not None:
-            entity_states = self.entity_attention(entity_states, layout)
-        tokens = attention_output.reshape(-1, attention_output.shape[-1])  # [B*L, H]
-        pre_tokens = self.intermediate.dense(tokens)  # W_t w_j + b_t, every token
-        knowledge = self.entity_intermediate(entity_states).to(pre_tokens.dtype)  # W_e e_k + b_e
-        intermediate, fused = _fuse(self.intermediate.intermediate_act_fn, pre_tokens,
-                                    knowledge, layout.flat_index)
-        layer_output = self.output(intermediate.view(*attention_output.shape[:-1], -1),
-                                   attention_output)
-        next_entity_states = None
-        if self.entity_output is not None:
-            next_entity_states = self.entity_output(fused, entity_states)
-        return layer_output, next_entity_states, entity_states
-
-
-def _gelu_approximation(activation: nn.Module) -> str | None:
-    """``approximate`` of an activation module that is exactly ``F.gelu``, else None."""
-    if type(activation) is GELUActivation and getattr(activation, "act", None) is F.gelu:
-        return "none"
-    if type(activation) is nn.GELU:
-        return activation.approximate
-    return None
-
-
-class _FusedGelu(torch.autograd.Function):
-    """``h = GELU(pre)`` with ``knowledge`` added to the ``index`` rows; returns (h, h[index]).
-
-    Forward: GELU over the token grid (the backbone's op on the backbone's input), then the
-    aligned rows recomputed from ``pre[index] + knowledge`` and written over. Backward:
-    the grid's GELU backward, then the aligned rows (their grid gradient plus that of the
-    gathered copy) recomputed and written over. Everything beyond the backbone's own work
-    is ``[N, I]``.
-    """
-
-    @staticmethod
-    def forward(ctx, pre, knowledge, index, approximate):
-        pre_aligned = pre.index_select(0, index) + knowledge
-        fused = F.gelu(pre_aligned, approximate=approximate)
-        hidden = F.gelu(pre, approximate=approximate)
-        hidden.index_copy_(0, index, fused)
-        ctx.save_for_backward(pre, pre_aligned, index)
-        ctx.approximate = approximate
-        return hidden, fused
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_hidden, grad_fused):
-        pre, pre_aligned, index = ctx.saved_tensors
-        gelu_backward = torch.ops.aten.gelu_backward
-        grad_aligned = grad_hidden.index_select(0, index)
-        if grad_fused is not None:
-            grad_aligned = grad_aligned + grad_fused
-        grad_knowledge = gelu_backward(grad_aligned, pre_aligned, approximate=ctx.approximate)
-        grad_pre = gelu_backward(grad_hidden, pre, approximate=ctx.approximate)
-        grad_pre.index_copy_(0, index, grad_knowledge)
-        return grad_pre, grad_knowledge, None, None
-
-
-def _fuse(activation: nn.Module, pre: torch.Tensor, knowledge: torch.Tensor,
-          index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(act(pre + scatter(knowledge)), its rows at index)`` for ``pre`` ``[T, I]``."""
-    approximate = _gelu_approximation(activation)
-    if approximate is not None:
-        return _FusedGelu.apply(pre, knowledge, index, approximate)
-    # Any other activation: autograd's index ops (correct, a few full-size copies slower).
-    pre = pre.index_put((index,), knowledge, accumulate=True)
-    hidden = activation(pre)
-    return hidden, hidden.index_select(0, index)
-
-
-class ErnieKGEncoder(nn.Module):
-    """The T-Encoder ("sim" BERT layers) and the K-Encoder, in ``config.layer_types`` order."""
-
-    def __init__(self, config: ErnieKGConfig) -> None:
-        super().__init__()
-        self.config = config
-        knowledge = config.knowledge_layer_indices
-        last = knowledge[-1] if knowledge else -1
-        self.layer = nn.ModuleList(
-            BertLayer(config, layer_idx=i)
-            if kind == "sim"
-            else ErnieKGAggregatorLayer(config, layer_idx=i, kind=kind, entity_output=i != last)
-            for i, kind in enumerate(config.layer_types)
-        )
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        entity_states: torch.Tensor | None = None,
-        layout: EntityLayout | None = None,
-        output_hidden_states: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, list[torch.Tensor]]:
-        """Returns (last hidden state, all hidden states or None, entities fused per layer)."""
-        all_hidden = (hidden_states,) if output_hidden_states else None
-        fused_per_layer: list[torch.Tensor] = []
-        for layer in self.layer:
-            if isinstance(layer, ErnieKGAggregatorLayer):
-                hidden_states, next_entities, fused = layer(
-                    hidden_states, attention_mask, entity_states, layout
-                )
-                if fused is not None:
-                    fused_per_layer.append(fused)
-                    entity_states = next_entities
-            else:
-                hidden_states = layer(hidden_states, attention_mask)
-            if all_hidden is not None:
-                all_hidden = all_hidden + (hidden_states,)
-        return hidden_states, all_hidden, fused_per_layer
 
 
 # --------------------------------------------------------------------------- base class
@@ -482,9 +218,11 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
+        """The word embeddings (Hugging Face's hook)."""
         return self.embeddings.word_embeddings
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
+        """Replace the word embeddings (Hugging Face's hook)."""
         self.embeddings.word_embeddings = value
 
     # ------------------------------------------------------------- entity table

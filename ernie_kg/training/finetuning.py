@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
+from transformers import (
+    EvalPrediction,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from ernie_kg.training.metrics import relation_metrics
 
@@ -108,7 +115,8 @@ class ErnieKGTrainer(Trainer):
         finally:
             trainer_module.PreTrainedConfig = original
 
-    def create_optimizer(self, model: nn.Module | None = None):
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """Trainer's hook: AdamW, ``knowledge_learning_rate`` for the fresh knowledge modules."""
         if self.knowledge_learning_rate is None or self.optimizer is not None:
             return super().create_optimizer(model) if model is not None else \
                 super().create_optimizer()
@@ -143,7 +151,9 @@ class JsonlLogCallback(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        """Trainer's hook: append the record (with step, epoch, seconds) on the main process."""
         if not state.is_world_process_zero or not logs:
             return
         record = {"step": state.global_step, "epoch": state.epoch,

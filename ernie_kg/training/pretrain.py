@@ -18,15 +18,14 @@ between one process and N processes need control over three things ``Trainer`` h
   process exactly only without dropout, and in expectation with it.
 
 Checkpoints (model, optimizer, scheduler, step) are written to a temporary directory and
-renamed into place, so a killed run never leaves a half-written checkpoint.
+renamed into place, so a killed run never leaves a half-written checkpoint; the run's
+files are :mod:`ernie_kg.training.checkpoints`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -42,10 +41,18 @@ from ernie_kg.data.masking import IGNORE_INDEX, MaskingVocab
 from ernie_kg.data.pretraining import PretrainingShards
 from ernie_kg.data.pretraining_collator import PretrainingCollator, entity_row_map
 from ernie_kg.errors import ErnieKGError
+from ernie_kg.training.checkpoints import (  # latest_checkpoint: also this module's API
+    LOG_FILE,
+    append_log,
+    check_resume,
+    latest_checkpoint,
+    read_log,
+    restore_checkpoint,
+    save_checkpoint,
+    truncate_log,
+    write_finished,
+)
 
-LOG_FILE = "log.jsonl"
-STATE_FILE = "trainer_state.json"
-FINISHED_FILE = "pretraining_settings.json"
 OBJECTIVES = ("mlm", "nsp", "dea")
 
 
@@ -91,17 +98,21 @@ class DistributedContext:
 
     @property
     def distributed(self) -> bool:
+        """True when more than one process takes part."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the process that writes the files."""
         return self.rank == 0
 
     def barrier(self) -> None:
+        """Wait for every process (nothing to wait for alone)."""
         if self.distributed:
             torch.distributed.barrier()
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over the processes, on the CPU."""
         if self.distributed:
             values = values.to(self.device)
             torch.distributed.all_reduce(values)
@@ -145,40 +156,6 @@ def _scheduler(optimizer: torch.optim.Optimizer, settings: PretrainingSettings):
 
     warmup = int(math.ceil(settings.warmup_ratio * settings.max_steps))
     return get_linear_schedule_with_warmup(optimizer, warmup, settings.max_steps)
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``output_dir/checkpoints`` (renames are atomic,
-    so every ``checkpoint-N`` directory is complete)."""
-    root = Path(output_dir) / "checkpoints"
-    found = [p for p in root.glob("checkpoint-*") if (p / STATE_FILE).is_file()]
-    return max(found, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
-def _save_checkpoint(
-    output_dir: Path, step: int, model: nn.Module, optimizer, scheduler,
-    settings: PretrainingSettings, keep: int,
-) -> Path:
-    root = output_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"checkpoint-{step}"
-    temporary = root / f".tmp-checkpoint-{step}"
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    temporary.mkdir()
-    model.save_pretrained(temporary)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-               temporary / "optimizer.pt")
-    (temporary / STATE_FILE).write_text(
-        json.dumps({"step": step, "settings": asdict(settings)}, indent=2))
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(temporary, target)
-    checkpoints = sorted((p for p in root.glob("checkpoint-*") if p.is_dir()),
-                         key=lambda p: int(p.name.split("-")[1]))
-    for old in checkpoints[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 def _micro_batches(
@@ -254,8 +231,9 @@ def pretrain(
     start_step = 0
     checkpoint = latest_checkpoint(output_dir) if resume else None
     if checkpoint is not None:
-        start_step, saved = _restore(checkpoint, model, optimizer, scheduler, context)
-        _check_resume(checkpoint, saved, settings)
+        start_step, saved = restore_checkpoint(checkpoint, model, optimizer, scheduler,
+                                               context.device)
+        check_resume(checkpoint, saved, asdict(settings))
     engine: nn.Module = model
     if context.distributed:
         engine = nn.parallel.DistributedDataParallel(
@@ -264,7 +242,7 @@ def pretrain(
     autocast = settings.mixed_precision == "auto" and context.device.type == "cuda"
     if context.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_log(output_dir / LOG_FILE, start_step)
+        truncate_log(output_dir / LOG_FILE, start_step)
     batches = global_batches(len(data), settings.batch_size, settings.seed, start_step)
     bar = tqdm(total=settings.max_steps, initial=start_step, desc="pre-training",
                unit="step", disable=not (settings.progress and context.is_main))
@@ -301,24 +279,21 @@ def pretrain(
         record = _record(step + 1, totals, counts, scheduler.get_last_lr()[0], started)
         history.append(record)
         if context.is_main:
-            with (output_dir / LOG_FILE).open("a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
+            append_log(output_dir, record)
             bar.set_postfix(loss=f"{record['loss']:.3f}",
                             dea_acc=f"{record.get('dea_accuracy', 0):.2f}")
         bar.update(1)
         if (step + 1) % settings.save_steps == 0 and step + 1 < settings.max_steps:
             if context.is_main:
-                _save_checkpoint(output_dir, step + 1, model, optimizer, scheduler, settings,
-                                 settings.save_total_limit)
+                save_checkpoint(output_dir, step + 1, model, optimizer, scheduler,
+                                asdict(settings), settings.save_total_limit)
             context.barrier()
     bar.close()
     if context.is_main:
         model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
         _plot(output_dir)
-        done = output_dir / FINISHED_FILE  # written last: its presence means a whole model
-        done.with_name(done.name + ".tmp").write_text(json.dumps(asdict(settings), indent=2))
-        os.replace(done.with_name(done.name + ".tmp"), done)
+        write_finished(output_dir, asdict(settings))  # last: its presence means a whole model
     context.barrier()
     return {"steps": settings.max_steps, "resumed_from": start_step, "history": history}
 
@@ -377,61 +352,6 @@ def _record(step: int, totals: torch.Tensor, counts: dict[str, float], lr: float
     return record
 
 
-def _restore(checkpoint: Path, model: nn.Module, optimizer, scheduler,
-             context: DistributedContext) -> tuple[int, dict[str, Any]]:
-    from safetensors.torch import load_file
-
-    state = load_file(str(checkpoint / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or {})
-    if [k for k in missing if k not in tied] or unexpected:
-        raise ErnieKGError(f"{checkpoint}: checkpoint does not fit the model "
-                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-    saved = torch.load(checkpoint / "optimizer.pt", map_location=context.device,
-                       weights_only=False)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    state = json.loads((checkpoint / STATE_FILE).read_text())
-    return int(state["step"]), state.get("settings", {})
-
-
-#: Settings a resumed run must share with its checkpoint, or the data stream, the
-#: corruption or the schedule would silently change.
-_RESUME_KEYS = ("batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio",
-                "seed", "mlm_probability", "whole_word_masking", "whole_entity_masking",
-                "dea", "nsp", "max_steps")
-
-
-def _check_resume(checkpoint: Path, saved: dict[str, Any], settings: PretrainingSettings) -> None:
-    current = asdict(settings)
-    changed = {k: (saved[k], current[k]) for k in _RESUME_KEYS
-               if k in saved and saved[k] != current[k]}
-    if changed:
-        details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-        raise ErnieKGError(
-            f"{checkpoint}: cannot resume with other settings ({details}); use the "
-            "checkpoint's settings, or a new --output directory (or --no-resume)"
-        )
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint a resume starts from)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line torn by the kill
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text("".join(line + "\n" for line in kept))
-    os.replace(temporary, path)
-
-
 def _plot(output_dir: Path) -> None:
     """``loss.png``: each objective's loss and dEA accuracy against chance, per step."""
     import matplotlib
@@ -439,8 +359,7 @@ def _plot(output_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in (output_dir / LOG_FILE).read_text().splitlines()
-               if line.strip()]
+    records = read_log(output_dir)
     if not records:
         return
     steps = [r["step"] for r in records]

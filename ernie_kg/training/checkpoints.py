@@ -1,0 +1,154 @@
+"""The files of a pre-training run: checkpoints, the step log and the finished settings.
+
+Why a checkpoint is a directory written beside its place and renamed into it: a killed
+run must never leave a half-written checkpoint, and a rename is atomic, so every
+``checkpoints/checkpoint-N`` directory is complete. The single files (the trainer state,
+the log after a resume, the finished settings) go through :mod:`ernie_kg.io` for the
+same reason.
+
+Settings travel as plain dicts (``dataclasses.asdict``), so this module does not depend
+on the training loop that defines them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ernie_kg.errors import ErnieKGError, SavedFileError
+from ernie_kg.io import iter_jsonl, read_json, write_atomic, write_json
+
+__all__ = [
+    "FINISHED_FILE",
+    "LOG_FILE",
+    "STATE_FILE",
+    "append_log",
+    "check_resume",
+    "latest_checkpoint",
+    "read_log",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "truncate_log",
+    "write_finished",
+]
+
+LOG_FILE = "log.jsonl"
+STATE_FILE = "trainer_state.json"
+FINISHED_FILE = "pretraining_settings.json"
+OPTIMIZER_FILE = "optimizer.pt"
+
+#: Settings a resumed run must share with its checkpoint, or the data stream, the
+#: corruption or the schedule would silently change.
+RESUME_KEYS = ("batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio",
+               "seed", "mlm_probability", "whole_word_masking", "whole_entity_masking",
+               "dea", "nsp", "max_steps")
+
+
+def _step_of(path: Path) -> int:
+    """The N of a ``checkpoint-N`` directory."""
+    return int(path.name.split("-")[1])
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``output_dir/checkpoints`` (renames are atomic,
+    so every ``checkpoint-N`` directory is complete)."""
+    root = Path(output_dir) / "checkpoints"
+    found = [p for p in root.glob("checkpoint-*") if (p / STATE_FILE).is_file()]
+    return max(found, key=_step_of, default=None)
+
+
+def save_checkpoint(
+    output_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+    scheduler: Any, settings: dict[str, Any], keep: int,
+) -> Path:
+    """Write ``checkpoints/checkpoint-{step}`` (model, optimizer, scheduler, step, settings)
+    through a temporary directory renamed into place; keep the newest ``keep`` of them."""
+    root = output_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"checkpoint-{step}"
+    temporary = root / f".tmp-checkpoint-{step}"
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    temporary.mkdir()
+    model.save_pretrained(temporary)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+               temporary / OPTIMIZER_FILE)
+    write_json(temporary / STATE_FILE, {"step": step, "settings": settings})
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(temporary, target)
+    checkpoints = sorted((p for p in root.glob("checkpoint-*") if p.is_dir()), key=_step_of)
+    for old in checkpoints[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def restore_checkpoint(checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                       scheduler: Any, device: torch.device) -> tuple[int, dict[str, Any]]:
+    """Load a checkpoint into ``model``, ``optimizer`` and ``scheduler``; returns its step
+    and the settings it was made with."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(checkpoint / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or {})
+    if [k for k in missing if k not in tied] or unexpected:
+        raise ErnieKGError(f"{checkpoint}: checkpoint does not fit the model "
+                           f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    saved = torch.load(checkpoint / OPTIMIZER_FILE, map_location=device, weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    trainer_state = read_json(checkpoint / STATE_FILE, what="the checkpoint's trainer state")
+    return int(trainer_state["step"]), trainer_state.get("settings", {})
+
+
+def check_resume(checkpoint: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse to resume when a setting in :data:`RESUME_KEYS` differs from the checkpoint's."""
+    changed = {k: (saved[k], current[k]) for k in RESUME_KEYS
+               if k in saved and saved[k] != current[k]}
+    if changed:
+        details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ErnieKGError(
+            f"{checkpoint}: cannot resume with other settings ({details}); use the "
+            "checkpoint's settings, or a new --output directory (or --no-resume)"
+        )
+
+
+def append_log(output_dir: Path, record: dict[str, Any]) -> None:
+    """Add one step's record to ``log.jsonl`` (a kill may tear this line; see below)."""
+    with (output_dir / LOG_FILE).open("a", encoding="utf-8") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the checkpoint a resume starts from) and
+    a last line torn by the kill (lines are only appended, so nothing follows it)."""
+    if not path.exists():
+        return
+    kept: list[dict[str, Any]] = []
+    try:
+        for _, record in iter_jsonl(path):
+            if isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(record)
+    except SavedFileError:
+        pass  # the torn line
+    write_atomic(path, lambda handle: handle.writelines(json.dumps(r) + "\n" for r in kept))
+
+
+def read_log(output_dir: Path) -> list[dict[str, Any]]:
+    """Every record of ``log.jsonl``, in order (none before the first step is logged)."""
+    path = output_dir / LOG_FILE
+    return [record for _, record in iter_jsonl(path)] if path.is_file() else []
+
+
+def write_finished(output_dir: Path, settings: dict[str, Any]) -> Path:
+    """``pretraining_settings.json``, written last: its presence means a whole model."""
+    return write_json(output_dir / FINISHED_FILE, settings)
