@@ -18,9 +18,12 @@ from ernie_kg.kg import (
 
 __version__ = "0.1.0"
 
-# Linking pulls in spaCy and transformers (seconds): exported lazily (PEP 562).
-_LAZY_EXPORTS = {name: "ernie_kg.linking" for name in
-                 ("EntityLinker", "ErnieKGProcessor", "LinkedMention")}
+# Linking and processing pull in spaCy and transformers (seconds): exported lazily (PEP 562).
+_LAZY_EXPORTS = {
+    "EntityLinker": "ernie_kg.linking",
+    "LinkedMention": "ernie_kg.linking",
+    "ErnieKGProcessor": "ernie_kg.processing",
+}
 
 
 def __getattr__(name: str):
