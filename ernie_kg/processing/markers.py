@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ernie_kg.errors import SpanError
 from ernie_kg.spans import Span
 
-__all__ = ["DEFAULT_MARKERS", "check_nesting", "insert_markers", "token_at",
-           "truncation_window"]
+__all__ = ["DEFAULT_MARKERS", "check_marker_tokens", "check_nesting", "insert_markers",
+           "token_at", "truncation_window"]
 
 #: ERNIE's choice for relation classification; '@' marks a typed mention.
 DEFAULT_MARKERS: dict[str, str] = {
@@ -23,6 +24,23 @@ DEFAULT_MARKERS: dict[str, str] = {
     "tail_start": "$", "tail_end": "$",
     "mention_start": "@", "mention_end": "@",
 }
+
+
+def check_marker_tokens(tokenizer: Any, markers: Mapping[str, str], roles: Sequence[str],
+                        ) -> None:
+    """Raise ValueError unless each marker of ``roles`` is one known token of
+    ``tokenizer`` (so it stays one wordpiece and needs no new embedding)."""
+    for role in roles:
+        for edge in ("start", "end"):
+            name = f"{role}_{edge}"
+            marker = markers[name]
+            ids = tokenizer(marker, add_special_tokens=False, verbose=False)["input_ids"]
+            if not marker.strip() or len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+                raise ValueError(
+                    f"marker {name}={marker!r} is not a single known token of the "
+                    f"tokenizer (it gives {ids}); pick a vocabulary character or add it "
+                    "with tokenizer.add_tokens and resize the model's embeddings"
+                )
 
 
 def check_nesting(spans: Mapping[str, Span], where: str = "") -> None:

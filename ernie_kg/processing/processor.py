@@ -30,6 +30,7 @@ from ernie_kg.processing.alignment import EntitySpan, RowLookup, align_offsets, 
 from ernie_kg.processing.entities import other_spans, resolve_entities
 from ernie_kg.processing.markers import (
     DEFAULT_MARKERS,
+    check_marker_tokens,
     check_nesting,
     insert_markers,
     token_at,
@@ -113,7 +114,7 @@ class ErnieKGProcessor:
             raise ValueError(f"max_length={max_length} leaves no room for text")
         self.max_length = int(max_length)
         self._lookup = row_lookup(entity_rows)
-        self._check_markers()
+        check_marker_tokens(self.tokenizer, self.markers, self.task_roles)
 
     # ------------------------------------------------------------------ setup
     def _special_template(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int]:
@@ -129,19 +130,6 @@ class ErnieKGProcessor:
         prefix = list(zip(ids[:first], types[:first]))
         suffix = list(zip(ids[last + 1:], types[last + 1:]))
         return prefix, suffix, types[first]
-
-    def _check_markers(self) -> None:
-        for role in _TASK_SPANS[self.task]:
-            for edge in ("start", "end"):
-                name = f"{role}_{edge}"
-                marker = self.markers[name]
-                ids = self.tokenizer(marker, add_special_tokens=False, verbose=False)["input_ids"]
-                if not marker.strip() or len(ids) != 1 or ids[0] == self.tokenizer.unk_token_id:
-                    raise ValueError(
-                        f"marker {name}={marker!r} is not a single known token of the "
-                        f"tokenizer (it gives {ids}); pick a vocabulary character or add it "
-                        "with tokenizer.add_tokens and resize the model's embeddings"
-                    )
 
     @property
     def task_roles(self) -> tuple[str, ...]:
