@@ -1,9 +1,11 @@
 """ernie-kg: knowledge-enhanced language models in the style of ERNIE (Zhang et al., 2019)."""
 
 from ernie_kg.errors import (
+    DataFormatError,
     EmptyGraphError,
     ErnieKGError,
     KGFormatError,
+    SavedFileError,
     SpanError,
     UnknownIdError,
 )
@@ -11,6 +13,7 @@ from ernie_kg.kg import (
     Entity,
     EntityEmbeddings,
     EntityIndex,
+    EntityVocab,
     KnowledgeGraph,
     Relation,
     train_entity_embeddings,
@@ -35,17 +38,20 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "DataFormatError",
     "EmptyGraphError",
     "Entity",
     "EntityEmbeddings",
     "EntityIndex",
     "EntityLinker",
+    "EntityVocab",
     "ErnieKGProcessor",
     "ErnieKGError",
     "KGFormatError",
     "KnowledgeGraph",
     "LinkedMention",
     "Relation",
+    "SavedFileError",
     "SpanError",
     "UnknownIdError",
     "train_entity_embeddings",

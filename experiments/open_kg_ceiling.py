@@ -26,7 +26,7 @@ from typing import Any
 
 from sklearn.metrics import f1_score
 
-from ernie_kg.data.fewrel import read_fewrel
+from ernie_kg.data.fewrel import load_fewrel
 from ernie_kg.data.knowledge import fewrel_knowledge
 from ernie_kg.paths import PROJECT_ROOT
 
@@ -45,12 +45,12 @@ def _predictions(path: Path) -> list[str]:
 
 def coverage(split: Path, codex: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Per test instance: gold label and whether head/tail are in the KG / linkable."""
-    train = read_fewrel(split / "train.json")
+    train = load_fewrel(split / "train.json")
     kg, _ = fewrel_knowledge([train], codex, hops=1)
     named = {i[role][1] for instances in train.values() for i in instances for role in "ht"}
     linkable = {e for e in named if e in kg}
     rows = []
-    for label, instances in read_fewrel(split / "test.json").items():
+    for label, instances in load_fewrel(split / "test.json").items():
         for instance in instances:
             head, tail = instance["h"][1], instance["t"][1]
             rows.append({"label": label, "head_in_kg": head in kg, "tail_in_kg": tail in kg,

@@ -146,7 +146,7 @@ def main() -> None:
     if not (pretrained / "pretraining_settings.json").exists():  # written last
         data_dir = out / "pretrain-data"
         if not (data_dir / "manifest.json").exists():
-            linker = EntityLinker.from_kg(kg, embeddings, aliases)
+            linker = EntityLinker.from_kg(kg, embeddings, aliases=aliases)
             prepare_pretraining_data(corpus_file(train_data, out / "corpus.jsonl"), linker,
                                      tokenizer, data_dir, max_length=args.max_length)
         torch.manual_seed(0)

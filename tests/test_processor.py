@@ -299,3 +299,9 @@ def test_raw_text_is_disambiguated_once(tokenizer, entity_ids, kg):
     calls.clear()
     processor(TEXT, head=HEAD, tail=TAIL, head_id="marie_curie", tail_id="warsaw")
     assert len(calls) == 1  # ids given: only the text's own mentions are linked
+
+
+def test_explicit_zero_on_a_task_span_means_no_entity(rc, tokenizer, entity_ids):
+    features = rc(TEXT, head=HEAD, tail=TAIL, entity_spans=[HEAD], entity_ids=[0],
+                  tail_id="warsaw")
+    assert [kg_id for _, kg_id in entities_at(tokenizer, features, entity_ids)] == ["warsaw"]

@@ -148,11 +148,8 @@ relation_features = task_features
 typing_features = task_features
 
 
-#: The task spans of each example type: (processor argument, example field of its id).
-_TASK_SPANS = {
-    RelationExample: (("head", "head_id"), ("tail", "tail_id")),
-    TypingExample: (("mention", "entity_id"),),
-}
+#: The example field holding the KG id of each task span the processor marks.
+_ID_FIELDS = {"head": "head_id", "tail": "tail_id", "mention": "entity_id"}
 
 
 def encode_examples(
@@ -165,11 +162,10 @@ def encode_examples(
     if not examples:
         return []
     kwargs: dict[str, Any] = {}
-    kind = RelationExample if isinstance(examples[0], RelationExample) else TypingExample
-    for role, id_field in _TASK_SPANS[kind]:
+    for role in processor.task_roles:
         kwargs[role] = [getattr(e, role) for e in examples]
         if entities in ("gold", "both"):
-            kwargs[f"{role}_id"] = [getattr(e, id_field) for e in examples]
+            kwargs[f"{role}_id"] = [getattr(e, _ID_FIELDS[role]) for e in examples]
     target = processor if entities in ("linker", "both") else _without_linker(processor)
     features = _unbatch(target([e.text for e in examples], padding=False, **kwargs))
     if entities == "none":

@@ -1,4 +1,5 @@
-"""The knowledge-graph layer: graph, PyKEEN entity embeddings, faiss index."""
+"""The knowledge-graph layer: graph, PyKEEN entity embeddings, faiss index, and the
+entity vocabulary (KG ids <-> table rows, 0 = no entity)."""
 
 from ernie_kg.kg.embeddings import (
     DEFAULT_EMBEDDING_SETTINGS,
@@ -7,12 +8,15 @@ from ernie_kg.kg.embeddings import (
 )
 from ernie_kg.kg.graph import Entity, KnowledgeGraph, Relation, read_triples
 from ernie_kg.kg.index import EntityIndex
+from ernie_kg.kg.vocab import NO_ENTITY, EntityVocab
 
 __all__ = [
     "DEFAULT_EMBEDDING_SETTINGS",
+    "NO_ENTITY",
     "Entity",
     "EntityEmbeddings",
     "EntityIndex",
+    "EntityVocab",
     "KnowledgeGraph",
     "Relation",
     "read_triples",

@@ -76,14 +76,19 @@ class EntityLinker:
         cls,
         kg: KnowledgeGraph,
         embeddings: EntityEmbeddings | None = None,
+        *,
         aliases: AliasTable | None = None,
         context: ContextModel | None = None,
         **config: Any,
     ) -> EntityLinker:
         """A linker over ``kg``: ``aliases`` is the finished alias table, used as it is
-        (default: the KG's names, :meth:`AliasTable.from_kg`); ``embeddings`` add their
+        and not copied, so finish it first (default: the KG's names,
+        :meth:`AliasTable.from_kg`; add to that table for more); ``embeddings`` add their
         similarity to coherence; ``context`` (a :class:`ContextModel`) is used with
         ``context_weight``; ``config`` overrides :data:`DEFAULT_LINKER_CONFIG`."""
+        if "extra_aliases" in config:
+            raise TypeError("extra_aliases is gone: pass the finished table as aliases=, "
+                            "e.g. AliasTable.from_kg(kg).update(extra)")
         if aliases is None:
             aliases = AliasTable.from_kg(kg)
         elif not isinstance(aliases, AliasTable):

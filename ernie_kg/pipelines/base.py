@@ -31,6 +31,7 @@ from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.aliases import AliasTable
+from ernie_kg.modeling.modeling import ENTITY_IDS_FILE
 from ernie_kg.training.finetuning import finetune
 
 #: Settings file of a saved raw-text model (every task; ``format`` names the task).
@@ -182,8 +183,10 @@ class SavedTextModel:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write everything :meth:`load` needs into ``directory``."""
         directory = Path(directory)
-        self.model.save_pretrained(directory)  # first: the processor shares its vocabulary
-        self.processor.save_pretrained(directory)
+        self.model.save_pretrained(directory)
+        shared = self.model.entity_vocab is not None and self.model.entity_vocab == \
+            self.processor.vocab  # then the model's entity_ids.json serves both
+        self.processor.save_pretrained(directory, ENTITY_IDS_FILE if shared else None)
         if self.kg is not None:
             self.kg.save(directory / KG_DIR)
         write_json(directory / CLASSIFIER_FILE, {
@@ -211,7 +214,8 @@ class SavedTextModel:
         if (directory / LINKER_DIR).is_dir():
             linker = EntityLinker.load(directory / LINKER_DIR, kg=kg,
                                        embeddings=model_embeddings(model))
-        processor = ErnieKGProcessor.from_pretrained(directory, linker=linker)
+        processor = ErnieKGProcessor.from_pretrained(  # rows: the model's own table
+            directory, entity_rows=model.entity_vocab, linker=linker)
         return cls(model, processor, kg, entities or settings.get("entities", "linker"))
 
 
@@ -227,7 +231,7 @@ def build_processor(
     from ernie_kg.linking.linker import EntityLinker
     from ernie_kg.processing.processor import ErnieKGProcessor
 
-    linker = EntityLinker.from_kg(kg, embeddings, aliases, **(linker_config or {}))
+    linker = EntityLinker.from_kg(kg, embeddings, aliases=aliases, **(linker_config or {}))
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     return ErnieKGProcessor(tokenizer, embeddings.vocab, linker=linker, task=task,
                             max_length=max_length)

@@ -25,15 +25,14 @@ from ernie_kg.training.finetuning import relation_compute_metrics
 __all__ = ["DEFAULT_MODEL_SETTINGS", "RelationClassifier", "build_relation_classifier",
            "predict", "train_relation_classifier"]
 
-#: Model defaults for relation classification on the packaged MiniLM.
+#: Model defaults for relation classification on the packaged MiniLM (the model's other
+#: defaults, e.g. half the backbone's layers as knowledge layers, are ErnieKGConfig's).
 DEFAULT_MODEL_SETTINGS: dict[str, Any] = {
-    "max_length": 128,
     # the states of the head's and tail's first wordpieces, where their entities are fused
     # ("markers": the start-marker states, which see the entities only through attention;
     # FewRel-16 closed KG, seed 0, dev macro-F1 after one epoch: 96.9 vs 87.1; "cls" is the
     # paper's)
     "rc_classifier": "entity_start",
-    "num_knowledge_layers": None,  # None: half the backbone's layers, as ERNIE
 }
 
 
@@ -53,7 +52,7 @@ class RelationClassifier(SavedTextModel):
 
     _format = "ernie_kg.relation_classifier"
     _task = "relation_classification"
-    model_defaults = {"rc_classifier": DEFAULT_MODEL_SETTINGS["rc_classifier"]}
+    model_defaults = DEFAULT_MODEL_SETTINGS
 
     @classmethod
     def _model_class(cls) -> type:

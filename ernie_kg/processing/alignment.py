@@ -90,12 +90,14 @@ def row_lookup(entity_rows: RowLookup) -> EntityVocab | _RowFunction:
     if isinstance(entity_rows, EntityEmbeddings):
         return entity_rows.vocab
     if isinstance(entity_rows, Mapping):
-        ordered = sorted(entity_rows.items(), key=lambda item: item[1])
-        if [row for _, row in ordered] == list(range(1, len(ordered) + 1)):
-            return EntityVocab(entity_id for entity_id, _ in ordered)
+        rows = list(entity_rows.values())
+        if sorted(rows, key=lambda r: (r is None, r)) == list(range(1, len(rows) + 1)):
+            return EntityVocab(sorted(entity_rows, key=entity_rows.get))
         return _RowFunction(entity_rows)
     if isinstance(entity_rows, Sequence) and not isinstance(entity_rows, (str, bytes)):
-        return EntityVocab(entity_rows)
+        if len(set(entity_rows)) == len(entity_rows):
+            return EntityVocab(entity_rows)
+        return _RowFunction({e: row for row, e in enumerate(entity_rows, start=1)})
     if callable(entity_rows):
         return _RowFunction(entity_rows)
     raise TypeError(

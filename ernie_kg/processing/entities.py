@@ -69,7 +69,8 @@ def resolve_entities(
 ) -> list[EntitySpan]:
     """Entity rows of the task spans (first) and the other spans, in claim order.
 
-    A given entity for the very same span fills a task span's missing id. Among the
+    A given entity (an id, a row, or 0 for none) for the very same span fills a task
+    span's missing id. Among the
     others, one entity per char: the longest of overlapping spans, then the leftmost.
     Spans still without an entity are linked together with the rest, once."""
     taken = list(task_spans.values())
@@ -77,7 +78,7 @@ def resolve_entities(
     for span, entity in others:
         same = [role for role, s in task_spans.items() if s == span]
         for role in same:
-            if task_ids[role] is None and entity not in (None, NO_ENTITY):
+            if task_ids[role] is None and entity is not None:
                 task_ids[role] = entity
         if not same and not any(span[0] < e and s < span[1] for s, e in taken):
             kept.append((span, entity))

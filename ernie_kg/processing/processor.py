@@ -45,7 +45,7 @@ TASKS = (None, "relation_classification", "entity_typing")
 PROCESSOR_FILE = "ernie_kg_processor.json"
 #: Where a processor saved on its own keeps its entity vocabulary.
 _ENTITY_IDS_FILE = "processor_entity_ids.json"
-#: A saved ErnieKG model's vocabulary (modeling's ENTITY_IDS_FILE): shared when equal.
+#: A saved ErnieKG model's vocabulary (modeling's ENTITY_IDS_FILE), read when no other.
 _MODEL_ENTITY_IDS_FILE = "entity_ids.json"
 _LINKER_DIR = "linker"
 _TASK_SPANS = {
@@ -308,20 +308,23 @@ class ErnieKGProcessor:
         """The entity vocabulary behind the rows (None when a function gives them)."""
         return self._lookup if isinstance(self._lookup, EntityVocab) else None
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike,
+                        vocab_file: str | None = None) -> Path:
         """Write the tokenizer, the processor settings, the entity vocabulary and the
-        linker (aliases + settings; the KG is not copied). A vocabulary equal to a saved
-        model's ``entity_ids.json`` in the same directory is not written twice."""
+        linker (aliases + settings; the KG is not copied). ``vocab_file`` names a file
+        of ``directory`` that already holds this vocabulary (a saved model's
+        ``entity_ids.json``): it is referenced, not written a second time."""
         directory = Path(directory)
         self.tokenizer.save_pretrained(directory)
         settings: dict[str, Any] = {
             "format": "ernie_kg.processor", "version": 1, "task": self.task,
             "max_length": self.max_length, "markers": self.markers,
-            "entity_rows": None, "linker": None,
+            "entity_rows": vocab_file, "linker": None,
         }
-        if self.vocab is not None:
-            settings["entity_rows"] = self._save_vocab(directory)
-        elif isinstance(self.entity_rows, Mapping):  # rows that are no vocabulary
+        if vocab_file is None and self.vocab is not None:
+            self.vocab.save(directory / _ENTITY_IDS_FILE)
+            settings["entity_rows"] = _ENTITY_IDS_FILE
+        elif vocab_file is None and isinstance(self.entity_rows, Mapping):  # no vocabulary
             write_json(directory / _ENTITY_IDS_FILE, {str(k): int(v) for k, v in
                                                       self.entity_rows.items()}, indent=1)
             settings["entity_rows"] = _ENTITY_IDS_FILE
@@ -330,13 +333,6 @@ class ErnieKGProcessor:
             settings["linker"] = _LINKER_DIR
         write_json(directory / PROCESSOR_FILE, settings)
         return directory
-
-    def _save_vocab(self, directory: Path) -> str:
-        shared = directory / _MODEL_ENTITY_IDS_FILE
-        if shared.is_file() and EntityVocab.load(shared) == self.vocab:
-            return _MODEL_ENTITY_IDS_FILE
-        self.vocab.save(directory / _ENTITY_IDS_FILE)
-        return _ENTITY_IDS_FILE
 
     @classmethod
     def from_pretrained(
@@ -394,19 +390,15 @@ def _unbatch(args: dict[str, Any], size: int) -> list[dict[str, Any]]:
             for n in range(size)]
 
 
-def _saved_rows(directory: Path, name: str | None) -> RowLookup:
+def _saved_rows(directory: Path, name: str | None) -> list | dict:
     """The saved vocabulary (a JSON list of ids; older releases may have saved a
     ``{id: row}`` object), else a saved model's ``entity_ids.json``."""
-    candidates = [directory / name] if name else []
-    candidates.append(directory / _MODEL_ENTITY_IDS_FILE)
-    for path in candidates:
+    for path in ([directory / name] if name else []) + [directory / _MODEL_ENTITY_IDS_FILE]:
         if path.exists():
             rows = read_json(path)
-            if isinstance(rows, dict):
-                return rows
-            if not isinstance(rows, list) or not all(isinstance(i, str) for i in rows):
+            if not isinstance(rows, (list, dict)):
                 raise SavedFileError(path, None, "expected a JSON list of entity ids")
-            return EntityVocab(rows)
+            return rows
     raise SavedFileError(
         directory, None, "holds no entity rows (the processor was built with a function); "
         "pass entity_rows=..."
