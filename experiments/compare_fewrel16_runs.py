@@ -2,13 +2,15 @@
 
     python experiments/compare_fewrel16_runs.py --before runs/fewrel16_before \
         --after runs/fewrel16_after --output results/fewrel16_one_alias_table \
-        [--label-before "b635abf" --label-after "HEAD"]
+        [--label-before "b635abf" --label-after "HEAD"] \
+        [--linking-before OLD.json --linking-after NEW.json]
 
 Reads every ``<setting>-<model>-seed<S>/`` of both ``run_fewrel16.sh`` run directories
 (``metrics.json``: dev; ``test_metrics.json``: test, scored by ``ernie-kg evaluate`` with
 the model's own linker) and writes OUTPUT.json and OUTPUT.md: per run, dev and test
 macro-F1 before and after, the change, the share of test predictions that agree, and
-the mean per (setting, model) over the seeds both grids hold.
+the mean per (setting, model) over the seeds both grids hold; with ``--linking-*``, the
+linker's FewRel-16 accuracies (``experiments/linking_eval.py`` outputs) side by side.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 
 from ernie_kg.io import read_json, write_atomic, write_json
 
+LINKING_METRICS = ("in_kb_accuracy", "prior_only_accuracy", "nil_accuracy",
+                   "end_to_end_recall")
 RUN = re.compile(r"^(?P<setting>\w+)-(?P<model>\w+)-seed(?P<seed>\d+)$")
 
 
@@ -101,12 +105,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"{100 * r['test_prediction_agreement']:.1f}% |")
     lines += ["", "| setting | model | seeds | test before | test after | change |",
               "|---|---|---|---|---|---|"]
+    linking = result.get("linking")
     for m in result["means"]:
         lines.append(
             f"| {m['setting']} | {m['model']} | {m['seeds']} | "
             f"{100 * m['test_macro_f1_before']:.2f} ± {100 * m['test_macro_f1_before_std']:.2f}"
             f" | {100 * m['test_macro_f1_after']:.2f} ± {100 * m['test_macro_f1_after_std']:.2f}"
             f" | {100 * m['test_change']:+.2f} ± {100 * m['test_change_std']:.2f} |")
+    if linking:
+        lines += ["", "Linking (`experiments/linking_eval.py`, 80/20 split of FewRel-16):", "",
+                  "| metric | before | after |", "|---|---|---|"]
+        lines += [f"| {name} | {old:.4f} | {new:.4f} |" for name, (old, new) in linking.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -118,12 +127,17 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="path without suffix")
     parser.add_argument("--label-before", default="before")
     parser.add_argument("--label-after", default="after")
+    parser.add_argument("--linking-before", type=Path)
+    parser.add_argument("--linking-after", type=Path)
     args = parser.parse_args()
     rows = compare(runs(args.before), runs(args.after))
     if not rows:
         raise SystemExit(f"no finished run is in both {args.before} and {args.after}")
     result = {"label_before": args.label_before, "label_after": args.label_after,
               "machine": machine(), "runs": rows, "means": means(rows)}
+    if args.linking_before and args.linking_after:
+        old, new = read_json(args.linking_before), read_json(args.linking_after)
+        result["linking"] = {name: (old[name], new[name]) for name in LINKING_METRICS}
     write_json(args.output.with_suffix(".json"), result)
     text = markdown(result)
     write_atomic(args.output.with_suffix(".md"), lambda handle: handle.write(text))
