@@ -34,7 +34,7 @@ def kg_stats(kg: Annotated[Path, typer.Option(help="KG directory")]) -> None:
     """Print entity, relation, triple and degree statistics of a KG directory."""
     from ernie_kg.kg import KnowledgeGraph
 
-    graph = KnowledgeGraph.load(kg)
+    graph = KnowledgeGraph.load(kg, progress=True)
     table = Table(title=str(kg))
     table.add_column("statistic")
     table.add_column("value", justify="right")
@@ -45,6 +45,26 @@ def kg_stats(kg: Annotated[Path, typer.Option(help="KG directory")]) -> None:
     for name, value in graph.degree_stats().items():
         table.add_row(f"degree {name}", f"{value:g}")
     Console().print(table)
+
+
+@kg_app.command("index")
+def kg_index(
+    kg: Annotated[Path, typer.Option(help="KG directory")],
+    rebuild: Annotated[bool, typer.Option(help="Rebuild even when the index is current")] = False,
+) -> None:
+    """Build (or check) the on-disk index of a KG directory; every --kg command uses it.
+
+    The index goes into KG_DIR/.ernie_kg (or, read-only, under ERNIE_KG_CACHE or the
+    platform cache directory) and is rebuilt when a KG file changes."""
+    import time
+
+    from ernie_kg.kg.store import open_store
+
+    started = time.perf_counter()
+    store = open_store(kg, progress=True, rebuild=rebuild)
+    console.print(f"{store.entity_count} entities, {len(store.relations)} relations, "
+                  f"{len(store.triple_array)} triples: index at {store.directory} "
+                  f"({time.perf_counter() - started:.1f} s)")
 
 
 @kg_app.command("embed")

@@ -64,14 +64,16 @@ def test_duplicate_relation_id(tmp_path):
         KnowledgeGraph.load(_kg_dir(tmp_path, relations=lines))
 
 
-def test_unknown_entity_in_metadata(tmp_path):
-    with pytest.raises(UnknownIdError, match="entity 'zzz'"):
-        KnowledgeGraph.load(_kg_dir(tmp_path, entities='{"id": "zzz"}\n'))
+def test_entity_with_metadata_and_no_fact_is_kept(tmp_path):
+    kg = KnowledgeGraph.load(_kg_dir(tmp_path, entities='{"id": "zzz", "label": "Zed"}\n'))
+    assert kg.entity("zzz").label == "Zed"
+    assert kg.neighbors("zzz") == set() and kg.k_hop_entities(["zzz"], 2) == {"zzz"}
+    assert kg.degree_stats()["isolated"] == 1
 
 
-def test_unknown_relation_in_metadata(tmp_path):
-    with pytest.raises(UnknownIdError, match="relation 'q'"):
-        KnowledgeGraph.load(_kg_dir(tmp_path, relations='{"id": "q", "label": "Q"}\n'))
+def test_relation_with_metadata_and_no_fact_is_kept(tmp_path):
+    kg = KnowledgeGraph.load(_kg_dir(tmp_path, relations='{"id": "q", "label": "Q"}\n'))
+    assert kg.relations["q"].label == "Q"
 
 
 def test_bad_json_and_bad_field_types(tmp_path):

@@ -1,5 +1,5 @@
-"""The knowledge-graph layer: graph, PyKEEN entity embeddings, faiss index, and the
-entity vocabulary (KG ids <-> table rows, 0 = no entity)."""
+"""The knowledge-graph layer: graph (over an on-disk store), PyKEEN entity embeddings,
+faiss index, and the entity vocabulary (KG ids <-> table rows, 0 = no entity)."""
 
 from ernie_kg.kg.embeddings import (
     DEFAULT_EMBEDDING_SETTINGS,
@@ -8,6 +8,7 @@ from ernie_kg.kg.embeddings import (
 )
 from ernie_kg.kg.graph import Entity, KnowledgeGraph, Relation, read_triples
 from ernie_kg.kg.index import EntityIndex
+from ernie_kg.kg.store import KGStore, open_store
 from ernie_kg.kg.vocab import NO_ENTITY, EntityVocab
 
 __all__ = [
@@ -17,8 +18,10 @@ __all__ = [
     "EntityEmbeddings",
     "EntityIndex",
     "EntityVocab",
+    "KGStore",
     "KnowledgeGraph",
     "Relation",
+    "open_store",
     "read_triples",
     "train_entity_embeddings",
 ]

@@ -1,85 +1,126 @@
-"""The knowledge graph: entities with names, relations, triples, and a networkx view.
+"""The knowledge graph: entities with names, relations, triples, and networkx views.
 
 A KG directory (the contract every ``--kg`` option reads) holds tab-separated
 ``head<TAB>relation<TAB>tail`` lines in ``train.txt`` (plus optional ``valid.txt`` and
 ``test.txt``, the CoDEx/PyKEEN layout), optional ``entities.jsonl`` (``id``, ``label``,
 optional ``aliases``, ``types``, ``description``) and optional ``relations.jsonl``
-(``id``, ``label``). Entities without metadata are allowed: their id is their only name.
+(``id``, ``label``). Entities without metadata are allowed: their id is their only name;
+entities with metadata and no fact are kept (linkable, isolated).
+
+:meth:`KnowledgeGraph.load` reads a directory through its on-disk index
+(:mod:`ernie_kg.kg.store`): entities and triples are views decoded on access, and
+neighbourhoods come from CSR arrays, so a Wikidata-sized KG opens in a second and holds
+no Python object per entity. networkx stays the graph API: :meth:`~KnowledgeGraph.subgraph`
+materialises the requested neighbourhood only (:attr:`~KnowledgeGraph.graph` the whole KG,
+for small graphs).
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
 
-from ernie_kg.errors import EmptyGraphError, KGFormatError, UnknownIdError
-from ernie_kg.io import iter_jsonl, write_atomic
+from ernie_kg.errors import EmptyGraphError, UnknownIdError
+from ernie_kg.io import write_atomic
+from ernie_kg.kg.adjacency import Adjacency
+from ernie_kg.kg.reading import iter_triples
+from ernie_kg.kg.records import SPLITS, Entity, Relation, Triple
+from ernie_kg.kg.store import KGStore, open_store
 
-Triple = tuple[str, str, str]
-SPLITS = ("train", "valid", "test")
-
-
-@dataclass(frozen=True)
-class Entity:
-    """A KG entity; ``label`` defaults to the id when the KG gives no name."""
-
-    id: str
-    label: str = ""
-    aliases: tuple[str, ...] = ()
-    types: tuple[str, ...] = ()
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.label:
-            object.__setattr__(self, "label", self.id)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The label followed by the aliases, without repeats."""
-        return tuple(dict.fromkeys((self.label, *self.aliases)))
-
-    def to_json(self) -> dict:
-        """The entity as a JSON object (empty fields left out)."""
-        record: dict = {"id": self.id, "label": self.label}
-        if self.aliases:
-            record["aliases"] = list(self.aliases)
-        if self.types:
-            record["types"] = list(self.types)
-        if self.description:
-            record["description"] = self.description
-        return record
+__all__ = ["SPLITS", "Entity", "KnowledgeGraph", "Relation", "Triple", "read_triples"]
 
 
-@dataclass(frozen=True)
-class Relation:
-    """A KG relation; ``label`` defaults to the id."""
+class _StoredEntities(Mapping[str, Entity]):
+    """Entity id -> :class:`Entity`, decoded from the store on access."""
 
-    id: str
-    label: str = ""
+    def __init__(self, store: KGStore) -> None:
+        self._store = store
 
-    def __post_init__(self) -> None:
-        if not self.label:
-            object.__setattr__(self, "label", self.id)
+    def __getitem__(self, entity_id: str) -> Entity:
+        row = self._store.row(entity_id)
+        if row is None:
+            raise KeyError(entity_id)
+        return self._store.entity(row)
+
+    def __contains__(self, entity_id: object) -> bool:
+        return isinstance(entity_id, str) and self._store.row(entity_id) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return self._store.ids()
+
+    def __len__(self) -> int:
+        return self._store.entity_count
+
+    def values(self) -> Iterator[Entity]:  # type: ignore[override]
+        """Entities in row order, one decoded at a time."""
+        return (self._store.entity(row) for row in range(self._store.entity_count))
 
 
-@dataclass
+class _StoredTriples(Sequence[Triple]):
+    """A split's triples as ``(head, relation, tail)`` strings, decoded on access."""
+
+    def __init__(self, store: KGStore, rows: np.ndarray) -> None:
+        self._store, self._rows = store, rows
+
+    def __len__(self) -> int:
+        return int(self._rows.shape[0])
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self._decode(row) for row in self._rows[index]]
+        return self._decode(self._rows[index])
+
+    def __iter__(self) -> Iterator[Triple]:
+        for start in range(0, len(self), 65536):
+            yield from map(self._decode, self._rows[start:start + 65536])
+
+    def _decode(self, row: np.ndarray) -> Triple:
+        store = self._store
+        return (store.entity_id(row[0]), store.relation_ids[row[1]], store.entity_id(row[2]))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == tuple(b) for a, b in zip(self, other))
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} stored triples>"
+
+
+class _Rows:
+    """Entity id <-> row for a graph built in memory (the store has its own)."""
+
+    def __init__(self, ids: Iterable[str]) -> None:
+        self.ids = list(ids)
+        self.rows = {entity_id: row for row, entity_id in enumerate(self.ids)}
+
+    def row(self, entity_id: str) -> int | None:
+        return self.rows.get(entity_id)
+
+    def entity_id(self, row: int) -> str:
+        return self.ids[row]
+
+
 class KnowledgeGraph:
     """Entities, relations and triples split into train/valid/test.
 
-    Build one with :meth:`load` (a KG directory) or :meth:`from_triples`. Entity and
-    relation order is deterministic: metadata order first, then first appearance in
-    the triples.
+    Build one with :meth:`load` (a KG directory, through its index) or
+    :meth:`from_triples` (in memory). Entity and relation order is deterministic:
+    metadata order first, then first appearance in the triples.
     """
 
-    entities: dict[str, Entity]
-    relations: dict[str, Relation]
-    splits: dict[str, list[Triple]] = field(default_factory=dict)
+    def __init__(self, entities: Mapping[str, Entity], relations: Mapping[str, Relation],
+                 splits: Mapping[str, Sequence[Triple]], store: KGStore | None = None) -> None:
+        self.entities = entities
+        self.relations = relations
+        self.splits = splits
+        self.store = store
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -91,76 +132,43 @@ class KnowledgeGraph:
         entities: Iterable[Entity] = (),
         relations: Iterable[Relation] = (),
     ) -> KnowledgeGraph:
-        """Build a graph from triples; entities/relations give optional metadata."""
+        """Build a graph in memory; entities/relations give optional metadata."""
         splits = {"train": list(train), "valid": list(valid), "test": list(test)}
+        if not any(splits.values()):
+            raise EmptyGraphError("<triples>: the knowledge graph has no triples")
         entity_meta = {e.id: e for e in entities}
         relation_meta = {r.id: r for r in relations}
-        return cls._assemble(splits, entity_meta, relation_meta, source="<triples>")
-
-    @classmethod
-    def _assemble(
-        cls,
-        splits: dict[str, list[Triple]],
-        entity_meta: dict[str, Entity],
-        relation_meta: dict[str, Relation],
-        source: str,
-    ) -> KnowledgeGraph:
-        if not any(splits.values()):
-            raise EmptyGraphError(f"{source}: the knowledge graph has no triples")
-        entity_ids: dict[str, None] = {}
-        relation_ids: dict[str, None] = {}
         for split in SPLITS:
-            for head, relation, tail in splits.get(split, []):
-                entity_ids[head] = None
-                entity_ids[tail] = None
-                relation_ids[relation] = None
-        for entity_id in entity_meta:
-            if entity_id not in entity_ids:
-                raise UnknownIdError(
-                    f"{source}: entity '{entity_id}' has metadata but occurs in no triple"
-                )
-        for relation_id in relation_meta:
-            if relation_id not in relation_ids:
-                raise UnknownIdError(
-                    f"{source}: relation '{relation_id}' has metadata but occurs in no triple"
-                )
-        ordered_entities = list(entity_meta) + [e for e in entity_ids if e not in entity_meta]
-        ordered_relations = list(relation_meta) + [
-            r for r in relation_ids if r not in relation_meta
-        ]
-        return cls(
-            entities={e: entity_meta.get(e) or Entity(e) for e in ordered_entities},
-            relations={r: relation_meta.get(r) or Relation(r) for r in ordered_relations},
-            splits={split: list(splits.get(split, [])) for split in SPLITS},
-        )
+            for head, relation, tail in splits[split]:
+                for entity_id in (head, tail):
+                    if entity_id not in entity_meta:
+                        entity_meta[entity_id] = Entity(entity_id)
+                if relation not in relation_meta:
+                    relation_meta[relation] = Relation(relation)
+        return cls(entity_meta, relation_meta, splits)
 
     @classmethod
-    def load(cls, directory: str | Path) -> KnowledgeGraph:
-        """Read a KG directory; malformed input raises :class:`KGFormatError`."""
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise KGFormatError(directory, None, "not a directory (expected a KG directory)")
-        train_path = directory / "train.txt"
-        if not train_path.exists():
-            raise KGFormatError(train_path, None, "missing: a KG directory needs train.txt")
-        splits = {
-            split: read_triples(directory / f"{split}.txt")
-            for split in SPLITS
-            if (directory / f"{split}.txt").exists()
-        }
-        entity_meta = {e.id: e for e in _read_entities(directory / "entities.jsonl")}
-        relation_meta = {r.id: r for r in _read_relations(directory / "relations.jsonl")}
-        return cls._assemble(splits, entity_meta, relation_meta, source=str(directory))
+    def load(cls, directory: str | Path, progress: bool = False) -> KnowledgeGraph:
+        """Open a KG directory through its index (built on first use); malformed input
+        raises :class:`KGFormatError` naming the file and line."""
+        store = open_store(directory, progress=progress)
+        splits = {s: _StoredTriples(store, store.triples(s)) for s in SPLITS}
+        return cls(_StoredEntities(store), dict(store.relations), splits, store=store)
 
     def save(self, directory: str | Path) -> Path:
         """Write the graph as a KG directory that :meth:`load` reads back identically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+
+        def write_triples(out, triples: Sequence[Triple]) -> None:
+            for head, relation, tail in triples:
+                out.write(f"{head}\t{relation}\t{tail}\n")
+
         for split in SPLITS:
             triples = self.splits.get(split, [])
             if split == "train" or triples:
-                text = "".join(f"{h}\t{r}\t{t}\n" for h, r, t in triples)
-                write_atomic(directory / f"{split}.txt", lambda out, text=text: out.write(text))
+                write_atomic(directory / f"{split}.txt",
+                             lambda out, triples=triples: write_triples(out, triples))
 
         def write_entities(out) -> None:
             for entity in self.entities.values():
@@ -176,24 +184,26 @@ class KnowledgeGraph:
         return directory
 
     def merged_with(self, other: KnowledgeGraph) -> KnowledgeGraph:
-        """A new graph with both graphs' triples (per split) and metadata (self wins)."""
+        """A new in-memory graph with both graphs' triples (per split, repeats dropped)
+        and metadata (self wins)."""
         splits = {
-            s: list(dict.fromkeys(self.splits.get(s, []) + other.splits.get(s, [])))
+            s: list(dict.fromkeys([*self.splits.get(s, []), *other.splits.get(s, [])]))
             for s in SPLITS
         }
-        entity_meta = {**other.entities, **self.entities}
-        relation_meta = {**other.relations, **self.relations}
-        return KnowledgeGraph._assemble(splits, entity_meta, relation_meta, "<merged>")
+        entities = {**dict(other.entities.items()), **dict(self.entities.items())}
+        relations = {**other.relations, **self.relations}
+        return KnowledgeGraph.from_triples(splits["train"], splits["valid"], splits["test"],
+                                           entities.values(), relations.values())
 
     # ------------------------------------------------------------------ access
     @property
-    def train(self) -> list[Triple]:
+    def train(self) -> Sequence[Triple]:
         """The training split's triples."""
         return self.splits.get("train", [])
 
     @property
     def triples(self) -> list[Triple]:
-        """Every triple of every split."""
+        """Every triple of every split (a list: for large KGs iterate ``splits``)."""
         return [t for split in SPLITS for t in self.splits.get(split, [])]
 
     def entity(self, entity_id: str) -> Entity:
@@ -209,6 +219,16 @@ class KnowledgeGraph:
     def __len__(self) -> int:
         return len(self.entities)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KnowledgeGraph):
+            return NotImplemented
+        return (dict(self.entities.items()) == dict(other.entities.items())
+                and dict(self.relations) == dict(other.relations)
+                and all(list(self.splits.get(s, [])) == list(other.splits.get(s, []))
+                        for s in SPLITS))
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
         counts = ", ".join(f"{s}={len(self.splits.get(s, []))}" for s in SPLITS)
         return (
@@ -216,146 +236,93 @@ class KnowledgeGraph:
             f"{len(self.relations)} relations, triples: {counts})"
         )
 
-    # ------------------------------------------------------------------ graph view
+    # ------------------------------------------------------------------ graph views
     @cached_property
-    def graph(self) -> nx.MultiDiGraph:
-        """All triples as a networkx MultiDiGraph; edges carry ``relation``."""
-        graph = nx.MultiDiGraph()
-        graph.add_nodes_from(self.entities)
-        for head, relation, tail in self.triples:
-            graph.add_edge(head, tail, key=relation, relation=relation)
-        return graph
+    def _index(self) -> tuple[KGStore | _Rows, Adjacency]:
+        """Id <-> row and the CSR adjacency: the store's, or built from memory once."""
+        if self.store is not None:
+            return self.store, self.store.adjacency
+        rows = _Rows(self.entities)
+        relation_rows = {r: i for i, r in enumerate(self.relations)}
+        triples = np.array([(rows.rows[h], relation_rows[r], rows.rows[t])
+                            for split in SPLITS for h, r, t in self.splits.get(split, [])],
+                           dtype=np.int64).reshape(-1, 3)
+        return rows, Adjacency.from_triples(triples, len(rows.ids), len(relation_rows))
+
+    def _row(self, entity_id: str) -> int:
+        row = self._index[0].row(entity_id)
+        if row is None:
+            raise UnknownIdError(f"unknown entity id '{entity_id}'")
+        return row
+
+    def _ids(self, rows: Iterable[int]) -> set[str]:
+        to_id = self._index[0].entity_id
+        return {to_id(int(row)) for row in rows}
 
     @cached_property
-    def _undirected(self) -> nx.Graph:
-        return nx.Graph(self.graph)
+    def graph(self) -> nx.MultiDiGraph:
+        """The whole KG as a networkx MultiDiGraph (edges carry ``relation``).
+
+        Builds Python objects for every entity and fact: for large KGs use
+        :meth:`subgraph`, :meth:`neighbors` and :meth:`k_hop_entities`, which do not."""
+        graph = nx.MultiDiGraph()
+        graph.add_nodes_from(self.entities)
+        for split in SPLITS:
+            for head, relation, tail in self.splits.get(split, []):
+                graph.add_edge(head, tail, key=relation, relation=relation)
+        return graph
 
     def neighbors(self, entity_id: str, direction: str = "both") -> set[str]:
         """Entities one edge away: ``out`` (as head), ``in`` (as tail) or ``both``."""
-        self.entity(entity_id)
-        if direction not in ("in", "out", "both"):
-            raise ValueError(f"direction must be 'in', 'out' or 'both', not {direction!r}")
-        found: set[str] = set()
-        if direction in ("out", "both"):
-            found.update(self.graph.successors(entity_id))
-        if direction in ("in", "both"):
-            found.update(self.graph.predecessors(entity_id))
+        row = self._row(entity_id)
+        found = self._ids(self._index[1].neighbour_rows([row], direction))
         found.discard(entity_id)
         return found
 
     def k_hop_entities(self, entity_ids: Iterable[str], hops: int = 1) -> set[str]:
-        """Entities within ``hops`` undirected edges of any of ``entity_ids``."""
-        seeds = [e for e in entity_ids if e in self.entities]
-        lengths = nx.multi_source_dijkstra_path_length(self._undirected, seeds, cutoff=hops)
-        return set(lengths) if seeds else set()
+        """Entities within ``hops`` undirected edges of any of ``entity_ids`` (known ids
+        only; the seeds themselves included)."""
+        rows = [r for r in (self._index[0].row(e) for e in entity_ids) if r is not None]
+        return self._ids(self._index[1].k_hop(rows, hops)) if rows else set()
 
     def subgraph(self, entity_ids: Iterable[str], hops: int = 1) -> nx.MultiDiGraph:
-        """The k-hop neighbourhood of ``entity_ids`` as a networkx subgraph (a copy)."""
-        return self.graph.subgraph(self.k_hop_entities(entity_ids, hops)).copy()
+        """The k-hop neighbourhood of ``entity_ids`` as a networkx graph, built from the
+        adjacency for those entities only."""
+        ids, adjacency = self._index
+        rows = [r for r in (ids.row(e) for e in entity_ids) if r is not None]
+        members = adjacency.k_hop(rows, hops) if rows else np.empty(0, np.int64)
+        relation_ids = list(self.relations)
+        graph = nx.MultiDiGraph()
+        names = {int(row): ids.entity_id(int(row)) for row in members}
+        graph.add_nodes_from(names.values())
+        for row, head in names.items():
+            for tail, relation in adjacency.out_edges(row):
+                if int(tail) in names:
+                    label = relation_ids[relation]
+                    graph.add_edge(head, names[int(tail)], key=label, relation=label)
+        return graph
 
     def distance(self, source: str, target: str, cutoff: int = 3) -> int | None:
         """Undirected hop distance, or None when farther than ``cutoff``."""
-        if source not in self.entities or target not in self.entities:
+        ids, adjacency = self._index
+        a, b = ids.row(source), ids.row(target)
+        if a is None or b is None:
             return None
-        lengths = nx.single_source_shortest_path_length(self._undirected, source, cutoff)
-        return lengths.get(target)
+        return adjacency.distance(a, b, cutoff)
 
     def degree_stats(self) -> dict[str, float]:
-        """Degree statistics over entities (in + out edges, multi-edges counted)."""
-        degrees = [d for _, d in self.graph.degree()]
+        """Degree statistics over entities (in + out facts, repeats counted once)."""
+        degrees = self._index[1].degrees()
         return {
             "entities": float(len(degrees)),
-            "mean": float(statistics.fmean(degrees)),
-            "median": float(statistics.median(degrees)),
-            "max": float(max(degrees)),
-            "min": float(min(degrees)),
-            "isolated": float(sum(1 for d in degrees if d == 0)),
+            "mean": float(degrees.mean()),
+            "median": float(statistics.median(degrees.tolist())),
+            "max": float(degrees.max()),
+            "min": float(degrees.min()),
+            "isolated": float(np.count_nonzero(degrees == 0)),
         }
 
 
-# ---------------------------------------------------------------------- file readers
 def read_triples(path: str | Path) -> list[Triple]:
     """Read ``head<TAB>relation<TAB>tail`` lines; blank lines are skipped."""
-    path = Path(path)
-    triples: list[Triple] = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != 3:
-                raise KGFormatError(
-                    path,
-                    number,
-                    f"expected 3 tab-separated fields (head, relation, tail), got {len(fields)}",
-                )
-            names = ("head", "relation", "tail")
-            fields = [f.strip() for f in fields]
-            for name, value in zip(names, fields):
-                if not value:
-                    raise KGFormatError(path, number, f"empty {name} field")
-            triples.append((fields[0], fields[1], fields[2]))
-    return triples
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Records of an optional KG JSONL file (none when it is absent), each with an id."""
-    if not path.exists():
-        return
-    for number, record in iter_jsonl(path, KGFormatError):
-        if not isinstance(record.get("id"), str) or not record["id"]:
-            raise KGFormatError(path, number, "missing or non-string field 'id'")
-        yield number, record
-
-
-def _string_list(path: Path, number: int, record: Mapping, name: str) -> tuple[str, ...]:
-    value = record.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise KGFormatError(path, number, f"field '{name}' must be a list of strings")
-    return tuple(value)
-
-
-def _string(path: Path, number: int, record: Mapping, name: str) -> str:
-    value = record.get(name, "")
-    if not isinstance(value, str):
-        raise KGFormatError(path, number, f"field '{name}' must be a string")
-    return value
-
-
-def _read_entities(path: Path) -> list[Entity]:
-    seen: dict[str, int] = {}
-    entities = []
-    for number, record in _read_jsonl(path):
-        entity_id = record["id"]
-        if entity_id in seen:
-            raise KGFormatError(
-                path, number, f"duplicate entity id '{entity_id}' (first on line {seen[entity_id]})"
-            )
-        seen[entity_id] = number
-        entities.append(
-            Entity(
-                id=entity_id,
-                label=_string(path, number, record, "label"),
-                aliases=_string_list(path, number, record, "aliases"),
-                types=_string_list(path, number, record, "types"),
-                description=_string(path, number, record, "description"),
-            )
-        )
-    return entities
-
-
-def _read_relations(path: Path) -> list[Relation]:
-    seen: dict[str, int] = {}
-    relations = []
-    for number, record in _read_jsonl(path):
-        relation_id = record["id"]
-        if relation_id in seen:
-            raise KGFormatError(
-                path,
-                number,
-                f"duplicate relation id '{relation_id}' (first on line {seen[relation_id]})",
-            )
-        seen[relation_id] = number
-        relations.append(Relation(relation_id, _string(path, number, record, "label")))
-    return relations
+    return [(head, relation, tail) for _, head, relation, tail in iter_triples(path)]

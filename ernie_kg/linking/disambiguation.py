@@ -9,7 +9,7 @@ For mention *i* with candidates *e* (prior p_i(e), alias-match similarity q_i(e)
                            * exp(context_weight * context_i(e))
     score_i(e)     = posterior_i(e) * q_i(e)
 
-Relatedness is graph proximity in the KG's networkx view (1 for an edge, up to 0.5 for
+Relatedness is graph proximity in the KG (its CSR adjacency) (1 for an edge, up to 0.5 for
 shared neighbours, hubs counting less) and, with TransE embeddings, the positive cosine
 of the two vectors; the larger of the two counts. Context profiles come from
 :mod:`ernie_kg.linking.context`. ``coherence_weight=0`` and ``context_weight=0`` give
@@ -66,12 +66,9 @@ class Disambiguator:
         """KG neighbours of ``entity_id``, both directions (none without a graph); cached."""
         found = self._neighbours.get(entity_id)
         if found is None:
-            graph = self.kg.graph if self.kg is not None else None
-            if graph is None or entity_id not in graph:
-                found = frozenset()
-            else:
-                found = frozenset(graph.successors(entity_id)).union(
-                    graph.predecessors(entity_id)) - {entity_id}
+            kg = self.kg
+            found = (frozenset(kg.neighbors(entity_id))
+                     if kg is not None and entity_id in kg else frozenset())
             self._neighbours[entity_id] = found
         return found
 
