@@ -51,20 +51,24 @@ def kg_stats(kg: Annotated[Path, typer.Option(help="KG directory")]) -> None:
 def kg_index(
     kg: Annotated[Path, typer.Option(help="KG directory")],
     rebuild: Annotated[bool, typer.Option(help="Rebuild even when the index is current")] = False,
+    lang: Annotated[str, typer.Option(help="Language of the alias patterns (spaCy)")] = "en",
 ) -> None:
-    """Build (or check) the on-disk index of a KG directory; every --kg command uses it.
+    """Build (or check) the on-disk index of a KG directory and its alias index; every
+    --kg command uses them.
 
     The index goes into KG_DIR/.ernie_kg (or, read-only, under ERNIE_KG_CACHE or the
     platform cache directory) and is rebuilt when a KG file changes."""
     import time
 
     from ernie_kg.kg.store import open_store
+    from ernie_kg.linking.alias_index import open_alias_index
 
     started = time.perf_counter()
     store = open_store(kg, progress=True, rebuild=rebuild)
+    aliases = open_alias_index(store, kg, lang, progress=True)
     console.print(f"{store.entity_count} entities, {len(store.relations)} relations, "
-                  f"{len(store.triple_array)} triples: index at {store.directory} "
-                  f"({time.perf_counter() - started:.1f} s)")
+                  f"{len(store.triple_array)} triples, {len(aliases)} alias keys: index at "
+                  f"{store.directory} ({time.perf_counter() - started:.1f} s)")
 
 
 @kg_app.command("embed")

@@ -85,7 +85,7 @@ def _relation_classification(kg, embeddings, output_dir: Path, seed: int,
     train, dev, test = (read_fewrel(corpus / f"{split}.json") for split in ("train", "dev", "test"))
     labels = LabelMap.from_examples(train)
 
-    console.rule("[bold]4. Entity linking (spaCy phrase matcher + KG coherence)")
+    console.rule("[bold]4. Entity linking (alias patterns over spaCy tokens + KG coherence)")
     ernie = build_relation_classifier(labels, kg, embeddings, knowledge=True, seed=seed)
     linker = ernie.processor.linker
     for text, _, _ in DEMO_SENTENCES:

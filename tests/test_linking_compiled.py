@@ -1,6 +1,6 @@
 """The linker's compiled hot path (ernie_kg/linking/_speedups.pyx) against the pure
 Python code it stands in for, on the same docs: random texts made of the demo KG's
-alias words (so matches overlap, nest and repeat), plus tokenizer special cases."""
+alias words, plus tokenizer special cases."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from ernie_kg.kg import KnowledgeGraph
 from ernie_kg.linking import EntityLinker
 from ernie_kg.linking.compiled import PURE_PYTHON_ENV, speedups
 from ernie_kg.linking.context import context_words_python
-from ernie_kg.linking.mentions import alias_spans_python
 from ernie_kg.paths import demo_kg_dir
 
 needs_compiled = pytest.mark.skipif(speedups is None, reason="compiled linker not built")
@@ -47,12 +46,16 @@ def test_compiled_linker_is_built():
 @needs_compiled
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
-def test_alias_spans_match_python(detector, words, data):
+def test_alias_matches_match_python(detector, words, data):
     tokens = data.draw(st.lists(st.sampled_from(words), max_size=40))
     case = data.draw(st.sampled_from([str.lower, str.upper, str.title, str]))
     doc = detector.make_doc(case(" ".join(tokens)))
-    expected = alias_spans_python(detector.matcher, doc, detector._key_of)
-    assert speedups.alias_spans(detector.matcher, doc, detector._key_of) == expected
+    patterns = detector.patterns
+    for setting in ((True, 2), (False, 1)):
+        usable = patterns.usable(*setting)
+        expected = patterns.alias_matches_python(doc, usable)
+        assert speedups.alias_matches(doc, patterns._table_keys, patterns._table_values,
+                                      usable) == expected
 
 
 @needs_compiled
@@ -74,20 +77,20 @@ def test_context_words_read_token_norms(detector):
 
 @needs_compiled
 def test_none_is_a_type_error(detector):
-    doc = detector.make_doc("Atlanta")
-    with pytest.raises(TypeError):
-        speedups.alias_spans(None, doc, detector._key_of)
-    with pytest.raises(TypeError):
-        speedups.alias_spans(detector.matcher, None, detector._key_of)
     with pytest.raises(TypeError):
         speedups.context_words(None, [])
+    with pytest.raises(TypeError):
+        speedups.alias_matches(None, detector.patterns._table_keys,
+                               detector.patterns._table_values, b"")
 
 
 @needs_compiled
 def test_empty_doc(detector):
     doc = detector.make_doc("")
-    assert speedups.alias_spans(detector.matcher, doc, detector._key_of) == []
     assert speedups.context_words(doc, [(0, 3)]) == set()
+    patterns = detector.patterns
+    assert speedups.alias_matches(doc, patterns._table_keys, patterns._table_values,
+                                  patterns.usable(True, 2)) == []
 
 
 @needs_compiled

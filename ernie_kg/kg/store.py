@@ -43,7 +43,7 @@ from ernie_kg.kg.adjacency import Adjacency
 from ernie_kg.kg.reading import iter_entities, iter_relations, iter_triples
 from ernie_kg.kg.records import SPLITS, Entity, Relation
 
-__all__ = ["INDEX_DIR", "KGStore", "build_store", "index_location", "open_store"]
+__all__ = ["INDEX_DIR", "KGStore", "build_store", "index_location", "mapped", "open_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +86,19 @@ class KGStore:
             raise SavedFileError(self.directory / "entity_ids.marisa", None,
                                  f"unreadable ({problem}). " + _rebuild_hint(self.directory)
                                  ) from None
-        self._records = np.memmap(self.directory / "entity_records.bin", dtype=np.uint8,
-                                  mode="r") if self._offsets[-1] else np.empty(0, np.uint8)
+        self._records = np.empty(0, np.uint8)
+        if self._offsets[-1]:  # np.memmap refuses an empty file
+            self._records = np.memmap(self.directory / "entity_records.bin", dtype=np.uint8,
+                                      mode="r").view(np.ndarray)
         self.relations = {r: Relation(r, label) for r, label in meta["relations"]}
         self.relation_ids = list(self.relations)
         self.split_bounds: dict[str, tuple[int, int]] = {
             s: (int(a), int(b)) for s, (a, b) in meta["splits"].items()}
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the KG files this index was built from."""
+        return str(self.meta.get("content_hash", ""))
 
     @property
     def entity_count(self) -> int:
@@ -135,9 +142,15 @@ def _rebuild_hint(directory: Path) -> str:
             "and it is rebuilt from the KG files.")
 
 
+def mapped(path: Path) -> np.ndarray:
+    """A read-only memory-mapped ``.npy`` as a plain ndarray view (slicing an
+    ``np.memmap`` costs microseconds of subclass bookkeeping; a view does not)."""
+    return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+
+
 def _load_array(path: Path) -> np.ndarray:
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        return mapped(path)
     except FileNotFoundError:
         raise SavedFileError(path, None, "missing. " + _rebuild_hint(path.parent)) from None
     except (ValueError, OSError) as problem:
@@ -172,8 +185,10 @@ class _Rows:
         return row
 
 
-def build_store(kg_dir: str | Path, target: str | Path, progress: bool = False) -> KGStore:
-    """Index ``kg_dir`` into the new directory ``target``, reading each file once."""
+def build_store(kg_dir: str | Path, target: str | Path, progress: bool = False,
+                content_hash: str | None = None) -> KGStore:
+    """Index ``kg_dir`` into the new directory ``target``, reading each file once
+    (``content_hash``: the KG files' hash, when the caller has it)."""
     from tqdm.auto import tqdm
 
     kg_dir, target = Path(kg_dir), Path(target)
@@ -224,7 +239,8 @@ def build_store(kg_dir: str | Path, target: str | Path, progress: bool = False) 
     files = {p.name: p.stat().st_size for p in sorted(target.iterdir())}
     meta = {"format": _FORMAT, "version": _VERSION, "entities": len(row_to_trie),
             "relations": [[r, labels.get(r, r)] for r in relations.ids],
-            "splits": bounds, "files": files}
+            "splits": bounds, "files": files,
+            "content_hash": content_hash or _content_hash(kg_dir)}
     write_json(target / "meta.json", meta)
     return KGStore(target)
 
@@ -317,7 +333,7 @@ def open_store(kg_dir: str | Path, progress: bool = False, rebuild: bool = False
             shutil.rmtree(stale, ignore_errors=True)  # an earlier build that was killed
         temporary = root / f"index.tmp-{os.getpid()}"
         try:
-            build_store(kg_dir, temporary, progress=progress)
+            build_store(kg_dir, temporary, progress=progress, content_hash=content)
             if (root / "index").exists():
                 retired = root / f"index.old-{os.getpid()}"
                 (root / "index").rename(retired)

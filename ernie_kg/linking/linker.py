@@ -1,12 +1,14 @@
 """The entity linker: mention detection, candidate generation, disambiguation.
 
-``EntityLinker.from_kg(kg)`` needs nothing downloaded: a blank spaCy tokenizer and a
-phrase matcher over the KG's names find mentions; the alias prior, KG coherence and
-(with a :class:`~ernie_kg.linking.context.ContextModel`) context profiles pick the entity
-(:mod:`ernie_kg.linking.disambiguation`). Spans given by a dataset are linked with
-:meth:`EntityLinker.link_spans`, which falls back from the exact alias key to the
-punctuation-free key, an acronym, a root ("stem") key and, with ``fuzzy=True``, faiss
-character n-gram neighbours. ``pipe(texts, n_process=2)`` links on worker processes.
+``EntityLinker.from_kg(kg)`` needs nothing downloaded: a blank spaCy tokenizer and the
+alias patterns (:mod:`~ernie_kg.linking.patterns`) find mentions of the KG's names; the
+alias prior, KG coherence and (with a :class:`~ernie_kg.linking.context.ContextModel`)
+context profiles pick the entity (:mod:`ernie_kg.linking.disambiguation`). Spans given
+by a dataset are linked with :meth:`EntityLinker.link_spans`, which falls back from the
+exact alias key to the punctuation-free key, an acronym, a root ("stem") key and, with
+``fuzzy=True``, faiss character n-gram neighbours. ``pipe(texts, n_process=2)`` links
+on worker processes. :meth:`EntityLinker.from_kg_dir` links with a KG directory's
+memory-mapped alias index (:mod:`~ernie_kg.linking.alias_index`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from spacy.tokens import Doc
 from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
+from ernie_kg.linking.alias_index import REFERENCE_FILE, AliasIndex, open_alias_index
 from ernie_kg.linking.aliases import ALIASES_FILE, AliasTable
+from ernie_kg.linking.candidates import fuzzy_candidates, pooled_candidates
 from ernie_kg.linking.context import CONTEXT_FILE, ContextModel, ContextQuery
 from ernie_kg.linking.disambiguation import Candidate, Disambiguator
 from ernie_kg.linking.fuzzy import FuzzyAliasIndex
@@ -44,7 +48,7 @@ class EntityLinker:
 
     def __init__(
         self,
-        aliases: AliasTable,
+        aliases: AliasTable | AliasIndex,
         kg: KnowledgeGraph | None = None,
         embeddings: EntityEmbeddings | None = None,
         context: ContextModel | None = None,
@@ -91,7 +95,7 @@ class EntityLinker:
                             "e.g. AliasTable.from_kg(kg).update(extra)")
         if aliases is None:
             aliases = AliasTable.from_kg(kg)
-        elif not isinstance(aliases, AliasTable):
+        elif not isinstance(aliases, (AliasTable, AliasIndex)):
             raise TypeError(f"aliases must be a finished AliasTable, not "
                             f"{type(aliases).__name__} (build one with AliasTable.from_kg "
                             "and add to it)")
@@ -105,17 +109,15 @@ class EntityLinker:
         linker_dir: str | os.PathLike | None = None,
         **config: Any,
     ) -> EntityLinker:
-        """The one way from a KG directory to a linker: the KG is parsed once; the alias
-        table is the KG's names plus ``KG_DIR/aliases.json`` (extra surfaces) when present,
-        or the table of a saved linker when ``linker_dir`` is given."""
+        """The one way from a KG directory to a linker: the KG and its alias index are
+        built once on disk (:mod:`ernie_kg.kg.store`, :mod:`.alias_index`) and memory-mapped;
+        the index holds the KG's names plus ``KG_DIR/aliases.json`` (extra surfaces) when
+        present. With ``linker_dir``, the table and settings of a saved linker."""
         kg = KnowledgeGraph.load(kg_dir)
         if linker_dir is not None:
             return cls.load(linker_dir, kg, embeddings, **config)
-        aliases = AliasTable.from_kg(kg)
-        extra = Path(kg_dir) / ALIASES_FILE
-        if extra.exists():
-            aliases.update(AliasTable.load(extra))
-        return cls(aliases, kg, embeddings, **config)
+        lang = config.get("lang", DEFAULT_LINKER_CONFIG["lang"])
+        return cls(open_alias_index(kg.store, kg_dir, lang), kg, embeddings, **config)
 
     def replace(self, **config: Any) -> EntityLinker:
         """A copy with other settings, sharing the alias table, KG and built indexes."""
@@ -130,7 +132,7 @@ class EntityLinker:
 
     @property
     def detector(self) -> MentionDetector:
-        """The phrase matcher, built on first use (linking given spans never needs it)."""
+        """The mention detector, built on first use (linking given spans never needs it)."""
         if self._detector is None:
             c = self.config
             self._detector = MentionDetector(
@@ -283,38 +285,13 @@ class EntityLinker:
             if found:
                 break
             if quality > 0:  # 0 switches a back-off off
-                found = self._pooled(keys(surface), quality)
+                found = pooled_candidates(aliases, keys(surface), quality)
         if not found and c["fuzzy"]:
-            found = self._fuzzy_candidates(surface)
+            found = fuzzy_candidates(aliases, self.fuzzy_index.search(
+                surface, c["fuzzy_k"], c["fuzzy_threshold"]), c["fuzzy_sharpness"])
         found = found[: self.max_candidates]
         self._remember(cache_key, found)
         return found
-
-    def _pooled(self, keys: Iterable[str], quality: float) -> tuple[Candidate, ...]:
-        """Candidates of several alias keys, counts pooled, at one match quality."""
-        counts: dict[str, float] = {}
-        for key in keys:
-            for entity_id, count in self.aliases.counts(key).items():
-                counts[entity_id] = counts.get(entity_id, 0.0) + count
-        total = sum(counts.values())
-        popularity = self.aliases.entity_count
-        ranked = sorted(counts.items(), key=lambda item: (-item[1], -popularity(item[0]),
-                                                          item[0]))
-        return tuple((e, c / total, quality) for e, c in ranked)
-
-    def _fuzzy_candidates(self, surface: str) -> tuple[Candidate, ...]:
-        c = self.config
-        hits = self.fuzzy_index.search(surface, c["fuzzy_k"], c["fuzzy_threshold"])
-        weight: dict[str, float] = {}
-        quality: dict[str, float] = {}
-        for key, similarity in hits:
-            for entity_id, count in self.aliases.counts(key).items():
-                w = similarity ** c["fuzzy_sharpness"] * count
-                weight[entity_id] = weight.get(entity_id, 0.0) + w
-                quality[entity_id] = max(quality.get(entity_id, 0.0), similarity)
-        total = sum(weight.values())
-        ranked = sorted(weight.items(), key=lambda item: (-item[1], item[0]))
-        return tuple((e, w / total, quality[e]) for e, w in ranked)
 
     # ------------------------------------------------------------------ given input
     def mention_spans(self, text: str) -> list[tuple[int, int]]:
@@ -363,10 +340,14 @@ class EntityLinker:
 
     # ------------------------------------------------------------------ storage
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``aliases.json``, ``linker.json`` and, with a context model,
+        """Write ``aliases.json`` (or, over a KG's alias index, ``alias_index.json``: the
+        KG's path and hash, not a copy), ``linker.json`` and, with a context model,
         ``context.json`` (the KG is saved separately)."""
         directory = Path(directory)
-        self.aliases.save(directory / ALIASES_FILE)
+        if isinstance(self.aliases, AliasIndex):
+            write_json(directory / REFERENCE_FILE, self.aliases.reference())
+        else:
+            self.aliases.save(directory / ALIASES_FILE)
         if self.context is not None:
             self.context.save(directory / CONTEXT_FILE)
         write_json(directory / _CONFIG_FILE, self.config)
@@ -392,8 +373,14 @@ class EntityLinker:
         context = None
         if (directory / CONTEXT_FILE).exists():
             context = ContextModel.load(directory / CONTEXT_FILE)
-        return cls(AliasTable.load(directory / ALIASES_FILE), kg, embeddings, context,
-                   **{**saved, **config})
+        settings = {**saved, **config}
+        if (directory / REFERENCE_FILE).exists():
+            aliases: AliasTable | AliasIndex = AliasIndex.from_reference(
+                directory / REFERENCE_FILE, kg.store if kg is not None else None,
+                settings.get("lang", DEFAULT_LINKER_CONFIG["lang"]))
+        else:
+            aliases = AliasTable.load(directory / ALIASES_FILE)
+        return cls(aliases, kg, embeddings, context, **settings)
 
     def __repr__(self) -> str:
         return f"EntityLinker({self.aliases!r}, kg={self.kg!r})"

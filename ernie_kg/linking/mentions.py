@@ -1,13 +1,13 @@
-"""Mention detection: a spaCy ``PhraseMatcher`` over the alias table, optional NER.
+"""Mention detection: longest-match lookup of token n-grams in the alias patterns, and
+optional NER.
 
 A private ``spacy.blank(lang)`` pipeline tokenizes, so detection needs no downloaded
 model. Its vocabulary's NORM getter is :func:`~ernie_kg.linking.normalize.token_norm`
-(case-folded, accents stripped), computed once per word type, and the matcher compares
+(case-folded, accents stripped), computed once per word type, and patterns compare
 NORMs, so "FÉLIX Trinidad" matches the alias "felix trinidad" at no per-token cost.
-The vocabulary is private, so a user's own pipeline keeps its norms. Where the compiled
-hot path is built (:mod:`ernie_kg.linking.compiled`), :func:`alias_spans` reads the
-matches and their offsets straight from the doc's C structs; else
-:func:`alias_spans_python` does the same in Python.
+The vocabulary is private, so a user's own pipeline keeps its norms. The patterns
+(:mod:`ernie_kg.linking.patterns`) are one byte trie, built from the alias table or
+memory-mapped from the KG index, instead of one spaCy pattern doc per alias.
 """
 
 from __future__ import annotations
@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import spacy
-from spacy.attrs import NORM
 from spacy.language import Language
-from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from ernie_kg.errors import ErnieKGError
 from ernie_kg.linking.aliases import AliasTable
-from ernie_kg.linking.compiled import speedups
-from ernie_kg.linking.normalize import token_norm
+from ernie_kg.linking.patterns import AliasPatterns, detection_nlp
 
 __all__ = ["LinkedMention", "LinkerConfigError", "Mention", "MentionDetector",
            "load_spacy_model"]
@@ -78,35 +75,6 @@ class Mention:
     source: str = "alias"  # "alias" or "ner"
 
 
-def _longest_first(match: tuple[int, int, int]) -> tuple[int, int]:
-    return match[1] - match[2], match[1]
-
-
-def alias_spans_python(
-    matcher: PhraseMatcher, doc: Doc, key_of: dict[int, str]
-) -> list[tuple[int, int, str, int, int, str]]:
-    """``(start_char, end_char, key, token_start, token_end, "alias")`` of the phrase
-    matches of ``doc``: longest first wins, no overlaps, sorted by start. (The compiled
-    ``_speedups.alias_spans`` does the same from the doc's C structs.)"""
-    matches = matcher(doc)
-    if len(matches) > 1:
-        matches.sort(key=_longest_first)
-    taken = bytearray(len(doc))
-    found = []
-    for match_id, start, end in matches:
-        if 1 in taken[start:end]:
-            continue
-        taken[start:end] = b"\x01" * (end - start)
-        last = doc[end - 1]
-        found.append((doc[start].idx, last.idx + len(last), key_of[match_id], start, end,
-                      "alias"))
-    found.sort()
-    return found
-
-
-alias_spans = speedups.alias_spans if speedups is not None else alias_spans_python
-
-
 def load_spacy_model(name: str) -> Language:
     """``spacy.load(name)``, else the installed model package whose name starts with it."""
     try:
@@ -137,33 +105,24 @@ class MentionDetector:
         self.aliases = aliases
         self.use_ner = use_ner
         self.ner_model = ner_model
-        self.nlp = spacy.blank(lang)
-        vocab = self.nlp.vocab
-        vocab.lex_attr_getters[NORM] = token_norm
-        for lexeme in vocab:
-            lexeme.norm_ = token_norm(lexeme.orth_)
-        self.matcher = PhraseMatcher(vocab, attr="NORM")
-        self._key_of: dict[int, str] = {}
+        self.skip_stop_words, self.min_chars = bool(skip_stop_words), int(min_chars)
+        self.nlp = detection_nlp(lang)
         self._ner: Language | None = None
-        self._add_patterns(skip_stop_words, min_chars)
+        self.patterns = self._patterns()
         # Tokenizing the aliases filled the tokenizer's chunk cache (10,000 entries);
         # re-setting the rules gives a fresh one, so running text gets the cache.
         if hasattr(self.nlp.tokenizer, "rules"):  # not on e.g. spaCy's Chinese tokenizer
             self.nlp.tokenizer.rules = self.nlp.tokenizer.rules
 
-    def _add_patterns(self, skip_stop_words: bool, min_chars: int) -> None:
-        keys = [k for k in self.aliases.keys() if len(k.replace(" ", "")) >= min_chars]
-        surfaces = [(k, s) for k in keys for s in self.aliases.surfaces(k)]
-        patterns: dict[str, dict[tuple, Doc]] = {}
-        for (key, _), doc in zip(surfaces, self.nlp.tokenizer.pipe(s for _, s in surfaces)):
-            if not len(doc):
-                continue
-            if skip_stop_words and all(t.is_stop or t.is_punct for t in doc):
-                continue  # "the", "his mother": would fire everywhere
-            patterns.setdefault(key, {}).setdefault(tuple(t.norm for t in doc), doc)
-        for key, docs in patterns.items():
-            self._key_of[self.nlp.vocab.strings.add(key)] = key
-            self.matcher.add(key, list(docs.values()))
+    def _patterns(self) -> AliasPatterns:
+        """The alias index's own patterns when it has them, else built from the table."""
+        prebuilt = getattr(self.aliases, "alias_patterns", None)
+        if prebuilt is not None:
+            return prebuilt(self.nlp)
+        keys = list(self.aliases.keys())
+        surfaces = ((i, key, surface) for i, key in enumerate(keys)
+                    for surface in self.aliases.surfaces(key))
+        return AliasPatterns.build(self.nlp, surfaces, keys.__getitem__)
 
     # ------------------------------------------------------------------ spaCy docs
     def make_doc(self, text: str) -> Doc:
@@ -194,7 +153,7 @@ class MentionDetector:
     ) -> list[tuple[int, int, str, int, int, str]]:
         """:meth:`detect` as plain tuples ``(start, end, key, token_start, token_end,
         source)``: the linker's hot path, which runs once per sentence."""
-        found = alias_spans(self.matcher, doc, self._key_of)
+        found = self.patterns.spans(doc, self.skip_stop_words, self.min_chars)
         if type(ner_spans) is not list:  # a tuple, generator, array...
             ner_spans = list(ner_spans)
         if not ner_spans:

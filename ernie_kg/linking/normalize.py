@@ -113,5 +113,5 @@ def acronym_query(surface: str) -> str | None:
 
 
 def token_norm(token: str) -> str:
-    """The per-token norm the phrase matcher compares (set as spaCy's NORM getter)."""
+    """The per-token norm alias patterns compare (set as spaCy's NORM getter)."""
     return _fold(token).casefold()
