@@ -158,3 +158,18 @@ def test_stored_graph_answers_as_networkx(tmp_path_factory, facts, seeds, hops):
         degrees = [d for _, d in reference.degree()]
         assert graph.degree_stats()["mean"] == pytest.approx(np.mean(degrees))
         assert graph.degree_stats()["max"] == max(degrees)
+
+
+def test_cli_kg_index_builds_store_and_alias_index(tmp_path):
+    from typer.testing import CliRunner
+
+    from ernie_kg.cli import app
+
+    directory = _kg(tmp_path, entities='{"id": "a", "label": "Alpha Centauri"}\n')
+    result = CliRunner().invoke(app, ["kg", "index", "--kg", str(directory)])
+    assert result.exit_code == 0, result.output
+    assert "3 entities, 1 relations, 2 triples" in result.output
+    index = directory / INDEX_DIR / "index"
+    assert (index / "meta.json").exists() and (index / "aliases" / "meta.json").exists()
+    again = CliRunner().invoke(app, ["kg", "index", "--kg", str(directory), "--rebuild"])
+    assert again.exit_code == 0, again.output

@@ -127,6 +127,14 @@ class KGStore:
             return Entity(self.entity_id(row))
         return Entity.from_json(json.loads(self._records[start:end].tobytes()))
 
+    def names(self, row: int) -> tuple[str, ...]:
+        """``entity(row).names`` without building the entity (the alias index's pass)."""
+        start, end = int(self._offsets[row]), int(self._offsets[row + 1])
+        if start == end:
+            return (self.entity_id(row),)
+        record = json.loads(self._records[start:end].tobytes())
+        return tuple(dict.fromkeys((record["label"], *record.get("aliases", ()))))
+
     def triples(self, split: str) -> np.ndarray:
         """The ``(n, 3)`` (head, relation, tail) rows of ``split`` (empty when absent)."""
         start, end = self.split_bounds.get(split, (0, 0))

@@ -38,7 +38,7 @@ from ernie_kg.linking.normalize import (
     normalize,
     stem_key,
 )
-from ernie_kg.linking.patterns import AliasPatterns, detection_nlp
+from ernie_kg.linking.patterns import AliasPatterns, PatternBuilder, detection_nlp
 
 __all__ = ["REFERENCE_FILE", "AliasIndex", "open_alias_index"]
 
@@ -245,41 +245,64 @@ class AliasIndex:
 
 
 # ---------------------------------------------------------------------- building
+class _Ids:
+    """Strings numbered in order of first sight (provisional ids until the trie's)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        found = self.ids.get(text)
+        if found is None:
+            found = self.ids[text] = len(self.ids)
+        return found
+
+    def trie(self) -> tuple[marisa_trie.Trie, np.ndarray]:
+        """The trie of the strings and provisional id -> trie id; forgets the strings."""
+        trie = marisa_trie.Trie(self.ids)
+        renumber = np.fromiter((trie[text] for text in self.ids), dtype=np.int64,
+                               count=len(self.ids))
+        self.ids = {}
+        return trie, renumber
+
+
 def build_alias_index(store: KGStore, target: Path, extra: AliasTable | None = None,
                       lang: str = "en", progress: bool = False) -> None:
-    """Write the alias index of ``store`` (+ ``extra`` counts) into the new ``target``."""
+    """Write the alias index of ``store`` (+ ``extra`` counts) into the new ``target``.
+
+    One pass over the names; each distinct string is held once (as a dict key) until
+    its trie is built, everything else goes into flat arrays (repeats are dropped
+    there, not tracked in Python sets)."""
     from tqdm.auto import tqdm
 
     target.mkdir(parents=True)
-    keys: list[str] = []
-    cased: list[str] = []
-    rows, weights = array("i"), array("d")
-    surfaces: dict[tuple[str, str], None] = {}
-    derived: dict[str, list] = {name: [[], array("i")] for name in ("loose", "stem", "acronym")}
-    key_rows: dict[str, int] = {}  # key -> first position in ``keys`` (derived lookups)
+    keys, cased = _Ids(), _Ids()
+    key_of, cased_of, rows, weights = array("q"), array("q"), array("i"), array("d")
+    derived = {name: (_Ids(), array("q"), array("q")) for name in ("loose", "stem", "acronym")}
+    patterns = PatternBuilder(detection_nlp(lang))
 
     def add(surface: str, row: int, count: float) -> None:
         key = normalize(surface)
         if not key:
             return
-        keys.append(key)
-        cased.append(cased_key(surface))
+        key_id = keys(key)
+        key_of.append(key_id)
+        cased_of.append(cased(cased_key(surface)))
         rows.append(row)
         weights.append(count)
-        surfaces.setdefault((key, surface), None)
-        first = key_rows.setdefault(key, len(key_rows))
+        patterns.add(key_id, key, surface)
         loose = loose_key(surface)
         if loose:
-            for name, value in (("loose", loose), ("stem", stem_key(surface))):
-                derived[name][0].append(value)
-                derived[name][1].append(first)
-            for acronym in acronyms(surface):
-                derived["acronym"][0].append(acronym)
-                derived["acronym"][1].append(first)
+            lookups = [("loose", loose), ("stem", stem_key(surface))]
+            lookups += [("acronym", acronym) for acronym in acronyms(surface)]
+            for name, value in lookups:
+                ids, lookup_ids, targets = derived[name]
+                lookup_ids.append(ids(value))
+                targets.append(key_id)
 
     for row in tqdm(range(store.entity_count), desc="alias index", unit="entity",
-                    disable=not progress, leave=False):
-        for name in store.entity(row).names:
+                    disable=not progress, leave=False, mininterval=5):
+        for name in store.names(row):
             add(name, row, 1.0)
     unknown = 0
     if extra is not None:
@@ -293,42 +316,34 @@ def build_alias_index(store: KGStore, target: Path, extra: AliasTable | None = N
         logger.warning("%s: %d alias rows name entities the KG does not have; left out",
                        ALIASES_FILE, unknown)
     entities = store.entity_count
-    key_trie = marisa_trie.Trie(key_rows)
-    key_ids_by_first = np.empty(len(key_rows), dtype=np.int64)
-    for key, first in key_rows.items():
-        key_ids_by_first[first] = key_trie[key]
-    key_rows.clear()
-    key_ids = np.fromiter((key_trie[k] for k in keys), dtype=np.int64, count=len(keys))
+    key_trie, key_map = keys.trie()
+    cased_trie, cased_map = cased.trie()
     row_array = np.frombuffer(rows, dtype=np.int32)
     weight_array = np.frombuffer(weights, dtype=np.float64)
-    tries = {"keys": key_trie}
-    arrays = {"keys": _csr(key_ids, row_array, weight_array, len(key_trie), entities)}
-    keys.clear()
-    cased_trie = marisa_trie.Trie(cased)
-    cased_ids = np.fromiter((cased_trie[k] for k in cased), dtype=np.int64, count=len(cased))
-    cased.clear()
-    tries["cased"] = cased_trie
-    arrays["cased"] = _csr(cased_ids, row_array, weight_array, len(cased_trie), entities)
-    for name, (values, firsts) in derived.items():
-        trie = marisa_trie.Trie(values)
-        ids = np.fromiter((trie[v] for v in values), dtype=np.int64, count=len(values))
-        targets = key_ids_by_first[np.frombuffer(firsts, dtype=np.int32)]
+    tries = {"keys": key_trie, "cased": cased_trie}
+    arrays = {
+        "keys": _csr(key_map[np.frombuffer(key_of, dtype=np.int64)], row_array, weight_array,
+                     len(key_trie), entities),
+        "cased": _csr(cased_map[np.frombuffer(cased_of, dtype=np.int64)], row_array,
+                      weight_array, len(cased_trie), entities),
+    }
+    for name, (ids, lookup_ids, targets) in derived.items():
+        trie, lookup_map = ids.trie()
         tries[name] = trie
-        arrays[name] = _csr(ids, targets, None, len(trie), len(key_trie))
+        arrays[name] = _csr(lookup_map[np.frombuffer(lookup_ids, dtype=np.int64)],
+                            key_map[np.frombuffer(targets, dtype=np.int64)], None, len(trie),
+                            len(key_trie))
     for name, trie in tries.items():
         trie.save(str(target / f"{name}.marisa"))
         for part, values in arrays[name].items():
             np.save(target / f"{name}_{part}.npy", values, allow_pickle=False)
     totals = np.bincount(row_array, weights=weight_array, minlength=entities)
     np.save(target / "entity_totals.npy", totals.astype(np.float32), allow_pickle=False)
-    nlp = detection_nlp(lang)
-    patterns = AliasPatterns.build(
-        nlp, ((key_trie[key], key, surface) for key, surface in surfaces),
-        key_trie.restore_key)
+    finished = patterns.finish(key_trie.restore_key, key_map)
     (target / f"patterns-{lang}").mkdir()
-    patterns.save(target / f"patterns-{lang}")
+    finished.save(target / f"patterns-{lang}")
     write_json(target / "meta.json", {"format": _FORMAT, "version": _VERSION,
-                                      "keys": len(key_trie), "patterns": {lang: len(patterns)}})
+                                      "keys": len(key_trie), "patterns": {lang: len(finished)}})
 
 
 def _extra_fingerprint(kg_dir: Path) -> list[int] | None:

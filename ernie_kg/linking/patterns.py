@@ -16,6 +16,7 @@ against spaCy's ``PhraseMatcher``).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from ernie_kg.kg.store import mapped
 from ernie_kg.linking.compiled import speedups
 from ernie_kg.linking.normalize import token_norm
 
-__all__ = ["AliasPatterns", "detection_nlp"]
+__all__ = ["AliasPatterns", "PatternBuilder", "detection_nlp"]
 
 _STOP_ONLY = 1  # flag: every token is a stop word or punctuation ("the", "his mother")
 _SEED = 0x84222325CBF29CE4
@@ -84,6 +85,57 @@ def _table(hashes: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return keys, table_values
 
 
+class PatternBuilder:
+    """Collects patterns one surface at a time into flat arrays (no per-pattern Python
+    object survives the call), so a 5M-entity KG's aliases fit in memory."""
+
+    def __init__(self, nlp: Language) -> None:
+        self.tokenizer = nlp.tokenizer
+        self.prefix_hashes, self.prefix_patterns = array("Q"), array("q")
+        self.full_hashes, self.key_ids = array("Q"), array("q")
+        self.flags, self.chars = array("B"), array("H")
+
+    def add(self, key_id: int, key_text: str, surface: str) -> None:
+        """Tokenize ``surface`` (an alias of key ``key_id``) and add its prefixes."""
+        doc = self.tokenizer(surface)
+        if not len(doc):
+            return
+        pattern = len(self.full_hashes)
+        hashes = _prefix_hashes(doc.to_array(NORM).tolist())
+        self.prefix_hashes.extend(hashes)
+        self.prefix_patterns.extend([_PREFIX_ONLY] * (len(hashes) - 1))
+        self.prefix_patterns.append(pattern)
+        self.full_hashes.append(hashes[-1])
+        self.key_ids.append(key_id)
+        self.flags.append(_STOP_ONLY if all(t.is_stop or t.is_punct for t in doc) else 0)
+        self.chars.append(min(len(key_text.replace(" ", "")), 65535))
+
+    def finish(self, key: Callable[[int], str], key_map: np.ndarray | None = None
+               ) -> AliasPatterns:
+        """The patterns (``key_map`` renumbers the key ids given to :meth:`add`). A token
+        sequence added twice keeps its first key."""
+        full = np.frombuffer(self.full_hashes, dtype=np.uint64)
+        unique, first = np.unique(full, return_index=True)  # row = rank of the hash
+        key_ids = np.frombuffer(self.key_ids, dtype=np.int64)[first]
+        if key_map is not None:
+            key_ids = key_map[key_ids]
+        patterns = np.frombuffer(self.prefix_patterns, dtype=np.int64)
+        whole = patterns >= 0
+        values = np.full(len(patterns), _PREFIX_ONLY, dtype=np.int64)
+        values[whole] = np.searchsorted(unique, full[patterns[whole]])
+        hashes = np.frombuffer(self.prefix_hashes, dtype=np.uint64)
+        order = np.lexsort((-values, hashes))  # per hash, a whole alias first
+        hashes, values = hashes[order], values[order]
+        keep = np.ones(len(hashes), dtype=bool)
+        keep[1:] = hashes[1:] != hashes[:-1]
+        table_keys, table_values = _table(hashes[keep], values[keep].astype(np.int32))
+        return AliasPatterns({
+            "table_keys": table_keys, "table_values": table_values,
+            "pattern_keys": key_ids.astype(np.int32),
+            "pattern_flags": np.frombuffer(self.flags, dtype=np.uint8)[first].copy(),
+            "pattern_chars": np.frombuffer(self.chars, dtype=np.uint16)[first].copy()}, key)
+
+
 class AliasPatterns:
     """Alias token sequences -> alias key ids; :meth:`spans` finds them in a doc."""
 
@@ -104,37 +156,10 @@ class AliasPatterns:
               key: Callable[[int], str]) -> AliasPatterns:
         """From ``(key id, key, surface)`` triples; the first key of a token sequence
         keeps it."""
-        found: dict[tuple[int, ...], tuple[int, int, int]] = {}
-        surfaces = list(surfaces)
-        docs = nlp.tokenizer.pipe(surface for _, _, surface in surfaces)
-        for (key_id, key_text, _), doc in zip(surfaces, docs):
-            if len(doc):
-                flags = _STOP_ONLY if all(t.is_stop or t.is_punct for t in doc) else 0
-                chars = min(len(key_text.replace(" ", "")), 65535)
-                found.setdefault(tuple(doc.to_array(NORM).tolist()), (key_id, flags, chars))
-        return cls.from_found(found, key)
-
-    @classmethod
-    def from_found(cls, found: dict[tuple[int, ...], tuple[int, int, int]],
-                   key: Callable[[int], str]) -> AliasPatterns:
-        """From ``{NORM hash sequence: (key id, flags, key chars)}``."""
-        hashes, values = [], []
-        for row, norms in enumerate(found):
-            prefixes = _prefix_hashes(norms)
-            hashes.extend(prefixes)
-            values.extend([_PREFIX_ONLY] * (len(prefixes) - 1) + [row])
-        hash_array = np.asarray(hashes, dtype=np.uint64)
-        value_array = np.asarray(values, dtype=np.int32)
-        order = np.lexsort((-value_array, hash_array))  # per hash, a whole alias first
-        hash_array, value_array = hash_array[order], value_array[order]
-        first = np.ones(len(hash_array), dtype=bool)
-        first[1:] = hash_array[1:] != hash_array[:-1]
-        keys, table_values = _table(hash_array[first], value_array[first])
-        info = np.asarray(list(found.values()), dtype=np.int64).reshape(-1, 3)
-        return cls({"table_keys": keys, "table_values": table_values,
-                    "pattern_keys": info[:, 0].astype(np.int32),
-                    "pattern_flags": info[:, 1].astype(np.uint8),
-                    "pattern_chars": info[:, 2].astype(np.uint16)}, key)
+        builder = PatternBuilder(nlp)
+        for key_id, key_text, surface in surfaces:
+            builder.add(key_id, key_text, surface)
+        return builder.finish(key)
 
     def save(self, directory: Path) -> None:
         """Write the table and pattern arrays into ``directory``."""
