@@ -52,6 +52,8 @@ def kg_index(
     kg: Annotated[Path, typer.Option(help="KG directory")],
     rebuild: Annotated[bool, typer.Option(help="Rebuild even when the index is current")] = False,
     lang: Annotated[str, typer.Option(help="Language of the alias patterns (spaCy)")] = "en",
+    workers: Annotated[int, typer.Option(min=0, help="Processes for the alias pass "
+                                         "(0: every CPU available)")] = 0,
 ) -> None:
     """Build (or check) the on-disk index of a KG directory and its alias index; every
     --kg command uses them.
@@ -61,11 +63,13 @@ def kg_index(
     import time
 
     from ernie_kg.kg.store import open_store
+    from ernie_kg.linking.alias_build import default_workers
     from ernie_kg.linking.alias_index import open_alias_index
 
     started = time.perf_counter()
     store = open_store(kg, progress=True, rebuild=rebuild)
-    aliases = open_alias_index(store, kg, lang, progress=True)
+    aliases = open_alias_index(store, kg, lang, progress=True,
+                               workers=workers or default_workers())
     console.print(f"{store.entity_count} entities, {len(store.relations)} relations, "
                   f"{len(store.triple_array)} triples, {len(aliases)} alias keys: index at "
                   f"{store.directory} ({time.perf_counter() - started:.1f} s)")
@@ -153,6 +157,7 @@ def link(
     from ernie_kg.errors import DataFormatError
     from ernie_kg.kg import EntityEmbeddings
     from ernie_kg.linking import EntityLinker
+    from ernie_kg.linking.alias_build import default_workers
 
     if not input.is_file():
         raise DataFormatError(input, None, "missing: no such input file")
@@ -160,7 +165,8 @@ def link(
     if nil_threshold is not None:
         settings["nil_threshold"] = nil_threshold
     table = EntityEmbeddings.load(embeddings) if embeddings is not None else None
-    linker = EntityLinker.from_kg_dir(kg, table, linker_dir, **settings)
+    linker = EntityLinker.from_kg_dir(kg, table, linker_dir, progress=True,
+                                      workers=default_workers(), **settings)
     linker.detector  # build the matcher before the clock starts  # noqa: B018
     with input.open(encoding="utf-8") as handle:
         total = sum(1 for line in handle if line.strip())

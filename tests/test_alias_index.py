@@ -82,3 +82,18 @@ def test_saved_linker_refers_to_the_kg_and_notices_a_change(kg_dir, tmp_path):
     shutil.rmtree(kg_dir)
     with pytest.raises(SavedFileError, match=r"alias_index\.json: the linker's KG is unreadable"):
         EntityLinker.load(saved)
+
+
+def test_index_is_the_same_however_the_pass_is_split(kg_dir, tmp_path):
+    from ernie_kg.linking.alias_build import build_alias_index
+
+    store = open_store(kg_dir)
+    extra = AliasTable().add("Big Apple", store.entity_id(0), 3.0)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    build_alias_index(store, whole, extra, workers=1)
+    build_alias_index(store, split, extra, workers=2, part_rows=store.entity_count // 3 + 1)
+    names = sorted(p.relative_to(whole) for p in whole.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(split) for p in split.rglob("*") if p.is_file())
+    assert len(names) > 10
+    for name in names:
+        assert (whole / name).read_bytes() == (split / name).read_bytes(), name

@@ -126,6 +126,31 @@ def test_a_fifty_megabyte_line_is_read(tmp_path):
     assert len(kg.entity("a").description) == 50_000_000 and kg.entity("b").label == "b"
 
 
+@pytest.mark.parametrize("train", [
+    "a\tr\tb\r\nb\tr\tc\r\n",                    # Windows line ends
+    '"a\tr\t"b"\n"b"\ts\tc\n',                      # quotes are characters
+    "a\tr\tb\n\n   \nb\tr\tc\n",                     # blank and whitespace-only lines
+    " a\tr \tb\nb\tr\tc",                            # padded fields, no final newline
+    "\ufeffa\tr\tb\nb\tr\tc\n",                       # byte-order mark
+    "a\x1c\tr\tb\nb\tr\tc\n",                          # a separator str.strip() removes
+])
+def test_columnar_reader_reads_as_the_line_loop(tmp_path, monkeypatch, train):
+    from ernie_kg.kg import reading, store
+
+    expected = [t[1:] for t in reading.iter_triples(_kg(tmp_path, train, name="x") / "train.txt")]
+    directory = _kg(tmp_path, train + "c\tr\td\n" if train.endswith("\n") else train)
+    fast = open_store(directory)
+    monkeypatch.setattr(store, "triple_columns", lambda path: None)
+    slow = open_store(directory, rebuild=True)
+    assert len(fast.triple_array) == len(slow.triple_array) >= len(expected) > 0
+    for built in (fast, slow):
+        decoded = [(built.entity_id(h), built.relation_ids[r], built.entity_id(t))
+                   for h, r, t in built.triple_array.tolist()]
+        assert decoded[:len(expected)] == expected
+        assert [built.entity_id(row) for row in range(built.entity_count)] == [
+            fast.entity_id(row) for row in range(fast.entity_count)]
+
+
 # ---------------------------------------------------------------------- same answers
 _ids = st.sampled_from([f"e{i}" for i in range(12)])
 _facts = st.lists(st.tuples(_ids, st.sampled_from(["r", "s", "t"]), _ids), min_size=1,

@@ -29,7 +29,7 @@ import logging
 import os
 import shutil
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from filelock import FileLock
 from ernie_kg.errors import EmptyGraphError, KGFormatError, SavedFileError
 from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.adjacency import Adjacency
-from ernie_kg.kg.reading import iter_entities, iter_relations, iter_triples
+from ernie_kg.kg.reading import iter_entities, iter_relations, iter_triples, triple_columns
 from ernie_kg.kg.records import SPLITS, Entity, Relation
 
 __all__ = ["INDEX_DIR", "KGStore", "build_store", "index_location", "mapped", "open_store"]
@@ -71,6 +71,10 @@ class KGStore:
             raise SavedFileError(meta_path, None, f"KG index version {meta.get('version')} "
                                  f"(this release reads {_VERSION}). " + _rebuild_hint(
                                      self.directory))
+        missing = [key for key in ("entities", "relations", "splits") if key not in meta]
+        if missing:
+            raise SavedFileError(meta_path, None, f"no {', '.join(missing)} field. "
+                                 + _rebuild_hint(self.directory))
         self.meta: dict[str, Any] = meta
         _check_sizes(self.directory, meta.get("files", {}))
         arrays = {name: _load_array(self.directory / f"{name}.npy") for name in _ARRAYS}
@@ -178,21 +182,6 @@ def _check_sizes(directory: Path, sizes: dict[str, int]) -> None:
 
 
 # ---------------------------------------------------------------------- building
-class _Rows:
-    """Ids numbered in order of first sight."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, int] = {}
-        self.ids: list[str] = []
-
-    def row(self, identifier: str) -> int:
-        row = self.rows.get(identifier)
-        if row is None:
-            row = self.rows[identifier] = len(self.ids)
-            self.ids.append(identifier)
-        return row
-
-
 def build_store(kg_dir: str | Path, target: str | Path, progress: bool = False,
                 content_hash: str | None = None) -> KGStore:
     """Index ``kg_dir`` into the new directory ``target``, reading each file once
@@ -205,52 +194,95 @@ def build_store(kg_dir: str | Path, target: str | Path, progress: bool = False,
     total = sum((kg_dir / n).stat().st_size for n in _KG_FILES if (kg_dir / n).exists())
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"indexing {kg_dir.name}",
               disable=not progress, leave=False) as bar:
-        entities, relations = _Rows(), _Rows()
+        # id -> row in order of first sight (dict order is row order)
+        entities: dict[str, int] = {}
+        relations: dict[str, int] = {}
         offsets = array("q", [0])
         with open(target / "entity_records.bin", "wb") as records:
             for _, entity in iter_entities(kg_dir / "entities.jsonl", bar.update):
-                entities.row(entity.id)
+                entities[entity.id] = len(entities)
                 records.write(json.dumps(entity.to_json(), ensure_ascii=False,
                                          separators=(",", ":")).encode("utf-8"))
                 offsets.append(records.tell())
         labels = {}
         for _, relation in iter_relations(kg_dir / "relations.jsonl"):
-            relations.row(relation.id)
+            relations[relation.id] = len(relations)
             labels[relation.id] = relation.label
-        flat, bounds = array("i"), {}
+        blocks, bounds, start = [], {}, 0
         for split in SPLITS:
             path = kg_dir / f"{split}.txt"
-            start = len(flat) // 3
             if path.exists():
-                entity_row, relation_row = entities.row, relations.row
-                for _, head, relation, tail in iter_triples(path, bar.update):
-                    flat.extend((entity_row(head), relation_row(relation), entity_row(tail)))
-            bounds[split] = [start, len(flat) // 3]
-    if not flat:
+                blocks.append(_triple_rows(path, entities, relations, bar.update))
+            end = start + (len(blocks[-1]) if path.exists() else 0)
+            bounds[split], start = [start, end], end
+    if not start:
         shutil.rmtree(target)
         raise EmptyGraphError(f"{kg_dir}: the knowledge graph has no triples")
-    triples = np.frombuffer(flat, dtype=np.int32).reshape(-1, 3)
-    ids = entities.ids
+    triples = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+    del blocks
+    ids = list(entities)
     offsets.extend([offsets[-1]] * (len(ids) + 1 - len(offsets)))  # no record: id only
     del entities
     trie = marisa_trie.Trie(ids)
-    row_to_trie = np.fromiter((trie[i] for i in ids), dtype=np.int32, count=len(ids))
+    row_to_trie = np.fromiter(map(trie.__getitem__, ids), dtype=np.int32, count=len(ids))
     trie_to_row = np.empty_like(row_to_trie)
     trie_to_row[row_to_trie] = np.arange(len(ids), dtype=np.int32)
     del ids
     trie.save(str(target / "entity_ids.marisa"))
-    adjacency = Adjacency.from_triples(triples, len(row_to_trie), len(relations.ids))
+    adjacency = Adjacency.from_triples(triples, len(row_to_trie), len(relations))
     arrays = {"triples": triples, "trie_to_row": trie_to_row, "row_to_trie": row_to_trie,
               "record_offsets": np.frombuffer(offsets, dtype=np.int64), **adjacency.arrays()}
     for name, values in arrays.items():
         np.save(target / f"{name}.npy", values, allow_pickle=False)
     files = {p.name: p.stat().st_size for p in sorted(target.iterdir())}
     meta = {"format": _FORMAT, "version": _VERSION, "entities": len(row_to_trie),
-            "relations": [[r, labels.get(r, r)] for r in relations.ids],
+            "relations": [[r, labels.get(r, r)] for r in relations],
             "splits": bounds, "files": files,
             "content_hash": content_hash or _content_hash(kg_dir)}
     write_json(target / "meta.json", meta)
     return KGStore(target)
+
+
+def _triple_rows(path: Path, entities: dict[str, int], relations: dict[str, int],
+                 progress: Callable[[int], None]) -> np.ndarray:
+    """The ``(n, 3)`` rows of a triple file; ids not in ``entities`` / ``relations``
+    are added in order of first sight (a line's head before its tail)."""
+    columns = triple_columns(path)
+    if columns is None:  # the line loop reads it, or names the bad line
+        flat, entity_row, relation_row = array("i"), entities.setdefault, relations.setdefault
+        for _, head, relation, tail in iter_triples(path, progress):
+            flat.extend((entity_row(head, len(entities)),
+                         relation_row(relation, len(relations)),
+                         entity_row(tail, len(entities))))
+        return np.frombuffer(flat, dtype=np.int32).reshape(-1, 3)
+    heads, relation_column, tails = columns
+    head_rows, tail_rows = _column_rows(entities, heads, tails)
+    (relation_rows,) = _column_rows(relations, relation_column)
+    progress(path.stat().st_size)
+    return np.stack([head_rows, relation_rows, tail_rows], axis=1).astype(np.int32)
+
+
+def _column_rows(known: dict[str, int], *columns: Any) -> list[np.ndarray]:
+    """Rows of the strings of equal-length pyarrow ``columns``; strings not in
+    ``known`` are added to it in order of first sight, reading line by line."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lines, width = len(columns[0]), len(columns)
+    # one line's values next to each other, so first sight follows the line order
+    interleaved = np.arange(lines * width).reshape(width, lines).T.ravel()
+    values = pa.concat_arrays(columns).take(pa.array(interleaved))
+    del interleaved
+    rows = pc.index_in(values, value_set=pa.array(list(known), pa.string()))
+    new = rows.is_null()
+    rows = rows.fill_null(-1).to_numpy().astype(np.int64)
+    if pc.any(new).as_py():
+        encoded = values.filter(new).dictionary_encode()  # dictionary: first-sight order
+        new_rows = np.asarray(encoded.indices.to_numpy(), dtype=np.int64) + len(known)
+        rows[new.to_numpy(zero_copy_only=False)] = new_rows
+        for text in encoded.dictionary.to_pylist():
+            known[text] = len(known)
+    return list(rows.reshape(lines, width).T)
 
 
 def _check_kg_dir(kg_dir: Path) -> None:
@@ -286,12 +318,13 @@ def index_location(kg_dir: str | Path) -> Path:
 
 
 def _fingerprint(kg_dir: Path) -> dict[str, list[int]]:
+    """What changes when a KG file is edited or replaced (checked before the hash)."""
     found = {}
     for name in _KG_FILES:
         path = kg_dir / name
         if path.exists():
             stat = path.stat()
-            found[name] = [stat.st_size, stat.st_mtime_ns]
+            found[name] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
     return found
 
 
@@ -317,21 +350,29 @@ def _source(root: Path) -> dict[str, Any]:
         return {}
 
 
+def _current(root: Path, fingerprint: dict[str, list[int]]) -> bool:
+    return (_source(root).get("fingerprint") == fingerprint
+            and (root / "index" / "meta.json").is_file())
+
+
 def open_store(kg_dir: str | Path, progress: bool = False, rebuild: bool = False) -> KGStore:
     """The index of ``kg_dir``, built first when missing, stale or ``rebuild``."""
     kg_dir = Path(kg_dir)
     _check_kg_dir(kg_dir)
-    root = index_location(kg_dir)
     fingerprint = _fingerprint(kg_dir)
-    if not rebuild and _source(root).get("fingerprint") == fingerprint:
-        return KGStore(root / "index")
+    root = index_location(kg_dir)
+    if not rebuild:  # a current index inside a read-only KG directory is used too
+        for found in dict.fromkeys((kg_dir.resolve() / INDEX_DIR, root)):
+            if _current(found, fingerprint):
+                return KGStore(found / "index")
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / "build.lock")):
         source = _source(root)
-        if not rebuild and source.get("fingerprint") == fingerprint:
+        if not rebuild and _current(root, fingerprint):
             return KGStore(root / "index")  # another process built it meanwhile
         content = _content_hash(kg_dir)
-        if not rebuild and source.get("content_hash") == content and (root / "index").is_dir():
+        if not rebuild and source.get("content_hash") == content and (
+                root / "index" / "meta.json").is_file():
             write_json(root / "source.json", {**source, "fingerprint": fingerprint})
             return KGStore(root / "index")  # touched, not changed
         if source.get("content_hash") and not rebuild:

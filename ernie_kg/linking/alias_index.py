@@ -7,8 +7,8 @@ string tries: normalised key -> (entity row, count) pairs in CSR form, the same 
 cased key, and loose / stem / acronym keys -> normalised keys. Each KG name counts once
 (as :meth:`AliasTable.from_kg`), plus the rows of ``KG_DIR/aliases.json`` when present
 (corpus counts). The mention patterns (:mod:`ernie_kg.linking.patterns`) are built in
-the same pass. Lookups answer exactly as the table would, with entity ids decoded from
-rows only for the candidates returned.
+the same pass (:mod:`ernie_kg.linking.alias_build`). Lookups answer exactly as the
+table would, with entity ids decoded from rows only for the candidates returned.
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ import json
 import logging
 import os
 import shutil
-from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
 import marisa_trie
 import numpy as np
+import spacy
 from filelock import FileLock
 from spacy.language import Language
 
 from ernie_kg.errors import SavedFileError
 from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.store import KGStore, mapped
+from ernie_kg.linking.alias_build import FORMAT, KINDS, LOOKUPS, VERSION, build_alias_index
 from ernie_kg.linking.aliases import ALIASES_FILE, AliasTable
 from ernie_kg.linking.normalize import (
     acronym_query,
@@ -38,7 +39,7 @@ from ernie_kg.linking.normalize import (
     normalize,
     stem_key,
 )
-from ernie_kg.linking.patterns import AliasPatterns, PatternBuilder, detection_nlp
+from ernie_kg.linking.patterns import AliasPatterns
 
 __all__ = ["REFERENCE_FILE", "AliasIndex", "open_alias_index"]
 
@@ -48,10 +49,7 @@ REFERENCE_FORMAT = "ernie_kg.alias_index_reference"
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = "ernie_kg.alias_index"
-_VERSION = 2
 _FOLDER = "aliases"
-_TRIES = ("keys", "cased", "loose", "stem", "acronym")
 
 
 class _Csr:
@@ -65,26 +63,6 @@ class _Csr:
         counts = None if self.counts is None else self.counts[start:end]
         return self.values[start:end], counts
 
-
-def _csr(key_ids: np.ndarray, values: np.ndarray, weights: np.ndarray | None,
-         key_count: int, value_count: int) -> dict[str, np.ndarray]:
-    """Group ``(key id, value)`` pairs (summing ``weights``, or de-duplicating)."""
-    combined = key_ids.astype(np.int64) * max(value_count, 1) + values.astype(np.int64)
-    if weights is None:
-        unique = np.unique(combined)
-        sums = None
-    else:
-        unique, inverse = np.unique(combined, return_inverse=True)
-        sums = np.bincount(inverse, weights=weights, minlength=len(unique)).astype(np.float32)
-    keys, kept = np.divmod(unique, max(value_count, 1))
-    indptr = np.zeros(key_count + 1, dtype=np.int64)
-    np.cumsum(np.bincount(keys, minlength=key_count), out=indptr[1:])
-    arrays = {"indptr": indptr, "values": kept.astype(np.int32)}
-    if sums is not None:
-        arrays["counts"] = sums
-    return arrays
-
-
 class AliasIndex:
     """The alias table of a KG store, read-only and memory-mapped (see module doc)."""
 
@@ -96,23 +74,31 @@ class AliasIndex:
         self.case_smoothing = float(case_smoothing)
         meta = read_json(self.directory / "meta.json", SavedFileError,
                          what="no alias index here")
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT \
-                or meta.get("version") != _VERSION:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT \
+                or meta.get("version") != VERSION:
             raise SavedFileError(self.directory / "meta.json", None,
                                  f"not an alias index of this release (delete {self.directory}"
                                  " and it is rebuilt)")
+        if (meta.get("entities"), meta.get("kg_content_hash")) != (
+                store.entity_count, store.content_hash):
+            raise SavedFileError(self.directory / "meta.json", None,
+                                 f"built for another KG index than {store.directory} "
+                                 f"(delete {self.directory} and it is rebuilt)")
         self.meta = meta
         self._tries = {}
-        for name in _TRIES:
-            trie = marisa_trie.Trie()
-            trie.mmap(str(self.directory / f"{name}.marisa"))
-            self._tries[name] = trie
+        try:
+            for name in KINDS:
+                trie = marisa_trie.Trie()
+                trie.mmap(str(self.directory / f"{name}.marisa"))
+                self._tries[name] = trie
+            self._by_key = self._load("keys", counts=True)
+            self._by_cased = self._load("cased", counts=True)
+            self._lookups = {name: self._load(name, counts=False) for name in LOOKUPS}
+            self._totals = mapped(self.directory / "entity_totals.npy")
+        except Exception as problem:  # marisa raises bare RuntimeErrors on bad files
+            raise SavedFileError(self.directory, None, f"unreadable alias index ({problem}); "
+                                 f"delete {self.directory} and it is rebuilt") from None
         self._keys = self._tries["keys"]
-        self._by_key = self._load("keys", counts=True)
-        self._by_cased = self._load("cased", counts=True)
-        self._lookups = {name: self._load(name, counts=False)
-                         for name in ("loose", "stem", "acronym")}
-        self._totals = mapped(self.directory / "entity_totals.npy")
         self._patterns: dict[str, AliasPatterns] = {}
 
     def _load(self, name: str, counts: bool) -> _Csr:
@@ -227,6 +213,9 @@ class AliasIndex:
         reference = read_json(path, SavedFileError, what="no alias index reference here")
         if not isinstance(reference, dict) or reference.get("format") != REFERENCE_FORMAT:
             raise SavedFileError(path, None, "not an alias index reference")
+        for field in ("kg_dir", "kg_content_hash"):
+            if not isinstance(reference.get(field), str):
+                raise SavedFileError(path, None, f"field {field!r} missing or not a string")
         kg_dir = Path(reference["kg_dir"])
         if store is None or store.content_hash != reference["kg_content_hash"]:
             try:
@@ -243,109 +232,6 @@ class AliasIndex:
     def __repr__(self) -> str:
         return f"AliasIndex({len(self)} keys, {self.store.entity_count} entities)"
 
-
-# ---------------------------------------------------------------------- building
-class _Ids:
-    """Strings numbered in order of first sight (provisional ids until the trie's)."""
-
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-
-    def __call__(self, text: str) -> int:
-        found = self.ids.get(text)
-        if found is None:
-            found = self.ids[text] = len(self.ids)
-        return found
-
-    def trie(self) -> tuple[marisa_trie.Trie, np.ndarray]:
-        """The trie of the strings and provisional id -> trie id; forgets the strings."""
-        trie = marisa_trie.Trie(self.ids)
-        renumber = np.fromiter((trie[text] for text in self.ids), dtype=np.int64,
-                               count=len(self.ids))
-        self.ids = {}
-        return trie, renumber
-
-
-def build_alias_index(store: KGStore, target: Path, extra: AliasTable | None = None,
-                      lang: str = "en", progress: bool = False) -> None:
-    """Write the alias index of ``store`` (+ ``extra`` counts) into the new ``target``.
-
-    One pass over the names; each distinct string is held once (as a dict key) until
-    its trie is built, everything else goes into flat arrays (repeats are dropped
-    there, not tracked in Python sets)."""
-    from tqdm.auto import tqdm
-
-    target.mkdir(parents=True)
-    keys, cased = _Ids(), _Ids()
-    key_of, cased_of, rows, weights = array("q"), array("q"), array("i"), array("d")
-    derived = {name: (_Ids(), array("q"), array("q")) for name in ("loose", "stem", "acronym")}
-    patterns = PatternBuilder(detection_nlp(lang))
-
-    def add(surface: str, row: int, count: float) -> None:
-        key = normalize(surface)
-        if not key:
-            return
-        key_id = keys(key)
-        key_of.append(key_id)
-        cased_of.append(cased(cased_key(surface)))
-        rows.append(row)
-        weights.append(count)
-        patterns.add(key_id, key, surface)
-        loose = loose_key(surface)
-        if loose:
-            lookups = [("loose", loose), ("stem", stem_key(surface))]
-            lookups += [("acronym", acronym) for acronym in acronyms(surface)]
-            for name, value in lookups:
-                ids, lookup_ids, targets = derived[name]
-                lookup_ids.append(ids(value))
-                targets.append(key_id)
-
-    for row in tqdm(range(store.entity_count), desc="alias index", unit="entity",
-                    disable=not progress, leave=False, mininterval=5):
-        for name in store.names(row):
-            add(name, row, 1.0)
-    unknown = 0
-    if extra is not None:
-        for surface, entity_id, count in extra.to_json()["aliases"]:
-            row = store.row(entity_id)
-            if row is None:
-                unknown += 1
-                continue
-            add(surface, row, float(count))
-    if unknown:
-        logger.warning("%s: %d alias rows name entities the KG does not have; left out",
-                       ALIASES_FILE, unknown)
-    entities = store.entity_count
-    key_trie, key_map = keys.trie()
-    cased_trie, cased_map = cased.trie()
-    row_array = np.frombuffer(rows, dtype=np.int32)
-    weight_array = np.frombuffer(weights, dtype=np.float64)
-    tries = {"keys": key_trie, "cased": cased_trie}
-    arrays = {
-        "keys": _csr(key_map[np.frombuffer(key_of, dtype=np.int64)], row_array, weight_array,
-                     len(key_trie), entities),
-        "cased": _csr(cased_map[np.frombuffer(cased_of, dtype=np.int64)], row_array,
-                      weight_array, len(cased_trie), entities),
-    }
-    for name, (ids, lookup_ids, targets) in derived.items():
-        trie, lookup_map = ids.trie()
-        tries[name] = trie
-        arrays[name] = _csr(lookup_map[np.frombuffer(lookup_ids, dtype=np.int64)],
-                            key_map[np.frombuffer(targets, dtype=np.int64)], None, len(trie),
-                            len(key_trie))
-    for name, trie in tries.items():
-        trie.save(str(target / f"{name}.marisa"))
-        for part, values in arrays[name].items():
-            np.save(target / f"{name}_{part}.npy", values, allow_pickle=False)
-    totals = np.bincount(row_array, weights=weight_array, minlength=entities)
-    np.save(target / "entity_totals.npy", totals.astype(np.float32), allow_pickle=False)
-    finished = patterns.finish(key_trie.restore_key, key_map)
-    (target / f"patterns-{lang}").mkdir()
-    finished.save(target / f"patterns-{lang}")
-    write_json(target / "meta.json", {"format": _FORMAT, "version": _VERSION,
-                                      "keys": len(key_trie), "patterns": {lang: len(finished)}})
-
-
 def _extra_fingerprint(kg_dir: Path) -> list[int] | None:
     path = kg_dir / ALIASES_FILE
     if not path.exists():
@@ -355,12 +241,15 @@ def _extra_fingerprint(kg_dir: Path) -> list[int] | None:
 
 
 def open_alias_index(store: KGStore, kg_dir: str | Path, lang: str = "en",
-                     progress: bool = False) -> AliasIndex:
+                     progress: bool = False, workers: int = 1) -> AliasIndex:
     """The alias index of ``kg_dir`` (whose KG index is ``store``), built on first use
-    and rebuilt when ``KG_DIR/aliases.json`` changes."""
+    (in ``workers`` processes, see :func:`build_alias_index`) and rebuilt when
+    ``KG_DIR/aliases.json``, the KG index or spaCy's tokenizer changes."""
     kg_dir = Path(kg_dir)
     folder = store.directory / _FOLDER
-    expected = {"extra": _extra_fingerprint(kg_dir), "lang": lang, "version": _VERSION}
+    expected = {"extra": _extra_fingerprint(kg_dir), "lang": lang, "version": VERSION,
+                "kg_content_hash": store.content_hash, "entities": store.entity_count,
+                "spacy": spacy.__version__}
 
     def current() -> bool:
         try:
@@ -377,7 +266,7 @@ def open_alias_index(store: KGStore, kg_dir: str | Path, lang: str = "en",
                 try:
                     extra = (AliasTable.load(kg_dir / ALIASES_FILE)
                              if expected["extra"] is not None else None)
-                    build_alias_index(store, temporary, extra, lang, progress)
+                    build_alias_index(store, temporary, extra, lang, progress, workers)
                     write_json(temporary / "source.json", expected)
                     if folder.exists():
                         retired = store.directory / f"{_FOLDER}.old-{os.getpid()}"

@@ -26,6 +26,7 @@ from ernie_kg.linking.normalize import (
     loose_key,
     normalize,
     stem_key,
+    surface_keys,
 )
 
 __all__ = ["ALIASES_FILE", "AliasTable"]
@@ -68,22 +69,21 @@ class AliasTable:
             raise TypeError("surface and entity_id must be strings (entity_id non-empty)")
         if count <= 0:
             raise ValueError(f"count must be positive, not {count} (surface {surface!r})")
-        key = normalize(surface)
-        if not key:
+        keys = surface_keys(surface)
+        if keys is None:
             return  # nothing to match: whitespace only
+        key = keys.key
         self._cache.clear()
-        for table, k in ((self._raw, surface), (self._by_key, key),
-                         (self._by_cased, cased_key(surface))):
+        for table, k in ((self._raw, surface), (self._by_key, key), (self._by_cased, keys.cased)):
             counts = table.setdefault(k, {})
             counts[entity_id] = counts.get(entity_id, 0.0) + float(count)
         surfaces = self._surfaces.setdefault(key, [])
         if surface not in surfaces:
             surfaces.append(surface)
-        loose = loose_key(surface)
-        if loose:
-            self._by_loose.setdefault(loose, set()).add(key)
-            self._by_stem.setdefault(stem_key(surface), set()).add(key)
-            for acronym in acronyms(surface):
+        if keys.loose:
+            self._by_loose.setdefault(keys.loose, set()).add(key)
+            self._by_stem.setdefault(keys.stem, set()).add(key)
+            for acronym in keys.acronyms:
                 self._by_acronym.setdefault(acronym, set()).add(key)
         self._entity_totals[entity_id] = self._entity_totals.get(entity_id, 0.0) + count
 

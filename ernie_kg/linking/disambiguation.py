@@ -69,6 +69,8 @@ class Disambiguator:
             kg = self.kg
             found = (frozenset(kg.neighbors(entity_id))
                      if kg is not None and entity_id in kg else frozenset())
+            if len(self._neighbours) > 200_000:  # bounded on a Wikidata-sized KG
+                self._neighbours.clear()
             self._neighbours[entity_id] = found
         return found
 

@@ -107,17 +107,23 @@ class EntityLinker:
         kg_dir: str | os.PathLike,
         embeddings: EntityEmbeddings | None = None,
         linker_dir: str | os.PathLike | None = None,
+        *,
+        progress: bool = False,
+        workers: int = 1,
         **config: Any,
     ) -> EntityLinker:
         """The one way from a KG directory to a linker: the KG and its alias index are
         built once on disk (:mod:`ernie_kg.kg.store`, :mod:`.alias_index`) and memory-mapped;
         the index holds the KG's names plus ``KG_DIR/aliases.json`` (extra surfaces) when
-        present. With ``linker_dir``, the table and settings of a saved linker."""
-        kg = KnowledgeGraph.load(kg_dir)
+        present. With ``linker_dir``, the table and settings of a saved linker.
+        ``progress`` shows the first build; ``workers`` > 1 builds the alias index in
+        that many processes (spawned: call it under ``if __name__ == "__main__":``)."""
+        kg = KnowledgeGraph.load(kg_dir, progress=progress)
         if linker_dir is not None:
             return cls.load(linker_dir, kg, embeddings, **config)
         lang = config.get("lang", DEFAULT_LINKER_CONFIG["lang"])
-        return cls(open_alias_index(kg.store, kg_dir, lang), kg, embeddings, **config)
+        aliases = open_alias_index(kg.store, kg_dir, lang, progress=progress, workers=workers)
+        return cls(aliases, kg, embeddings, **config)
 
     def replace(self, **config: Any) -> EntityLinker:
         """A copy with other settings, sharing the alias table, KG and built indexes."""
@@ -346,8 +352,11 @@ class EntityLinker:
         directory = Path(directory)
         if isinstance(self.aliases, AliasIndex):
             write_json(directory / REFERENCE_FILE, self.aliases.reference())
+            stale = directory / ALIASES_FILE
         else:
             self.aliases.save(directory / ALIASES_FILE)
+            stale = directory / REFERENCE_FILE
+        stale.unlink(missing_ok=True)  # a save over another kind of linker: one table
         if self.context is not None:
             self.context.save(directory / CONTEXT_FILE)
         write_json(directory / _CONFIG_FILE, self.config)

@@ -6,8 +6,9 @@ model. Its vocabulary's NORM getter is :func:`~ernie_kg.linking.normalize.token_
 (case-folded, accents stripped), computed once per word type, and patterns compare
 NORMs, so "FÉLIX Trinidad" matches the alias "felix trinidad" at no per-token cost.
 The vocabulary is private, so a user's own pipeline keeps its norms. The patterns
-(:mod:`ernie_kg.linking.patterns`) are one byte trie, built from the alias table or
-memory-mapped from the KG index, instead of one spaCy pattern doc per alias.
+(:mod:`ernie_kg.linking.patterns`) are one hash table of token-NORM prefixes, built
+from the alias table or memory-mapped from the KG index, instead of one spaCy pattern
+doc per alias.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from typing import NamedTuple
 
 __all__ = [
     "acronym_query",
@@ -18,6 +19,7 @@ __all__ = [
     "loose_key",
     "normalize",
     "stem_key",
+    "surface_keys",
     "token_norm",
 ]
 
@@ -68,6 +70,7 @@ _SUFFIXES = tuple(sorted(
     "s y e a o al ly".split(), key=len, reverse=True))
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def _root(word: str) -> str:
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 4:
@@ -98,6 +101,43 @@ def acronyms(text: str) -> set[str]:
         if len(words) >= 2:
             found.add("".join(w[0] for w in words))
     return found
+
+
+class SurfaceKeys(NamedTuple):
+    """Every key an alias is filed under (see :func:`surface_keys`)."""
+
+    key: str
+    cased: str
+    loose: str
+    stem: str
+    acronyms: tuple[str, ...]
+
+
+def surface_keys(surface: str) -> SurfaceKeys | None:
+    """``normalize``, ``cased_key``, ``loose_key``, ``stem_key`` and ``acronyms`` of
+    ``surface`` in one pass (what building an alias table calls once per name; the
+    functions above answer lookups). None when the normalised key is empty; stem and
+    acronyms are empty when the loose key is."""
+    folded = _fold(surface)
+    pieces = _PIECES.findall(folded.casefold())
+    if not pieces:
+        return None
+    key = " ".join(pieces)
+    cased = " ".join(_PIECES.findall(folded))
+    loose_parts = [p for p in pieces if p[:1].isalnum() or "_" in p]
+    if not loose_parts:
+        return SurfaceKeys(key, cased, "", "", ())
+    found = []
+    apart = [w for w in loose_parts if w not in _ACRONYM_SKIP]
+    together = [w for w in key.replace(" - ", "-").split(" ")
+                if w[:1].isalnum() and w not in _ACRONYM_SKIP]
+    for words in (apart, together):
+        if len(words) >= 2:
+            acronym = "".join(w[0] for w in words)
+            if acronym not in found:
+                found.append(acronym)
+    return SurfaceKeys(key, cased, " ".join(loose_parts),
+                       " ".join([_root(p) for p in loose_parts]), tuple(found))
 
 
 def acronym_query(surface: str) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import spacy
-from spacy.attrs import NORM
+from spacy.attrs import IS_PUNCT, IS_STOP, NORM
 from spacy.language import Language
 from spacy.tokens import Doc
 
@@ -30,13 +30,14 @@ from ernie_kg.kg.store import mapped
 from ernie_kg.linking.compiled import speedups
 from ernie_kg.linking.normalize import token_norm
 
-__all__ = ["AliasPatterns", "PatternBuilder", "detection_nlp"]
+__all__ = ["AliasPatterns", "PatternBuilder", "combine_patterns", "detection_nlp"]
 
 _STOP_ONLY = 1  # flag: every token is a stop word or punctuation ("the", "his mother")
 _SEED = 0x84222325CBF29CE4
 _MULTIPLIER = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
 _PREFIX_ONLY = -1  # table value of a prefix that is no whole alias
+_ATTRS = [NORM, IS_STOP, IS_PUNCT]
 _ARRAYS = ("table_keys", "table_values", "pattern_keys", "pattern_flags", "pattern_chars")
 
 
@@ -101,39 +102,62 @@ class PatternBuilder:
         if not len(doc):
             return
         pattern = len(self.full_hashes)
-        hashes = _prefix_hashes(doc.to_array(NORM).tolist())
+        norms, stops, puncts = doc.to_array(_ATTRS).T.tolist()
+        hashes = _prefix_hashes(norms)
         self.prefix_hashes.extend(hashes)
         self.prefix_patterns.extend([_PREFIX_ONLY] * (len(hashes) - 1))
         self.prefix_patterns.append(pattern)
         self.full_hashes.append(hashes[-1])
         self.key_ids.append(key_id)
-        self.flags.append(_STOP_ONLY if all(t.is_stop or t.is_punct for t in doc) else 0)
+        self.flags.append(_STOP_ONLY if all(map(max, stops, puncts)) else 0)
         self.chars.append(min(len(key_text.replace(" ", "")), 65535))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What :meth:`add` collected (picklable: a worker process's part)."""
+        return {"prefix_hashes": np.frombuffer(self.prefix_hashes, dtype=np.uint64),
+                "prefix_patterns": np.frombuffer(self.prefix_patterns, dtype=np.int64),
+                "full_hashes": np.frombuffer(self.full_hashes, dtype=np.uint64),
+                "key_ids": np.frombuffer(self.key_ids, dtype=np.int64),
+                "flags": np.frombuffer(self.flags, dtype=np.uint8),
+                "chars": np.frombuffer(self.chars, dtype=np.uint16)}
 
     def finish(self, key: Callable[[int], str], key_map: np.ndarray | None = None
                ) -> AliasPatterns:
         """The patterns (``key_map`` renumbers the key ids given to :meth:`add`). A token
         sequence added twice keeps its first key."""
-        full = np.frombuffer(self.full_hashes, dtype=np.uint64)
-        unique, first = np.unique(full, return_index=True)  # row = rank of the hash
-        key_ids = np.frombuffer(self.key_ids, dtype=np.int64)[first]
-        if key_map is not None:
-            key_ids = key_map[key_ids]
-        patterns = np.frombuffer(self.prefix_patterns, dtype=np.int64)
-        whole = patterns >= 0
-        values = np.full(len(patterns), _PREFIX_ONLY, dtype=np.int64)
-        values[whole] = np.searchsorted(unique, full[patterns[whole]])
-        hashes = np.frombuffer(self.prefix_hashes, dtype=np.uint64)
-        order = np.lexsort((-values, hashes))  # per hash, a whole alias first
-        hashes, values = hashes[order], values[order]
-        keep = np.ones(len(hashes), dtype=bool)
-        keep[1:] = hashes[1:] != hashes[:-1]
-        table_keys, table_values = _table(hashes[keep], values[keep].astype(np.int32))
-        return AliasPatterns({
-            "table_keys": table_keys, "table_values": table_values,
-            "pattern_keys": key_ids.astype(np.int32),
-            "pattern_flags": np.frombuffer(self.flags, dtype=np.uint8)[first].copy(),
-            "pattern_chars": np.frombuffer(self.chars, dtype=np.uint16)[first].copy()}, key)
+        return combine_patterns([(self.arrays(), key_map)], key)
+
+
+def combine_patterns(parts: list[tuple[dict[str, np.ndarray], np.ndarray | None]],
+                     key: Callable[[int], str]) -> AliasPatterns:
+    """The patterns of builders' :meth:`PatternBuilder.arrays`, in order, each with the
+    map renumbering its key ids (None: kept). A token sequence keeps its first key."""
+    patterns, offset = [], 0
+    for arrays, _ in parts:
+        prefix = arrays["prefix_patterns"]
+        patterns.append(np.where(prefix >= 0, prefix + offset, prefix))
+        offset += len(arrays["full_hashes"])
+    full = np.concatenate([arrays["full_hashes"] for arrays, _ in parts])
+    all_key_ids = np.concatenate([arrays["key_ids"] if key_map is None
+                                  else key_map[arrays["key_ids"]] for arrays, key_map in parts])
+    unique, first = np.unique(full, return_index=True)  # row = rank of the hash
+    key_ids = all_key_ids[first]
+    patterns = np.concatenate(patterns)
+    whole = patterns >= 0
+    values = np.full(len(patterns), _PREFIX_ONLY, dtype=np.int64)
+    values[whole] = np.searchsorted(unique, full[patterns[whole]])
+    hashes = np.concatenate([arrays["prefix_hashes"] for arrays, _ in parts])
+    order = np.lexsort((-values, hashes))  # per hash, a whole alias first
+    hashes, values = hashes[order], values[order]
+    keep = np.ones(len(hashes), dtype=bool)
+    keep[1:] = hashes[1:] != hashes[:-1]
+    table_keys, table_values = _table(hashes[keep], values[keep].astype(np.int32))
+    flags = np.concatenate([arrays["flags"] for arrays, _ in parts])
+    chars = np.concatenate([arrays["chars"] for arrays, _ in parts])
+    return AliasPatterns({
+        "table_keys": table_keys, "table_values": table_values,
+        "pattern_keys": key_ids.astype(np.int32),
+        "pattern_flags": flags[first], "pattern_chars": chars[first]}, key)
 
 
 class AliasPatterns:
