@@ -32,3 +32,33 @@ def test_vocabulary_saved_once_and_old_layout_loads(tiny_backbone, demo_knowledg
     settings["entity_rows"] = "processor_entity_ids.json"
     (old / "ernie_kg_processor.json").write_text(json.dumps(settings))
     assert RelationClassifier.load(old).predict_proba(TEXT, "Paris", "France") == expected
+
+
+def test_classifier_over_a_kg_directory_refers_to_it(tiny_backbone, demo_knowledge, tmp_path):
+    import pytest
+
+    from ernie_kg.errors import SavedFileError
+    from ernie_kg.kg import KnowledgeGraph
+    from ernie_kg.paths import demo_kg_dir
+
+    kg_dir = tmp_path / "kg-dir"
+    shutil.copytree(demo_kg_dir(), kg_dir, ignore=shutil.ignore_patterns(".ernie_kg"))
+    kg, embeddings = KnowledgeGraph.load(kg_dir), demo_knowledge[1]
+    classifier = build_relation_classifier(["capital_of", "located_in"], kg, embeddings,
+                                           backbone=tiny_backbone)
+    saved = classifier.save(tmp_path / "model")
+    settings = json.loads((saved / "ernie_kg_classifier.json").read_text())
+    assert settings["kg"]["kg_dir"] == str(kg_dir.resolve())
+    assert not (saved / "kg").exists()  # no copy of the KG, nor of its alias table
+    assert [p.name for p in saved.rglob("aliases.json")] == []
+    assert list(saved.rglob("alias_index.json"))
+    expected = classifier.predict_proba(TEXT, "Paris", "France")
+    assert RelationClassifier.load(saved).predict_proba(TEXT, "Paris", "France") == expected
+
+    with (kg_dir / "train.txt").open("a") as train:
+        train.write("paris\tcapital_of\tgermany\n")
+    with pytest.raises(SavedFileError, match=r"ernie_kg_classifier\.json.*changed"):
+        RelationClassifier.load(saved)
+    shutil.rmtree(kg_dir)
+    with pytest.raises(SavedFileError, match=r"ernie_kg_classifier\.json.*is gone"):
+        RelationClassifier.load(saved)

@@ -22,11 +22,12 @@ import statistics
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import numpy as np
 
-from ernie_kg.errors import EmptyGraphError, UnknownIdError
+from ernie_kg.errors import EmptyGraphError, KGFormatError, SavedFileError, UnknownIdError
 from ernie_kg.io import write_atomic
 from ernie_kg.kg.adjacency import Adjacency
 from ernie_kg.kg.reading import iter_triples
@@ -34,6 +35,9 @@ from ernie_kg.kg.records import SPLITS, Entity, Relation, Triple
 from ernie_kg.kg.store import KGStore, open_store
 
 __all__ = ["SPLITS", "Entity", "KnowledgeGraph", "Relation", "Triple", "read_triples"]
+
+#: What :meth:`KnowledgeGraph.reference` writes.
+REFERENCE_FORMAT = "ernie_kg.kg_reference"
 
 
 class _StoredEntities(Mapping[str, Entity]):
@@ -116,11 +120,13 @@ class KnowledgeGraph:
     """
 
     def __init__(self, entities: Mapping[str, Entity], relations: Mapping[str, Relation],
-                 splits: Mapping[str, Sequence[Triple]], store: KGStore | None = None) -> None:
+                 splits: Mapping[str, Sequence[Triple]], store: KGStore | None = None,
+                 directory: Path | None = None) -> None:
         self.entities = entities
         self.relations = relations
         self.splits = splits
         self.store = store
+        self.directory = directory  # the KG directory it was loaded from; None: in memory
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -153,7 +159,38 @@ class KnowledgeGraph:
         raises :class:`KGFormatError` naming the file and line."""
         store = open_store(directory, progress=progress)
         splits = {s: _StoredTriples(store, store.triples(s)) for s in SPLITS}
-        return cls(_StoredEntities(store), dict(store.relations), splits, store=store)
+        return cls(_StoredEntities(store), dict(store.relations), splits, store=store,
+                   directory=Path(directory).resolve())
+
+    def reference(self) -> dict[str, str] | None:
+        """What a saved model records instead of a copy of a KG loaded from a directory:
+        the directory and its files' content hash (None for an in-memory graph)."""
+        if self.directory is None or self.store is None:
+            return None
+        return {"format": REFERENCE_FORMAT, "kg_dir": str(self.directory),
+                "kg_content_hash": self.store.content_hash}
+
+    @classmethod
+    def from_reference(cls, reference: Any, where: Path) -> KnowledgeGraph:
+        """The KG :meth:`reference` names, read from ``where`` (a saved file): a
+        missing, unreadable or changed KG raises :class:`SavedFileError` naming both."""
+        if not isinstance(reference, Mapping) or reference.get("format") != REFERENCE_FORMAT \
+                or not all(isinstance(reference.get(f), str)
+                           for f in ("kg_dir", "kg_content_hash")):
+            raise SavedFileError(where, None, "not a KG reference (expected format, kg_dir "
+                                 "and kg_content_hash)")
+        kg_dir = Path(reference["kg_dir"])
+        if not (kg_dir / "train.txt").is_file():
+            raise SavedFileError(where, None, f"its KG directory {kg_dir} is gone (no "
+                                 "train.txt): put the KG back there, or build the model again")
+        try:
+            kg = cls.load(kg_dir)
+        except KGFormatError as problem:
+            raise SavedFileError(where, None, f"its KG is unreadable: {problem}") from None
+        if kg.store is None or kg.store.content_hash != reference["kg_content_hash"]:
+            raise SavedFileError(where, None, f"the KG files in {kg_dir} changed since this "
+                                 "was saved; use the KG it was saved with, or build it again")
+        return kg
 
     def save(self, directory: str | Path) -> Path:
         """Write the graph as a KG directory that :meth:`load` reads back identically."""

@@ -17,6 +17,7 @@ on) and a settings file naming the task's format and where inference takes its e
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -187,11 +188,16 @@ class SavedTextModel:
         shared = self.model.entity_vocab is not None and self.model.entity_vocab == \
             self.processor.vocab  # then the model's entity_ids.json serves both
         self.processor.save_pretrained(directory, ENTITY_IDS_FILE if shared else None)
+        kg = None  # a KG read from a directory is referred to (path + hash), not copied
         if self.kg is not None:
-            self.kg.save(directory / KG_DIR)
+            kg = self.kg.reference()
+            if kg is None:
+                kg = KG_DIR
+                self.kg.save(directory / KG_DIR)
+            elif (directory / KG_DIR).is_dir():
+                shutil.rmtree(directory / KG_DIR)  # a copy from an earlier save here
         write_json(directory / CLASSIFIER_FILE, {
-            "format": self._format, "version": 1, "entities": self.entities,
-            "kg": KG_DIR if self.kg is not None else None})
+            "format": self._format, "version": 1, "entities": self.entities, "kg": kg})
         return directory
 
     @classmethod
@@ -209,7 +215,11 @@ class SavedTextModel:
                                  f"{cls.__name__} ({cls._format!r})")
         model = cls._model_class().from_pretrained(directory)
         model.eval()
-        kg = KnowledgeGraph.load(directory / settings["kg"]) if settings.get("kg") else None
+        kg = settings.get("kg")
+        if isinstance(kg, dict):
+            kg = KnowledgeGraph.from_reference(kg, path)
+        elif kg:
+            kg = KnowledgeGraph.load(directory / kg)  # a copy (an in-memory KG, or older)
         linker = None
         if (directory / LINKER_DIR).is_dir():
             linker = EntityLinker.load(directory / LINKER_DIR, kg=kg,
@@ -231,7 +241,12 @@ def build_processor(
     from ernie_kg.linking.linker import EntityLinker
     from ernie_kg.processing.processor import ErnieKGProcessor
 
-    linker = EntityLinker.from_kg(kg, embeddings, aliases=aliases, **(linker_config or {}))
+    linker_config = linker_config or {}
+    if aliases is None and kg.directory is not None and kg.store is not None:
+        from ernie_kg.linking.alias_index import open_alias_index  # the directory's index
+
+        aliases = open_alias_index(kg.store, kg.directory, linker_config.get("lang", "en"))
+    linker = EntityLinker.from_kg(kg, embeddings, aliases=aliases, **linker_config)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     return ErnieKGProcessor(tokenizer, embeddings.vocab, linker=linker, task=task,
                             max_length=max_length)
