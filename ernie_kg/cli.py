@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ernie_kg.cli_options import positive, positive_or_none
 from ernie_kg.cli_pretrain import pretrain_app
 from ernie_kg.errors import ErnieKGError
 from ernie_kg.io import iter_jsonl, write_atomic, write_json
@@ -80,16 +81,17 @@ def kg_embed(
     triples_dir: Annotated[Path, typer.Option(help="KG directory with train.txt (+valid/test)")],
     out: Annotated[Path, typer.Option(help="Output directory for embeddings + metrics.json")],
     model: Annotated[str, typer.Option(help="PyKEEN model name")] = _D["model"],
-    dim: Annotated[int, typer.Option(help="Embedding dimension")] = _D["dim"],
-    epochs: Annotated[int, typer.Option(help="Training epochs")] = _D["epochs"],
+    dim: Annotated[int, typer.Option(min=1, help="Embedding dimension")] = _D["dim"],
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs")] = _D["epochs"],
     seed: Annotated[int, typer.Option(help="Random seed")] = _D["seed"],
-    lr: Annotated[float, typer.Option(help="Adam learning rate")] = _D["learning_rate"],
-    batch_size: Annotated[int, typer.Option(help="Training batch size")] = _D["batch_size"],
+    lr: Annotated[float, typer.Option(callback=positive, help="Adam learning rate")] = _D[
+        "learning_rate"],
+    batch_size: Annotated[int, typer.Option(min=1, help="Training batch size")] = _D["batch_size"],
     training_loop: Annotated[str, typer.Option(help="LCWA (1-vs-all) or sLCWA")] = _D[
         "training_loop"
     ],
     loss: Annotated[str, typer.Option(help="PyKEEN loss name")] = _D["loss"],
-    norm: Annotated[int, typer.Option(help="TransE distance norm (1 or 2)")] = _D[
+    norm: Annotated[int, typer.Option(min=1, max=2, help="TransE distance norm (1 or 2)")] = _D[
         "scoring_fct_norm"
     ],
 ) -> None:
@@ -114,7 +116,7 @@ def kg_embed(
 def kg_nearest(
     embeddings: Annotated[Path, typer.Option(help="Saved embeddings directory")],
     entity: Annotated[str, typer.Option(help="Entity id")],
-    k: Annotated[int, typer.Option(help="How many neighbours")] = 10,
+    k: Annotated[int, typer.Option(min=1, help="How many neighbours")] = 10,
 ) -> None:
     """Print the k nearest entities of ENTITY in embedding space (faiss)."""
     from ernie_kg.kg import EntityEmbeddings, EntityIndex
@@ -230,16 +232,17 @@ def finetune_command(
                                                               "or jsonl")] = "fewrel",
     backbone: Annotated[str | None, typer.Option(help="BERT checkpoint (default: "
                                                       "packaged MiniLM)")] = None,
-    epochs: Annotated[float, typer.Option(help="Training epochs")] = 3,
-    lr: Annotated[float, typer.Option(help="Peak learning rate")] = 5e-5,
+    epochs: Annotated[float, typer.Option(callback=positive, help="Training epochs")] = 3,
+    lr: Annotated[float, typer.Option(callback=positive, help="Peak learning rate")] = 5e-5,
     knowledge_lr: Annotated[float | None, typer.Option(
+        callback=positive_or_none,
         help="Learning rate of the fresh knowledge modules (default: --lr)")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per step")] = 32,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps")] = 1,
-    max_length: Annotated[int, typer.Option(help="Wordpieces per sequence")] = 128,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per step")] = 32,
+    grad_accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation steps")] = 1,
+    max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per sequence")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
-    kg_dim: Annotated[int, typer.Option(help="TransE dimension (= entity_dim)")] = 100,
-    kg_epochs: Annotated[int, typer.Option(help="TransE epochs")] = 25,
+    kg_dim: Annotated[int, typer.Option(min=1, help="TransE dimension (= entity_dim)")] = 100,
+    kg_epochs: Annotated[int, typer.Option(min=1, help="TransE epochs")] = 25,
     resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint")] = False,
 ) -> None:
     """Fine-tune a relation classifier (ERNIE-KG or the text-only baseline)."""
@@ -285,7 +288,7 @@ def evaluate_command(
                                                               "or jsonl")] = "fewrel",
     entities: Annotated[str | None, typer.Option(
         help="Override the model's entity source (linker, none)")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per batch")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per batch")] = 64,
 ) -> None:
     """Score a saved relation classifier; entities come from the model's own linker
     (gold KG ids in the file are ignored)."""
@@ -308,7 +311,8 @@ def data_fetch(
     dest: Annotated[Path, typer.Option(help="directory to write the files into")],
     from_dir: Annotated[Path | None, typer.Option(
         help="copy the files from this local directory instead of downloading")] = None,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the network")] = 10.0,
+    timeout: Annotated[float, typer.Option(callback=positive,
+                                           help="seconds to wait for the network")] = 10.0,
 ) -> None:
     """Download DATASET from its official location (or copy it with --from-dir) and check
     every file's checksum."""

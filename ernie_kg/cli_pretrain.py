@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from ernie_kg.cli_options import positive, probability_or_none
 from ernie_kg.errors import ErnieKGError
 
 pretrain_app = typer.Typer(help="Knowledge-aware pre-training: MLM (+WWM), NSP and dEA.",
@@ -45,10 +46,10 @@ def prepare(
     out: Annotated[Path, typer.Option(help="Output directory for the instance shards")],
     backbone: Annotated[str | None, typer.Option(help="Tokenizer name or path "
                                                  "(default: packaged MiniLM)")] = None,
-    max_length: Annotated[int, typer.Option(help="Wordpieces per sentence pair")] = 128,
+    max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per sentence pair")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed (NSP partners)")] = 0,
     lang: Annotated[str, typer.Option(help="spaCy language (zh: jieba words for WWM)")] = "en",
-    shard_size: Annotated[int, typer.Option(help="Instances per shard")] = 4096,
+    shard_size: Annotated[int, typer.Option(min=1, help="Instances per shard")] = 4096,
 ) -> None:
     """Sentences -> linked entities -> NSP sentence pairs -> shards in OUT."""
     from transformers import AutoTokenizer
@@ -75,20 +76,23 @@ def run(
     output: Annotated[Path, typer.Option(help="Output directory (checkpoints, log, model)")],
     backbone: Annotated[str | None, typer.Option(help="BERT-family name or path "
                                                  "(default: packaged MiniLM)")] = None,
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps")] = 1000,
-    batch_size: Annotated[int, typer.Option(help="Global batch size")] = 32,
-    gradient_accumulation_steps: Annotated[int, typer.Option(help="Micro-batches per step")] = 1,
-    learning_rate: Annotated[float, typer.Option(help="AdamW peak learning rate")] = 5e-5,
-    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps")] = 200,
+    max_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps")] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size")] = 32,
+    gradient_accumulation_steps: Annotated[int, typer.Option(
+        min=1, help="Micro-batches per step")] = 1,
+    learning_rate: Annotated[float, typer.Option(
+        callback=positive, help="AdamW peak learning rate")] = 5e-5,
+    save_steps: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     num_knowledge_layers: Annotated[int | None, typer.Option(
-        help="Aggregator layers (default: half the backbone)")] = None,
+        min=1, help="Aggregator layers (default: half the backbone)")] = None,
     whole_word: Annotated[bool, typer.Option(help="Whole-word masking")] = True,
     whole_entity: Annotated[bool, typer.Option(help="Whole-entity masking")] = False,
     dea: Annotated[bool, typer.Option(help="Denoising entity auto-encoder")] = True,
     nsp: Annotated[bool, typer.Option(help="Next-sentence prediction")] = True,
     mixed_precision: Annotated[str, typer.Option(help="auto (bf16 on GPU) or no")] = "auto",
     dropout: Annotated[float | None, typer.Option(
+        callback=probability_or_none,
         help="Override the backbone's hidden and attention dropout")] = None,
     cache_dir: Annotated[Path, typer.Option(help="TransE cache")] = Path("cache"),
     resume: Annotated[bool, typer.Option(help="Resume from the newest checkpoint")] = True,

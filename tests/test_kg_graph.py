@@ -69,6 +69,10 @@ def test_entity_with_metadata_and_no_fact_is_kept(tmp_path):
     assert kg.entity("zzz").label == "Zed"
     assert kg.neighbors("zzz") == set() and kg.k_hop_entities(["zzz"], 2) == {"zzz"}
     assert kg.degree_stats()["isolated"] == 1
+    from ernie_kg.linking import EntityLinker
+
+    linked = EntityLinker.from_kg_dir(tmp_path / "kg")("We met Zed in town .")
+    assert [(m.text, m.entity_id) for m in linked] == [("Zed", "zzz")]
 
 
 def test_relation_with_metadata_and_no_fact_is_kept(tmp_path):

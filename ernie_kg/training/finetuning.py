@@ -30,6 +30,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from ernie_kg.checks import check_settings
 from ernie_kg.training.metrics import relation_metrics
 
 #: Name fragments of the parameters that start fresh in ERNIE-KG (the entity stream).
@@ -231,6 +232,7 @@ def finetune(
     classification ``id2label`` is enough to get the metric function. Checkpoints go to
     ``output_dir/checkpoint-*``; ``resume_from_checkpoint=True`` resumes from the last.
     """
+    check_settings(settings)
     if data_collator is None:
         from ernie_kg.data.collator import ErnieKGCollator
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ernie_kg.checks import check_number, check_settings
 from ernie_kg.data.masking import IGNORE_INDEX, MaskingVocab
 from ernie_kg.data.pretraining import PretrainingShards
 from ernie_kg.data.pretraining_collator import PretrainingCollator, entity_row_map
@@ -78,6 +79,11 @@ class PretrainingSettings:
     nsp: bool = True
     mixed_precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; or "no"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_settings(vars(self))
+        check_number("mlm_probability", self.mlm_probability, 0, True, 1)
+        check_number("save_total_limit", self.save_total_limit, 1)
 
 
 class DistributedContext:
