@@ -39,7 +39,7 @@ def test_api_refuses_out_of_range_numbers(tiny_kg):
     from ernie_kg.kg import train_entity_embeddings
     from ernie_kg.training.pretrain import PretrainingSettings
 
-    with pytest.raises(ValueError, match="epochs must be > 0, not -3"):
+    with pytest.raises(ValueError, match="epochs must be >= 0, not -3"):
         train_entity_embeddings(tiny_kg, epochs=-3)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         train_entity_embeddings(tiny_kg, batch_size=0)

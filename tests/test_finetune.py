@@ -175,6 +175,30 @@ def test_resume_from_checkpoint(tiny_backbone, corpus, knowledge, tmp_path):
     assert second.trainer.state.global_step == 2 * steps
     assert counter.steps == steps  # only the second epoch ran
 
+    # killed while writing a later checkpoint: resume takes the newest complete one
+    complete = sorted(tmp_path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    cut = tmp_path / f"checkpoint-{3 * steps}"
+    cut.mkdir()
+    (cut / "config.json").write_text("{}")
+    (cut / "model.safetensors.tmp").write_bytes(b"half")
+    third = finetune(_classifier(tiny_backbone, corpus, knowledge).model, features,
+                     output_dir=tmp_path, epochs=2, seed=0, resume_from_checkpoint=True,
+                     **FAST)
+    assert third.trainer.state.global_step == 2 * steps  # from the complete checkpoint
+    assert (tmp_path / f"incomplete-{cut.name}" / "config.json").exists()  # kept aside
+    assert complete[-1].exists()
+
+
+def test_resume_with_only_incomplete_checkpoints_says_so(tmp_path):
+    from ernie_kg.errors import ErnieKGError
+    from ernie_kg.training.checkpoints import resumable_finetune_checkpoint
+
+    with pytest.raises(ErnieKGError, match="cannot resume, no checkpoint"):
+        resumable_finetune_checkpoint(tmp_path)
+    (tmp_path / "checkpoint-5").mkdir()
+    with pytest.raises(ErnieKGError, match=r"only incomplete checkpoints \(checkpoint-5"):
+        resumable_finetune_checkpoint(tmp_path)
+
 
 class _StepCounter(TrainerCallback):
     def __init__(self) -> None:

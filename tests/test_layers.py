@@ -1,5 +1,6 @@
-"""Imports go one way: errors/io/spans -> kg -> linking, modeling -> processing -> data ->
-training -> pipelines -> cli/demo, and no two modules import each other at run time.
+"""Imports go one way: errors/io/spans/checks -> kg -> linking, modeling -> processing ->
+data -> training -> pipelines -> cli/demo, and no two modules import each other at run
+time.
 
 Read from the source with ``ast`` (nothing is imported), function-local imports included;
 imports under ``if TYPE_CHECKING:`` are type hints only and do not count for cycles.
@@ -14,14 +15,14 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ernie_kg"
 LAYERS = {
-    "errors": 0, "io": 0, "paths": 0, "spans": 0,
+    "errors": 0, "io": 0, "paths": 0, "spans": 0, "checks": 0,
     "kg": 1,
     "linking": 2, "modeling": 2,
     "processing": 3,
     "data": 4,
     "training": 5,
     "pipelines": 6,
-    "cli": 7, "cli_pretrain": 7, "demo": 7, "__main__": 7, "": 7,
+    "cli": 7, "cli_options": 7, "cli_pretrain": 7, "demo": 7, "__main__": 7, "": 7,
 }
 
 

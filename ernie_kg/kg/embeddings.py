@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ernie_kg.checks import check_settings
+from ernie_kg.checks import check_number, check_settings
 from ernie_kg.errors import UnknownIdError
 from ernie_kg.io import read_json, write_atomic, write_json
 from ernie_kg.kg.graph import KnowledgeGraph
@@ -211,7 +211,8 @@ def train_entity_embeddings(
         raise TypeError(f"unknown embedding settings: {sorted(unknown)}")
     config = {**DEFAULT_EMBEDDING_SETTINGS, **settings, "model": model, "dim": dim,
               "epochs": epochs, "seed": seed}
-    check_settings(config)
+    check_number("epochs", epochs, 0)  # 0: the untrained model, a reference to rank against
+    check_settings({k: v for k, v in config.items() if k != "epochs"})
     train, valid, test = _triples_factories(kg, config["inverse_triples"])
     model_kwargs: dict[str, Any] = {"embedding_dim": dim}
     if model.lower() == "transe":

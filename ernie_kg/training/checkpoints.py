@@ -31,6 +31,7 @@ __all__ = [
     "append_log",
     "check_resume",
     "latest_checkpoint",
+    "resumable_finetune_checkpoint",
     "read_log",
     "restore_checkpoint",
     "save_checkpoint",
@@ -61,6 +62,30 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     root = Path(output_dir) / "checkpoints"
     found = [p for p in root.glob("checkpoint-*") if (p / STATE_FILE).is_file()]
     return max(found, key=_step_of, default=None)
+
+
+def resumable_finetune_checkpoint(run_dir: str | Path) -> Path:
+    """The newest complete ``checkpoint-N`` of a fine-tuning run (the Hugging Face
+    Trainer writes ``trainer_state.json`` last, so a checkpoint without it was cut
+    short). Newer incomplete ones are moved aside to ``incomplete-checkpoint-N`` (kept,
+    not deleted); no complete one raises an error naming the directory."""
+    run_dir = Path(run_dir)
+    found = sorted((p for p in run_dir.glob("checkpoint-*")
+                    if p.is_dir() and p.name.split("-", 1)[1].isdigit()), key=_step_of)
+    complete = [p for p in found if (p / STATE_FILE).is_file()]
+    if not complete:
+        what = (f"only incomplete checkpoints ({', '.join(p.name for p in found)}: no "
+                f"{STATE_FILE}; the run was killed while writing them)" if found
+                else "no checkpoint")
+        raise ErnieKGError(f"{run_dir}: cannot resume, {what}; start again without "
+                           "--resume")
+    newest = complete[-1]
+    for path in found:
+        if _step_of(path) > _step_of(newest):
+            aside = path.with_name(f"incomplete-{path.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            path.rename(aside)
+    return newest
 
 
 def save_checkpoint(

@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from ernie_kg.checks import check_settings
+from ernie_kg.training.checkpoints import resumable_finetune_checkpoint
 from ernie_kg.training.metrics import relation_metrics
 
 #: Name fragments of the parameters that start fresh in ERNIE-KG (the entity stream).
@@ -230,7 +231,8 @@ def finetune(
     With ``eval_dataset`` the model is evaluated each epoch and the best
     ``metric_for_best_model`` (macro-F1) checkpoint is loaded at the end; for relation
     classification ``id2label`` is enough to get the metric function. Checkpoints go to
-    ``output_dir/checkpoint-*``; ``resume_from_checkpoint=True`` resumes from the last.
+    ``output_dir/checkpoint-*``; ``resume_from_checkpoint=True`` resumes from the newest
+    complete one (:func:`~ernie_kg.training.checkpoints.resumable_finetune_checkpoint`).
     """
     check_settings(settings)
     if data_collator is None:
@@ -260,6 +262,8 @@ def finetune(
         callbacks=all_callbacks,
         knowledge_learning_rate=knowledge_lr,
     )
+    if resume_from_checkpoint is True:  # the newest complete one, not merely the newest
+        resume_from_checkpoint = str(resumable_finetune_checkpoint(output_dir))
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     metrics = dict(output.metrics)
