@@ -244,6 +244,9 @@ def finetune_command(
     kg_dim: Annotated[int, typer.Option(min=1, help="TransE dimension (= entity_dim)")] = 100,
     kg_epochs: Annotated[int, typer.Option(min=1, help="TransE epochs")] = 25,
     resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint")] = False,
+    min_kg_coverage: Annotated[float, typer.Option(
+        min=0, max=1, help="Warn when the entity table covers less of the KG (none: an "
+                           "error)")] = 0.5,
 ) -> None:
     """Fine-tune a relation classifier (ERNIE-KG or the text-only baseline)."""
     from ernie_kg.data.features import LabelMap
@@ -266,6 +269,7 @@ def finetune_command(
     classifier = build_relation_classifier(
         LabelMap.from_examples(train_examples), graph, table, aliases,
         knowledge=model == "ernie", backbone=backbone, seed=seed, max_length=max_length,
+        min_kg_coverage=min_kg_coverage,
     )
     metrics = train_relation_classifier(
         classifier, train_examples, dev_examples, output_dir, train_entities=entities,

@@ -132,6 +132,7 @@ def test_training_lowers_loss_and_reports_metrics(trained):
     for key in ("accuracy", "macro_f1", "micro_f1", "per_label_f1", "dev_linker_macro_f1"):
         assert key in metrics
     assert set(metrics["per_label_f1"]) <= set(classifier.labels)
+    assert metrics["kg_entity_coverage"] == classifier.kg_coverage == 1.0
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) >= 4 and all(math.isfinite(x) for x in losses)

@@ -82,6 +82,15 @@ class EntityEmbeddings:
     def __contains__(self, entity_id: object) -> bool:
         return entity_id in self.vocab
 
+    def coverage(self, entity_ids: Iterable[str]) -> tuple[int, int]:
+        """``(with a vector, all)`` of ``entity_ids``: how much of a KG the table covers."""
+        covered = total = 0
+        vocab = self.vocab
+        for entity_id in entity_ids:
+            total += 1
+            covered += entity_id in vocab
+        return covered, total
+
     def index_of(self, entity_id: str) -> int:
         """Position of ``entity_id`` in :attr:`vectors` (0-based)."""
         return self.row(entity_id) - 1

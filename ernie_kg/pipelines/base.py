@@ -16,9 +16,11 @@ on) and a settings file naming the task's format and where inference takes its e
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 from ernie_kg.data.features import FeatureDataset, LabelMap, check_entity_source
-from ernie_kg.errors import SavedFileError, SpanError
+from ernie_kg.errors import ErnieKGError, SavedFileError, SpanError
 from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
@@ -37,7 +39,11 @@ from ernie_kg.training.finetuning import finetune
 
 #: Settings file of a saved raw-text model (every task; ``format`` names the task).
 CLASSIFIER_FILE = "ernie_kg_classifier.json"
+logger = logging.getLogger(__name__)
+
 KG_DIR = "kg"
+#: Least share of the KG's entities the entity table must cover before a warning.
+MIN_KG_COVERAGE = 0.5
 LINKER_DIR = "linker"
 
 SpanLike = str | tuple[int, int] | Sequence[int]
@@ -76,6 +82,7 @@ class SavedTextModel:
         self.processor = processor
         self.kg = kg
         self.entities = check_entity_source(entities)
+        self.kg_coverage: float | None = None  # share of the KG with a vector (build)
 
     # ------------------------------------------------------------------ task hooks
     @classmethod
@@ -112,13 +119,16 @@ class SavedTextModel:
         embeddings: EntityEmbeddings, aliases: AliasTable | None = None, *,
         knowledge: bool = True, backbone: str | None = None, seed: int = 0,
         max_length: int = 128, num_knowledge_layers: int | None = None,
-        linker_config: dict[str, Any] | None = None, **config: Any,
+        linker_config: dict[str, Any] | None = None,
+        min_kg_coverage: float = MIN_KG_COVERAGE, **config: Any,
     ):  # noqa: ANN206
         """A fresh model on ``backbone`` (default: the packaged MiniLM) with the entity
         table, a processor for the task and a linker over ``kg`` with ``aliases`` (the
         finished alias table; default: the KG's names); ``config`` goes to the model's
         config over :attr:`model_defaults`. ``knowledge=False`` builds the same model but
-        feeds it no entities (the baseline)."""
+        feeds it no entities (the baseline). With knowledge, an entity table covering none
+        of the KG is an error and one covering less than ``min_kg_coverage`` a warning
+        (:func:`check_kg_coverage`)."""
         from transformers import set_seed
 
         from ernie_kg.paths import default_backbone
@@ -131,7 +141,10 @@ class SavedTextModel:
             id2label=label_map.id2label, **{**cls.model_defaults, **config})
         processor = build_processor(backbone, cls._task, kg, embeddings, aliases,
                                     max_length, linker_config)
-        return cls(model, processor, kg, entities="linker" if knowledge else "none")
+        built = cls(model, processor, kg, entities="linker" if knowledge else "none")
+        if knowledge:
+            built.kg_coverage = check_kg_coverage(kg, embeddings, min_kg_coverage)
+        return built
 
     def fit(
         self, train: Sequence[Any], dev: Sequence[Any] | None, output_dir: str | os.PathLike,
@@ -147,6 +160,8 @@ class SavedTextModel:
         :func:`~ernie_kg.training.finetuning.finetune`."""
         output_dir = Path(output_dir)
         entities = "none" if self.entities == "none" else check_entity_source(train_entities)
+        if progress and self.kg_coverage is not None:
+            print(f"entity table: vectors for {self.kg_coverage:.1%} of the KG's entities")
         started = time.perf_counter()
         train_features = self.features(train, entities, progress)
         dev_features = self.features(dev, entities, progress) if dev else None
@@ -163,6 +178,7 @@ class SavedTextModel:
             "train_examples": len(train_features),
             "train_entities": entities,
             "train_entities_per_example": train_features.entity_coverage(),
+            "kg_entity_coverage": self.kg_coverage,
             "feature_seconds": feature_seconds,
             "train_seconds": result.seconds,
             "train_samples_per_second": result.metrics.get("train_samples_per_second"),
@@ -227,6 +243,26 @@ class SavedTextModel:
         processor = ErnieKGProcessor.from_pretrained(  # rows: the model's own table
             directory, entity_rows=model.entity_vocab, linker=linker)
         return cls(model, processor, kg, entities or settings.get("entities", "linker"))
+
+
+def check_kg_coverage(kg: KnowledgeGraph, embeddings: EntityEmbeddings,
+                      minimum: float = MIN_KG_COVERAGE) -> float:
+    """The share of ``kg``'s entities with a vector in ``embeddings``. None is an error
+    (the knowledge model would silently train as the baseline); less than ``minimum`` a
+    warning: a table made for another KG, or a KG grown since."""
+    covered, total = embeddings.coverage(kg.entities)
+    share = covered / max(total, 1)
+    if covered == 0:
+        raise ErnieKGError(f"the entity table ({len(embeddings)} vectors) covers none of "
+                           f"the KG's {total} entities: no entity would reach the model. "
+                           "Were the embeddings trained on another KG?")
+    if share < minimum:
+        message = (f"the entity table covers {share:.1%} of the KG's entities ({covered} of "
+                   f"{total}), less than {minimum:.0%}: most linked entities will reach "
+                   "the model as 'no entity'")
+        logger.warning(message)
+        warnings.warn(message, stacklevel=3)
+    return share
 
 
 def build_processor(
