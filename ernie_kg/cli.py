@@ -13,7 +13,7 @@ from rich.table import Table
 from ernie_kg.cli_options import positive, positive_or_none
 from ernie_kg.cli_pretrain import pretrain_app
 from ernie_kg.errors import ErnieKGError
-from ernie_kg.io import iter_jsonl, write_atomic, write_json
+from ernie_kg.io import claim_run_dir, iter_jsonl, write_atomic, write_json
 from ernie_kg.kg.embeddings import DEFAULT_EMBEDDING_SETTINGS
 
 app = typer.Typer(help="Knowledge-enhanced language models in the style of ERNIE.",
@@ -94,10 +94,13 @@ def kg_embed(
     norm: Annotated[int, typer.Option(min=1, max=2, help="TransE distance norm (1 or 2)")] = _D[
         "scoring_fct_norm"
     ],
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace an earlier run in --out (it is moved aside to OUT.old-N)")] = False,
 ) -> None:
     """Train entity embeddings with PyKEEN, evaluate on test.txt, write OUT/metrics.json."""
     from ernie_kg.kg import KnowledgeGraph, train_entity_embeddings
 
+    _moved_aside(claim_run_dir(out, overwrite=overwrite))
     graph = KnowledgeGraph.load(triples_dir)
     console.print(f"[bold]{graph}[/bold]")
     embeddings = train_entity_embeddings(
@@ -247,6 +250,9 @@ def finetune_command(
     min_kg_coverage: Annotated[float, typer.Option(
         min=0, max=1, help="Warn when the entity table covers less of the KG (none: an "
                            "error)")] = 0.5,
+    overwrite: Annotated[bool, typer.Option(
+        help="Start again over an earlier run in --output-dir (moved aside to "
+             "DIR.old-N)")] = False,
 ) -> None:
     """Fine-tune a relation classifier (ERNIE-KG or the text-only baseline)."""
     from ernie_kg.data.features import LabelMap
@@ -259,6 +265,7 @@ def finetune_command(
 
     if model not in ("ernie", "baseline"):
         raise typer.BadParameter("--model must be 'ernie' or 'baseline'")
+    _moved_aside(claim_run_dir(output_dir, resume=resume, overwrite=overwrite))
     train_examples = _read_relations(train, data_format)
     dev_examples = _read_relations(dev, data_format) if dev else None
     sources = [train] if data_format == "fewrel" else []
@@ -281,6 +288,11 @@ def finetune_command(
     summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("accuracy", "macro_f1", "micro_f1")
                         if k in metrics)
     console.print(f"[green]wrote {output_dir}/model[/green] {summary}")
+
+
+def _moved_aside(aside: Path | None) -> None:
+    if aside is not None:
+        console.print(f"[yellow]moved the earlier run aside to {aside}[/yellow]")
 
 
 @app.command("evaluate")

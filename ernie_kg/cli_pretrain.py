@@ -16,6 +16,7 @@ import typer
 
 from ernie_kg.cli_options import positive, probability_or_none
 from ernie_kg.errors import ErnieKGError
+from ernie_kg.io import claim_run_dir
 
 pretrain_app = typer.Typer(help="Knowledge-aware pre-training: MLM (+WWM), NSP and dEA.",
                            no_args_is_help=True)
@@ -96,6 +97,9 @@ def run(
         help="Override the backbone's hidden and attention dropout")] = None,
     cache_dir: Annotated[Path, typer.Option(help="TransE cache")] = Path("cache"),
     resume: Annotated[bool, typer.Option(help="Resume from the newest checkpoint")] = True,
+    overwrite: Annotated[bool, typer.Option(
+        help="With --no-resume: start again, moving the earlier run aside to "
+             "OUTPUT.old-N")] = False,
 ) -> None:
     """Pre-train the fusion model (MLM + NSP + dEA); resumes after a kill."""
     import torch
@@ -105,6 +109,9 @@ def run(
     from ernie_kg.paths import default_backbone
     from ernie_kg.training.pretrain import PretrainingSettings, latest_checkpoint, pretrain
 
+    aside = claim_run_dir(output, resume=resume, overwrite=overwrite)
+    if aside is not None:
+        typer.echo(f"moved the earlier run aside to {aside}", err=True)
     settings = PretrainingSettings(
         max_steps=max_steps, batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps,

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ernie_kg.errors import FileFormatError, SavedFileError
+from ernie_kg.errors import ErnieKGError, FileFormatError, SavedFileError
 
-__all__ = ["iter_jsonl", "read_json", "write_atomic", "write_json"]
+__all__ = ["claim_run_dir", "iter_jsonl", "read_json", "write_atomic", "write_json"]
 
 ErrorClass = type[FileFormatError]
 
@@ -89,3 +89,28 @@ def iter_jsonl(path: str | os.PathLike, error: ErrorClass = SavedFileError,
             if not isinstance(record, dict):
                 raise error(path, number, f"expected {expected}")
             yield number, record
+
+
+def claim_run_dir(directory: str | os.PathLike, *, resume: bool = False,
+                  overwrite: bool = False) -> Path | None:
+    """Make ``directory`` ready for a run: absent or empty is fine; holding an earlier
+    run, it is continued (``resume``), moved aside to ``DIR.old-N`` and started afresh
+    (``overwrite``; returns where it went), or refused: never silently replaced or
+    appended to."""
+    directory = Path(directory)
+    if not directory.exists() or (directory.is_dir() and not any(directory.iterdir())):
+        return None
+    if not directory.is_dir():
+        raise ErnieKGError(f"{directory}: exists and is not a directory")
+    if resume:
+        return None
+    if not overwrite:
+        raise ErnieKGError(f"{directory} already holds a run: continue it (--resume, where "
+                           "the command has it) or start again with --overwrite (the earlier "
+                           "run is moved aside, not deleted), or choose another directory")
+    number = 1
+    while directory.with_name(f"{directory.name}.old-{number}").exists():
+        number += 1
+    aside = directory.with_name(f"{directory.name}.old-{number}")
+    directory.rename(aside)
+    return aside

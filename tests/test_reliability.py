@@ -30,3 +30,40 @@ def test_entity_table_covering_little_of_the_kg_warns(tiny_backbone, demo_knowle
     assert classifier.kg_coverage == pytest.approx(len(ids) // 4 / len(ids))
     full = build_relation_classifier(LABELS, kg, demo_knowledge[1], backbone=tiny_backbone)
     assert full.kg_coverage == 1.0
+
+
+def test_a_run_directory_is_resumed_moved_aside_or_refused(tmp_path):
+    from ernie_kg.io import claim_run_dir
+
+    run = tmp_path / "run"
+    assert claim_run_dir(run) is None  # absent
+    run.mkdir()
+    assert claim_run_dir(run) is None  # empty
+    (run / "log.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(ErnieKGError, match="already holds a run.*--overwrite"):
+        claim_run_dir(run)
+    assert claim_run_dir(run, resume=True) is None and (run / "log.jsonl").exists()
+    assert claim_run_dir(run, overwrite=True) == tmp_path / "run.old-1"
+    assert not run.exists() and (tmp_path / "run.old-1" / "log.jsonl").exists()
+    run.mkdir()
+    (run / "x").write_text("second")
+    assert claim_run_dir(run, overwrite=True) == tmp_path / "run.old-2"
+
+
+def test_cli_refuses_to_replace_an_earlier_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from ernie_kg.cli import app
+    from ernie_kg.paths import demo_kg_dir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    for command in (["kg", "embed", "--triples-dir", str(demo_kg_dir()), "--out", str(out)],
+                    ["finetune", "--train", str(tmp_path / "t.json"), "--output-dir", str(out)],
+                    ["pretrain", "run", "--data", str(tmp_path), "--kg", str(demo_kg_dir()),
+                     "--output", str(out), "--no-resume"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code != 0
+        assert "already holds a run" in str(result.exception), command
+        assert (out / "metrics.json").read_text() == "{}"  # untouched

@@ -143,7 +143,8 @@ def check_resume(checkpoint: Path, saved: dict[str, Any], current: dict[str, Any
         details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
         raise ErnieKGError(
             f"{checkpoint}: cannot resume with other settings ({details}); use the "
-            "checkpoint's settings, or a new --output directory (or --no-resume)"
+            "checkpoint's settings, a new --output directory, or --no-resume --overwrite "
+            "(the earlier run is moved aside)"
         )
 
 
