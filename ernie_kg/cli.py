@@ -13,6 +13,7 @@ from rich.table import Table
 from ernie_kg.cli_options import positive, positive_or_none
 from ernie_kg.cli_pretrain import pretrain_app
 from ernie_kg.errors import ErnieKGError
+from ernie_kg.hub import check_backbone
 from ernie_kg.io import claim_run_dir, iter_jsonl, write_atomic, write_json
 from ernie_kg.kg.embeddings import DEFAULT_EMBEDDING_SETTINGS
 
@@ -265,6 +266,8 @@ def finetune_command(
 
     if model not in ("ernie", "baseline"):
         raise typer.BadParameter("--model must be 'ernie' or 'baseline'")
+    if backbone is not None:
+        check_backbone(backbone)  # before any work: a hub name needs the hub
     _moved_aside(claim_run_dir(output_dir, resume=resume, overwrite=overwrite))
     train_examples = _read_relations(train, data_format)
     dev_examples = _read_relations(dev, data_format) if dev else None

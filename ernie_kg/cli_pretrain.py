@@ -16,6 +16,7 @@ import typer
 
 from ernie_kg.cli_options import positive, probability_or_none
 from ernie_kg.errors import ErnieKGError
+from ernie_kg.hub import check_backbone
 from ernie_kg.io import claim_run_dir
 
 pretrain_app = typer.Typer(help="Knowledge-aware pre-training: MLM (+WWM), NSP and dEA.",
@@ -59,6 +60,7 @@ def prepare(
     from ernie_kg.linking import EntityLinker
     from ernie_kg.paths import default_backbone
 
+    check_backbone(backbone or default_backbone())
     tokenizer = AutoTokenizer.from_pretrained(backbone or default_backbone())
     linker = EntityLinker.from_kg_dir(kg, lang=lang)
     manifest = prepare_pretraining_data(corpus, linker, tokenizer, out, max_length=max_length,
@@ -120,6 +122,7 @@ def run(
         mixed_precision=mixed_precision,
     )
     path = backbone or default_backbone()
+    check_backbone(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     embeddings = load_kg_embeddings(kg, cache_dir)
     if resume and latest_checkpoint(output) is not None:

@@ -67,3 +67,21 @@ def test_cli_refuses_to_replace_an_earlier_run(tmp_path):
         assert result.exit_code != 0
         assert "already holds a run" in str(result.exception), command
         assert (out / "metrics.json").read_text() == "{}"  # untouched
+
+
+def test_a_hub_name_without_a_hub_fails_fast_and_says_what_to_do(monkeypatch):
+    import time
+
+    from ernie_kg.hub import check_backbone
+    from ernie_kg.paths import default_backbone
+
+    check_backbone(default_backbone())  # the packaged backbone: local, no socket
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # never resolves
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    started = time.perf_counter()
+    with pytest.raises(ErnieKGError, match="did not answer within 0.5 s.*HF_HUB_OFFLINE=1"):
+        check_backbone("no-such-org/no-such-model", timeout=0.5)
+    assert time.perf_counter() - started < 3
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ErnieKGError, match="HF_HUB_OFFLINE is set"):
+        check_backbone("no-such-org/no-such-model")

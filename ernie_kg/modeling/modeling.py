@@ -24,7 +24,7 @@ from transformers.models.bert.modeling_bert import (
     BertPooler,
 )
 
-from ernie_kg.errors import SavedFileError
+from ernie_kg.errors import ErnieKGError, SavedFileError
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.vocab import EntityVocab
 from ernie_kg.modeling.configuration import ErnieKGConfig
@@ -102,10 +102,15 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
         ``num_entities`` random rows (0 by default) besides row 0. Heads take their
         ``num_labels`` / ``id2label`` through ``config_overrides``.
         """
+        from ernie_kg.hub import check_backbone
         from ernie_kg.paths import default_backbone
 
         path = str(name_or_path) if name_or_path is not None else default_backbone()
-        backbone, head_state = cls._load_backbone(path)
+        check_backbone(path)
+        try:
+            backbone, head_state = cls._load_backbone(path)
+        except OSError as problem:  # missing files, or the hub failed midway
+            raise ErnieKGError(f"backbone {path!r} could not be loaded: {problem}") from None
         if backbone.config.model_type != "bert":
             raise ValueError(
                 f"backbone {path!r} has model_type={backbone.config.model_type!r}; ErnieKG "

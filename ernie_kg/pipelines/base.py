@@ -274,6 +274,7 @@ def build_processor(
     vocabulary and a linker over ``kg`` with the finished alias table ``aliases``."""
     from transformers import AutoTokenizer
 
+    from ernie_kg.hub import check_backbone
     from ernie_kg.linking.linker import EntityLinker
     from ernie_kg.processing.processor import ErnieKGProcessor
 
@@ -283,6 +284,7 @@ def build_processor(
 
         aliases = open_alias_index(kg.store, kg.directory, linker_config.get("lang", "en"))
     linker = EntityLinker.from_kg(kg, embeddings, aliases=aliases, **linker_config)
+    check_backbone(backbone)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     return ErnieKGProcessor(tokenizer, embeddings.vocab, linker=linker, task=task,
                             max_length=max_length)

@@ -1,0 +1,71 @@
+"""Backbones by name: a local directory or the Hugging Face cache needs no network; a hub
+name is tried only when the hub answers within :data:`HUB_TIMEOUT` seconds.
+
+Why a probe first: with no network the Hugging Face client retried for about 50 s (a
+firewall that drops packets: minutes) and then raised a bare ``OSError``. The probe runs
+in a daemon thread joined with a timeout, because a socket timeout does not bound the
+DNS lookup before it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ernie_kg.errors import ErnieKGError
+
+__all__ = ["HUB_TIMEOUT", "check_backbone"]
+
+#: Seconds the hub has to accept a connection before a hub name is given up.
+HUB_TIMEOUT = 5.0
+
+
+def _cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return False
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except (ValueError, OSError):  # not a valid repo id
+        return False
+
+
+def _answers(endpoint: str, timeout: float) -> bool:
+    parsed = urlparse(endpoint)
+    address = (parsed.hostname or "huggingface.co",
+               parsed.port or (443 if parsed.scheme != "http" else 80))
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection(address, timeout=timeout):
+                answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answered and answered[0])
+
+
+def check_backbone(name: str | os.PathLike, timeout: float = HUB_TIMEOUT) -> None:
+    """Raise :class:`ErnieKGError` at once when ``name`` is no local directory, is not in
+    the Hugging Face cache, and the hub does not answer (or ``HF_HUB_OFFLINE`` is set)."""
+    if Path(name).is_dir() or _cached(str(name)):
+        return
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not offline and _answers(endpoint, timeout):
+        return
+    why = ("HF_HUB_OFFLINE is set" if offline
+           else f"the hub ({endpoint}) did not answer within {timeout:g} s")
+    raise ErnieKGError(
+        f"backbone {str(name)!r} is not a local directory nor in the Hugging Face cache, "
+        f"and {why}. Pass a local model directory (or omit --backbone for the packaged "
+        "MiniLM), or download it where there is a network; HF_HUB_OFFLINE=1 keeps every "
+        "load local.")
