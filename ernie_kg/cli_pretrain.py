@@ -136,4 +136,5 @@ def run(
     result = pretrain(data, model, output, tokenizer, settings, resume=resume)
     last = result["history"][-1] if result["history"] else {}
     typer.echo(json.dumps({"steps": result["steps"], "resumed_from": result["resumed_from"],
+                           "entity_coverage": result["entity_coverage"],
                            **{k: v for k, v in last.items() if k != "step"}}))

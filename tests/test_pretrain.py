@@ -291,3 +291,18 @@ def test_chinese_whole_word_masking_uses_jieba_words(tmp_path, tokenizer):
     for epoch in range(20):  # across many draws, 北 and 京 are always masked together
         labels = collator([{**item, "epoch": epoch}])["labels"][0]
         assert bool(labels[first] != IGNORE_INDEX) == bool(labels[first + 1] != IGNORE_INDEX)
+
+
+def test_pretraining_with_a_kg_that_misses_the_data_is_refused(workspace):
+    other = workspace["root"] / "other-kg"
+    shutil.copytree(workspace["kg"], other, ignore=shutil.ignore_patterns("embeddings",
+                                                                          ".ernie_kg"))
+    EntityEmbeddings.random(["Q1", "Q2"], dim=8).save(other / "embeddings")
+    output = workspace["root"] / "run-other-kg"
+    result = CliRunner().invoke(app, [
+        "pretrain", "run", "--data", str(workspace["shards"]), "--kg", str(other),
+        "--output", str(output), "--backbone", str(workspace["backbone"]), "--max-steps", "2",
+        "--batch-size", "4", "--num-knowledge-layers", "1"])
+    assert result.exit_code != 0
+    assert "none of its" in str(result.exception) and "--kg" in str(result.exception)
+    assert not (output / "log.jsonl").exists()

@@ -24,9 +24,11 @@ files are :mod:`ernie_kg.training.checkpoints`.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -54,6 +56,8 @@ from ernie_kg.training.checkpoints import (  # latest_checkpoint: also this modu
     write_finished,
 )
 
+logger = logging.getLogger(__name__)
+
 OBJECTIVES = ("mlm", "nsp", "dea")
 
 
@@ -79,11 +83,15 @@ class PretrainingSettings:
     nsp: bool = True
     mixed_precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; or "no"
     progress: bool = True
+    #: least share of the data's entities with a row in the model's table (less: a
+    #: warning; none, with entities in the data: an error)
+    min_entity_coverage: float = 0.5
 
     def __post_init__(self) -> None:
         check_settings(vars(self))
         check_number("mlm_probability", self.mlm_probability, 0, True, 1)
         check_number("save_total_limit", self.save_total_limit, 1)
+        check_number("min_entity_coverage", self.min_entity_coverage, 0, False, 1)
 
 
 class DistributedContext:
@@ -221,9 +229,13 @@ def pretrain(
             f"tokens, but the model's has {len(tokenizer)}: prepare it with the same backbone"
         )
     base = model.base_model
+    entity_rows = entity_row_map(data.entity_vocab, base.entity_row)
+    coverage = _entity_coverage(entity_rows, data_dir, settings.min_entity_coverage)
+    if context.is_main and settings.progress and coverage is not None:
+        print(f"entity table: rows for {coverage:.1%} of the data's entities")
     collator = PretrainingCollator(
         vocab=MaskingVocab.from_tokenizer(tokenizer),
-        entity_rows=entity_row_map(data.entity_vocab, base.entity_row),
+        entity_rows=entity_rows,
         pad_token_id=tokenizer.pad_token_id or 0,
         mlm_probability=settings.mlm_probability,
         whole_word=settings.whole_word_masking,
@@ -301,7 +313,31 @@ def pretrain(
         _plot(output_dir)
         write_finished(output_dir, asdict(settings))  # last: its presence means a whole model
     context.barrier()
-    return {"steps": settings.max_steps, "resumed_from": start_step, "history": history}
+    return {"steps": settings.max_steps, "resumed_from": start_step, "history": history,
+            "entity_coverage": coverage}
+
+
+def _entity_coverage(entity_rows: np.ndarray, data_dir: Path | str, minimum: float
+                     ) -> float | None:
+    """The share of the data's entities the model's table has (None: the data has none);
+    none is an error (dEA and the fusion would silently see only "no entity"), less than
+    ``minimum`` a warning."""
+    entities = len(entity_rows) - 1
+    if entities <= 0:
+        return None
+    covered = int(np.count_nonzero(entity_rows[1:]))
+    share = covered / entities
+    if covered == 0:
+        raise ErnieKGError(f"{data_dir}: none of its {entities} entities has a row in the "
+                           "model's entity table: every entity would be 'no entity' and "
+                           "dEA would learn nothing. Pre-train with the KG the data was "
+                           "prepared with (--kg)")
+    if share < minimum:
+        message = (f"{data_dir}: the entity table covers {share:.1%} of the data's "
+                   f"{entities} entities, less than {minimum:.0%}")
+        logger.warning(message)
+        warnings.warn(message, stacklevel=3)
+    return share
 
 
 def _candidates(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
