@@ -1,7 +1,10 @@
-# One command each: `make setup`, `make demo`, `make test`.
+# Two commands on a fresh machine: `make demo`, `make test` (each sets up .venv first
+# when it is missing or older than pyproject.toml / setup.py); `make setup` on its own
+# (re)installs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+INSTALLED = $(VENV)/.ernie-kg-installed
 
 .PHONY: setup demo test lint
 
@@ -10,12 +13,16 @@ setup:
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e ".[dev,ner,zh]"
+	touch $(INSTALLED)
 
-demo:
+$(INSTALLED): pyproject.toml setup.py
+	$(MAKE) setup
+
+demo: $(INSTALLED)
 	$(BIN)/ernie-kg demo
 
-test:
+test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-lint:
+lint: $(INSTALLED)
 	$(BIN)/ruff check .
