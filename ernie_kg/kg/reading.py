@@ -90,8 +90,9 @@ def triple_columns(path: str | Path) -> tuple[pa.Array, pa.Array, pa.Array] | No
             parse_options=csv.ParseOptions(delimiter="\t", quote_char=False,
                                            double_quote=False, escape_char=False,
                                            newlines_in_values=False, ignore_empty_lines=True),
-            convert_options=csv.ConvertOptions(column_types=dict.fromkeys(_FIELDS, pa.string()),
-                                               strings_can_be_null=False))
+            convert_options=csv.ConvertOptions(  # 64-bit offsets: a column may pass 2 GB
+                column_types=dict.fromkeys(_FIELDS, pa.large_string()),
+                strings_can_be_null=False))
     except (pa.ArrowInvalid, OSError):
         return None
     columns = []

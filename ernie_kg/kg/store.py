@@ -273,7 +273,7 @@ def _column_rows(known: dict[str, int], *columns: Any) -> list[np.ndarray]:
     interleaved = np.arange(lines * width).reshape(width, lines).T.ravel()
     values = pa.concat_arrays(columns).take(pa.array(interleaved))
     del interleaved
-    rows = pc.index_in(values, value_set=pa.array(list(known), pa.string()))
+    rows = pc.index_in(values, value_set=pa.array(list(known), values.type))
     new = rows.is_null()
     rows = rows.fill_null(-1).to_numpy().astype(np.int64)
     if pc.any(new).as_py():
