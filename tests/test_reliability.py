@@ -85,3 +85,31 @@ def test_a_hub_name_without_a_hub_fails_fast_and_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ErnieKGError, match="HF_HUB_OFFLINE is set"):
         check_backbone("no-such-org/no-such-model")
+
+
+@pytest.mark.parametrize(("damage", "name", "message"), [
+    ("delete", "model.safetensors", "missing: the model's weights"),
+    ("truncate", "model.safetensors", "unreadable model weights"),
+    ("delete", "config.json", "missing: the model's configuration"),
+    ("truncate", "config.json", "invalid JSON"),
+    ("delete", "tokenizer.json", "missing: the tokenizer"),
+    ("delete", "entity_ids.json", "missing: the entity vocabulary"),
+    ("truncate", "entity_ids.json", "invalid JSON"),
+])
+def test_a_damaged_saved_model_names_the_file(tiny_backbone, demo_knowledge, tmp_path,
+                                              damage, name, message):
+    import re
+
+    from ernie_kg.errors import SavedFileError
+    from ernie_kg.pipelines import RelationClassifier
+
+    kg, embeddings, aliases = demo_knowledge
+    saved = build_relation_classifier(LABELS, kg, embeddings, aliases,
+                                      backbone=tiny_backbone).save(tmp_path / "model")
+    target = saved / name
+    if damage == "delete":
+        target.unlink()
+    else:
+        target.write_bytes(target.read_bytes()[:40])
+    with pytest.raises(SavedFileError, match=re.escape(str(target)) + ".*" + message):
+        RelationClassifier.load(saved)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from ernie_kg.data.features import FeatureDataset, LabelMap, check_entity_source
 from ernie_kg.errors import ErnieKGError, SavedFileError, SpanError
@@ -35,6 +36,7 @@ from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.aliases import AliasTable
 from ernie_kg.modeling.modeling import ENTITY_IDS_FILE
+from ernie_kg.processing.processor import PROCESSOR_FILE
 from ernie_kg.training.finetuning import finetune
 
 #: Settings file of a saved raw-text model (every task; ``format`` names the task).
@@ -42,6 +44,7 @@ CLASSIFIER_FILE = "ernie_kg_classifier.json"
 logger = logging.getLogger(__name__)
 
 KG_DIR = "kg"
+WEIGHTS_FILE = "model.safetensors"
 #: Least share of the KG's entities the entity table must cover before a warning.
 MIN_KG_COVERAGE = 0.5
 LINKER_DIR = "linker"
@@ -229,7 +232,12 @@ class SavedTextModel:
             found = settings.get("format") if isinstance(settings, dict) else None
             raise SavedFileError(path, None, f"format {found!r}: this directory holds no "
                                  f"{cls.__name__} ({cls._format!r})")
-        model = cls._model_class().from_pretrained(directory)
+        _check_saved_files(directory)
+        try:
+            model = cls._model_class().from_pretrained(directory)
+        except (OSError, RuntimeError, ValueError, SafetensorError) as problem:
+            raise SavedFileError(directory / WEIGHTS_FILE, None, "unreadable model weights "
+                                 f"(truncated, or from another model?): {problem}") from None
         model.eval()
         kg = settings.get("kg")
         if isinstance(kg, dict):
@@ -243,6 +251,20 @@ class SavedTextModel:
         processor = ErnieKGProcessor.from_pretrained(  # rows: the model's own table
             directory, entity_rows=model.entity_vocab, linker=linker)
         return cls(model, processor, kg, entities or settings.get("entities", "linker"))
+
+
+def _check_saved_files(directory: Path) -> None:
+    """Every file a saved model needs is there and, for JSON, readable: one error naming
+    the file and what it is, not a loader's traceback."""
+    read_json(directory / "config.json", what="the model's configuration")
+    if not any((directory / name).is_file() for name in (WEIGHTS_FILE, "pytorch_model.bin")):
+        raise SavedFileError(directory / WEIGHTS_FILE, None, "missing: the model's weights")
+    if not any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        raise SavedFileError(directory / "tokenizer.json", None, "missing: the tokenizer")
+    settings = read_json(directory / PROCESSOR_FILE, what="the processor's settings")
+    rows = settings.get("entity_rows") if isinstance(settings, dict) else None
+    if isinstance(rows, str):
+        read_json(directory / rows, what="the entity vocabulary (model table rows)")
 
 
 def check_kg_coverage(kg: KnowledgeGraph, embeddings: EntityEmbeddings,
