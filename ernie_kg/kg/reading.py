@@ -8,8 +8,10 @@ line decoded on its own, so a progress callback can count bytes and a bad byte n
 its line.
 
 A triple file is first read by :func:`triple_columns`: pyarrow's multi-threaded CSV
-reader, measured about 10x faster than the line loop on a 24M-fact file, whose columns
-the index maps to rows without a Python object per line. Whatever it cannot take
+reader, whose columns the index maps to rows without a Python object per line (measured
+on 2 cores: the 24M-fact synthetic KG's whole `kg index` went from 493 s to 428 s; the
+line loop is the slow part at that size, not at 2.4M facts, where the store build took
+11.6-14.0 s against 12.2-18.7 s). Whatever it cannot take
 exactly as the line loop would (a parse error, surrounding whitespace, an empty field, a
 byte-order mark) goes to :func:`iter_triples`, which reads the same values or names the
 bad line.

@@ -211,15 +211,15 @@ def build_store(kg_dir: str | Path, target: str | Path, progress: bool = False,
         blocks, bounds, start = [], {}, 0
         for split in SPLITS:
             path = kg_dir / f"{split}.txt"
-            if path.exists():
-                blocks.append(_triple_rows(path, entities, relations, bar.update))
-            end = start + (len(blocks[-1]) if path.exists() else 0)
-            bounds[split], start = [start, end], end
+            rows = (_triple_rows(path, entities, relations, bar.update) if path.exists()
+                    else np.empty((0, 3), dtype=np.int32))
+            blocks.append(rows)
+            bounds[split], start = [start, start + len(rows)], start + len(rows)
     if not start:
         shutil.rmtree(target)
         raise EmptyGraphError(f"{kg_dir}: the knowledge graph has no triples")
-    triples = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-    del blocks
+    triples = np.concatenate(blocks)
+    del blocks, rows
     ids = list(entities)
     offsets.extend([offsets[-1]] * (len(ids) + 1 - len(offsets)))  # no record: id only
     del entities

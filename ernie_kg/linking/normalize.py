@@ -78,29 +78,7 @@ def _root(word: str) -> str:
     return word
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
-def stem_key(text: str) -> str:
-    """:func:`loose_key` with each word cut to a root by a light suffix stripper: the
-    last back-off key, for inflections and spelling variants ("fencing" / "fencer",
-    "linguistics" / "linguistic", "Khafra" / "Khafre")."""
-    return " ".join(_root(p) for p in loose_key(text).split(" ") if p)
-
-
 _ACRONYM_SKIP = frozenset("of and for the in on at to de des du la le et a an".split())
-
-
-def acronyms(text: str) -> set[str]:
-    """Lower-case acronyms of a name of two or more words, hyphenated parts counted
-    apart and together ("Asia-Pacific Economic Cooperation": "apec", "aec";
-    "Organization for Security and Co-operation in Europe": "oscoe", "osce")."""
-    found = set()
-    apart = [w for w in loose_key(text).split(" ") if w and w not in _ACRONYM_SKIP]
-    together = [w for w in normalize(text).replace(" - ", "-").split(" ")
-                if w[:1].isalnum() and w not in _ACRONYM_SKIP]
-    for words in (apart, together):
-        if len(words) >= 2:
-            found.add("".join(w[0] for w in words))
-    return found
 
 
 class SurfaceKeys(NamedTuple):
@@ -114,10 +92,10 @@ class SurfaceKeys(NamedTuple):
 
 
 def surface_keys(surface: str) -> SurfaceKeys | None:
-    """``normalize``, ``cased_key``, ``loose_key``, ``stem_key`` and ``acronyms`` of
-    ``surface`` in one pass (what building an alias table calls once per name; the
-    functions above answer lookups). None when the normalised key is empty; stem and
-    acronyms are empty when the loose key is."""
+    """:func:`normalize`, :func:`cased_key`, :func:`loose_key`, :func:`stem_key` and
+    :func:`acronyms` of ``surface`` in one pass (building an alias table calls it once
+    per name). None when the normalised key is empty; stem and acronyms are empty when
+    the loose key is. The stem and acronym rules live here only."""
     folded = _fold(surface)
     pieces = _PIECES.findall(folded.casefold())
     if not pieces:
@@ -138,6 +116,23 @@ def surface_keys(surface: str) -> SurfaceKeys | None:
                 found.append(acronym)
     return SurfaceKeys(key, cased, " ".join(loose_parts),
                        " ".join([_root(p) for p in loose_parts]), tuple(found))
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def stem_key(text: str) -> str:
+    """:func:`loose_key` with each word cut to a root by a light suffix stripper: the
+    last back-off key, for inflections and spelling variants ("fencing" / "fencer",
+    "linguistics" / "linguistic", "Khafra" / "Khafre")."""
+    found = surface_keys(text)
+    return found.stem if found is not None else ""
+
+
+def acronyms(text: str) -> set[str]:
+    """Lower-case acronyms of a name of two or more words, hyphenated parts counted
+    apart and together ("Asia-Pacific Economic Cooperation": "apec", "aec";
+    "Organization for Security and Co-operation in Europe": "oscoe", "osce")."""
+    found = surface_keys(text)
+    return set(found.acronyms) if found is not None else set()
 
 
 def acronym_query(surface: str) -> str | None:
