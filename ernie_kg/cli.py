@@ -14,7 +14,7 @@ from ernie_kg.cli_options import positive, positive_or_none
 from ernie_kg.cli_pretrain import pretrain_app
 from ernie_kg.errors import ErnieKGError
 from ernie_kg.hub import check_backbone
-from ernie_kg.io import claim_run_dir, iter_jsonl, write_atomic, write_json
+from ernie_kg.io import claim_run_dir, count_lines, iter_jsonl, write_atomic, write_json
 from ernie_kg.kg.embeddings import DEFAULT_EMBEDDING_SETTINGS
 
 app = typer.Typer(help="Knowledge-enhanced language models in the style of ERNIE.",
@@ -174,8 +174,7 @@ def link(
     linker = EntityLinker.from_kg_dir(kg, table, linker_dir, progress=True,
                                       workers=default_workers(), **settings)
     linker.detector  # build the matcher before the clock starts  # noqa: B018
-    with input.open(encoding="utf-8") as handle:
-        total = sum(1 for line in handle if line.strip())
+    total = count_lines([input])
     texts = mentions = 0
     started = time.perf_counter()
 

@@ -13,7 +13,6 @@ from its own linker (no gold ids).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ernie_kg.io import write_atomic, write_json
 from ernie_kg.kg import EntityIndex, KnowledgeGraph, train_entity_embeddings
 from ernie_kg.paths import demo_kg_dir, kg_data_dir
 
@@ -70,8 +70,11 @@ def run_demo(output_dir: Path, kg_dir: Path | None = None, seed: int = 0,
     if finetune:
         summary.update(_relation_classification(kg, embeddings, output_dir, seed, console))
     summary["seconds"] = time.perf_counter() - started
-    (output_dir / "demo.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    console.print(f"[green]done in {summary['seconds']:.0f} s; wrote {output_dir}/demo.json")
+    write_json(output_dir / "demo.json", summary)
+    written = [output_dir / name for name in ("demo.json", "demo.md", "demo.png")
+               if (output_dir / name).is_file()]
+    console.print(f"[green]done in {summary['seconds']:.0f} s[/green]; wrote "
+                  + ", ".join(str(path) for path in written))
     return summary
 
 
@@ -139,7 +142,7 @@ def _write_report(output_dir: Path, results: dict[str, dict[str, Any]], num_test
     for name, m in results.items():
         lines.append(f"| {name} | {100 * m['accuracy']:.1f} | {100 * m['macro_f1']:.1f} | "
                      f"{100 * m['micro_f1']:.1f} |")
-    (output_dir / "demo.md").write_text("\n".join(lines) + "\n")
+    write_atomic(output_dir / "demo.md", lambda handle: handle.write("\n".join(lines) + "\n"))
 
     relations = sorted(next(iter(results.values()))["per_label_f1"])
     figure, axis = plt.subplots(figsize=(10, 4))

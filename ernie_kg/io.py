@@ -1,24 +1,38 @@
-"""Atomic writes and JSON / JSONL reads whose errors name the file and the line.
+"""Atomic writes, and text / JSON / JSONL reads whose errors name the file and the line.
 
 Why one home: every saved artefact (models, linkers, alias tables, embeddings, results)
 must survive a crash mid-write, and every bad file must be reported the same way. A
 write goes to a temporary file beside the target and is renamed over it, so readers see
 the old file or the new one, never half of one.
+
+The input-text rule, the same for KG files, datasets, corpora and link input: files are
+UTF-8 (a byte that is not raises an error naming the file, the line and the column); a
+byte-order mark opening the file is dropped; an unpaired surrogate (only a JSON escape
+such as ``"\ud800"`` can make one) becomes U+FFFD, one code point for one so every span
+stays valid, with one warning per file naming the first line. Invisible format
+characters (zero-width space, soft hyphen, ...) stay in the text, so offsets hold; the
+linker's normalisation ignores them when it builds and looks up alias keys.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+import re
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ernie_kg.errors import ErnieKGError, FileFormatError, SavedFileError
 
-__all__ = ["claim_run_dir", "iter_jsonl", "read_json", "write_atomic", "write_json"]
+__all__ = ["claim_run_dir", "count_lines", "decode_line", "iter_jsonl", "iter_text_lines",
+           "read_json", "replace_lone_surrogates", "SurrogateRepair", "write_atomic", "write_json"]
 
 ErrorClass = type[FileFormatError]
+BOM = "\ufeff"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the only way one gets in
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False,
@@ -54,41 +68,118 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _not_utf8(path: Path, line: int, raw: bytes, problem: UnicodeDecodeError,
+              error: ErrorClass) -> FileFormatError:
+    start = raw.rfind(b"\n", 0, problem.start) + 1
+    return error(path, line, f"not UTF-8 text: byte 0x{raw[problem.start]:02x} at column "
+                 f"{problem.start - start + 1} ({problem.reason}); save the file as UTF-8")
+
+
+def decode_line(raw: bytes, path: Path, number: int, error: ErrorClass) -> str:
+    """Line ``number`` of ``path`` as text, under the module's input rule (UTF-8, an
+    opening byte-order mark dropped); the line ending is kept."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as problem:
+        raise _not_utf8(path, number, raw, problem, error) from None
+    return line[1:] if number == 1 and line.startswith(BOM) else line
+
+
+def iter_text_lines(path: str | os.PathLike, error: ErrorClass = SavedFileError,
+                    ) -> Iterator[tuple[int, str]]:
+    """``(line number, line without its line ending)`` per line of a UTF-8 text file,
+    decoded line by line so a bad byte names its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(path, None, "missing: no such file")
+    with open(path, "rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            yield number, decode_line(raw, path, number, error).rstrip("\r\n")
+
+
+def replace_lone_surrogates(value: Any) -> tuple[Any, int]:
+    """``value`` (a JSON value) with each unpaired surrogate replaced by U+FFFD, and how
+    many there were: such a string cannot be written as UTF-8 or tokenised."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.subn("\ufffd", value)
+    if isinstance(value, list):
+        pairs = [replace_lone_surrogates(v) for v in value]
+        return [v for v, _ in pairs], sum(n for _, n in pairs)
+    if isinstance(value, dict):
+        pairs = {k: replace_lone_surrogates(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in pairs.items()}, sum(n for _, n in pairs.values())
+    return value, 0
+
+
+class SurrogateRepair:
+    """Applies :func:`replace_lone_surrogates` to the JSON values read from one file,
+    warning once (naming the file and the first line) when it replaced any."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.warned = path, False
+
+    def __call__(self, value: Any, source: str, line: int | None = None) -> Any:
+        """``value`` repaired; ``source`` is the JSON text it was parsed from."""
+        if not _SURROGATE_ESCAPE.search(source):
+            return value
+        value, count = replace_lone_surrogates(value)
+        if count and not self.warned:
+            self.warned = True
+            where = f"{self.path}:{line}" if line else str(self.path)
+            warnings.warn(f"{where}: {count} unpaired surrogate escape(s) (such as \\ud800) "
+                          "replaced by U+FFFD, offsets unchanged (one warning per file)",
+                          stacklevel=4)
+        return value
+
+
 def read_json(path: str | os.PathLike, error: ErrorClass = SavedFileError,
               what: str | None = None) -> Any:
-    """The JSON value in ``path``; a missing or malformed file raises ``error`` naming the
-    file (and the line). ``what`` names the expected content in the "missing" message."""
+    """The JSON value in ``path`` (the module's input rule applies); a missing or
+    malformed file raises ``error`` naming the file (and the line). ``what`` names the
+    expected content in the "missing" message."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        raw = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
         raise error(path, None, f"missing: {what or 'no such file'}") from None
-    except UnicodeDecodeError as problem:
-        raise error(path, None, f"not UTF-8 text ({problem.reason})") from None
     try:
-        return json.loads(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as problem:
+        line = raw.count(b"\n", 0, problem.start) + 1
+        raise _not_utf8(path, line, raw, problem, error) from None
+    try:
+        value = json.loads(text.removeprefix(BOM))
     except json.JSONDecodeError as problem:
         raise error(path, problem.lineno, f"invalid JSON: {problem.msg}") from None
+    return SurrogateRepair(path)(value, text)
 
 
 def iter_jsonl(path: str | os.PathLike, error: ErrorClass = SavedFileError,
                expected: str = "a JSON object") -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` per non-blank line of a JSONL file; a line that is not a
-    JSON object raises ``error`` naming the file, the line and what was ``expected``."""
+    """``(line number, object)`` per non-blank line of a JSONL file (the module's input
+    rule applies); a line that is not a JSON object raises ``error`` naming the file, the
+    line and what was ``expected``."""
     path = Path(path)
-    if not path.is_file():
-        raise error(path, None, "missing: no such file")
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as problem:
-                raise error(path, number, f"invalid JSON: {problem.msg}") from None
-            if not isinstance(record, dict):
-                raise error(path, number, f"expected {expected}")
-            yield number, record
+    repair = SurrogateRepair(path)
+    for number, line in iter_text_lines(path, error):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as problem:
+            raise error(path, number, f"invalid JSON: {problem.msg}") from None
+        if not isinstance(record, dict):
+            raise error(path, number, f"expected {expected}")
+        yield number, repair(record, line, number)
+
+
+def count_lines(paths: Iterable[str | os.PathLike]) -> int:
+    """Non-blank lines in ``paths`` (bytes only: a progress total, before any decoding)."""
+    total = 0
+    for path in paths:
+        with open(path, "rb") as lines:
+            total += sum(1 for line in lines if line.strip())
+    return total
 
 
 def claim_run_dir(directory: str | os.PathLike, *, resume: bool = False,

@@ -60,7 +60,8 @@ def test_relation_jsonl_checks_spans(tmp_path):
             "t": {"pos": [11, 16]}, "relation": "located_in"}
     bad = {"text": "short", "h": {"pos": [0, 2]}, "t": {"pos": [3, 99]}}
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
-    with pytest.raises(DataFormatError, match=r"rel\.jsonl:2: field 't.pos' span \[3, 99\)"):
+    with pytest.raises(DataFormatError,
+                       match=r"rel\.jsonl:2: field 't.pos' \(3, 99\) is out of range"):
         read_relation_jsonl(path)
     path.write_text(json.dumps(good) + "\n")
     (example,) = read_relation_jsonl(path)

@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.numpy import save
 
 from ernie_kg.errors import DataFormatError
-from ernie_kg.io import iter_jsonl, read_json, write_atomic, write_json
+from ernie_kg.io import iter_jsonl, iter_text_lines, read_json, write_atomic, write_json
 from ernie_kg.kg.vocab import EntityVocab
 from ernie_kg.processing.alignment import align_entities
 
@@ -59,13 +59,12 @@ def read_documents(path: str | Path) -> Iterator[str]:
                 yield text
         return
     block: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                block.append(line.rstrip("\n"))
-            elif block:
-                yield "\n".join(block)
-                block = []
+    for _, line in iter_text_lines(path, DataFormatError):
+        if line.strip():
+            block.append(line)
+        elif block:
+            yield "\n".join(block)
+            block = []
     if block:
         yield "\n".join(block)
 

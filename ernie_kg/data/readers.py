@@ -14,9 +14,9 @@ from typing import Any
 
 from ernie_kg.data.examples import RelationExample, TypingExample, token_range_to_span
 from ernie_kg.data.fewrel import read_fewrel
-from ernie_kg.errors import DataFormatError
+from ernie_kg.errors import DataFormatError, SpanError
 from ernie_kg.io import iter_jsonl, read_json
-from ernie_kg.spans import detokenize
+from ernie_kg.spans import check_span, detokenize
 
 
 def read_semeval(source: str | Path | Mapping[str, Any]) -> list[RelationExample]:
@@ -31,12 +31,18 @@ def read_tacred(path: str | Path) -> list[RelationExample]:
     examples = []
     for number, item in enumerate(items):
         try:
-            text, spans = detokenize(item["token"])
-            head = token_range_to_span(spans, item["subj_start"], item["subj_end"])
-            tail = token_range_to_span(spans, item["obj_start"], item["obj_end"])
+            tokens = item["token"]
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise TypeError("'token' must be a list of strings")
+            text, spans = detokenize(tokens)
+            ranges = [check_span((item[f"{role}_start"], item[f"{role}_end"] + 1), len(tokens),
+                                 f"{role}_start..{role}_end", "token") for role in ("subj", "obj")]
+            head, tail = (token_range_to_span(spans, first, end - 1) for first, end in ranges)
             label = item["relation"]
-        except (KeyError, IndexError, TypeError) as error:
-            raise DataFormatError(path, None, f"item {number}: bad field ({error!r})") from None
+        except KeyError as error:
+            raise DataFormatError(path, None, f"item {number}: missing field {error}") from None
+        except (TypeError, SpanError) as error:
+            raise DataFormatError(path, None, f"item {number}: {error}") from None
         examples.append(RelationExample(text, head, tail, label))
     return examples
 
@@ -58,19 +64,10 @@ def _text_records(path: Path) -> Iterator[tuple[int, dict[str, Any], str]]:
 
 
 def _char_span(path: Path, number: int, text: str, value: Any, field: str) -> tuple[int, int]:
-    if (
-        not isinstance(value, (list, tuple))
-        or len(value) != 2
-        or not all(isinstance(v, int) for v in value)
-    ):
-        raise DataFormatError(path, number, f"field '{field}' must be [start, end] integers")
-    start, end = value
-    if not 0 <= start < end <= len(text):
-        raise DataFormatError(
-            path, number, f"field '{field}' span [{start}, {end}) is outside the text "
-            f"(length {len(text)}) or empty"
-        )
-    return start, end
+    try:
+        return check_span(value, len(text), f"field '{field}'")
+    except SpanError as error:
+        raise DataFormatError(path, number, str(error)) from None
 
 
 def read_relation_jsonl(path: str | Path) -> list[RelationExample]:
@@ -105,12 +102,18 @@ def read_typing_json(path: str | Path) -> list[TypingExample]:
     examples = []
     for number, item in enumerate(items):
         try:
-            text, start, end = item["sent"], item["start"], item["end"]
-            labels = tuple(item["labels"])
-        except (KeyError, TypeError) as error:
-            raise DataFormatError(path, None, f"item {number}: bad field ({error!r})") from None
+            text, labels = item["sent"], item["labels"]
+            if not isinstance(text, str) or not isinstance(labels, list):
+                raise TypeError("'sent' must be a string and 'labels' a list")
+            start, end = check_span((item["start"], item["end"]), len(text), "start..end")
+            labels = tuple(labels)
+        except KeyError as error:
+            raise DataFormatError(path, None, f"item {number}: missing field {error}") from None
+        except (TypeError, SpanError) as error:
+            raise DataFormatError(path, None, f"item {number}: {error}") from None
         entity_id = next(
-            (a[0] for a in item.get("ents", []) if a[1] == start and a[2] == end), None
+            (a[0] for a in item.get("ents") or [] if isinstance(a, list) and len(a) >= 3
+             and a[1] == start and a[2] == end), None
         )
         examples.append(TypingExample(text, (start, end), labels, entity_id))
     return examples

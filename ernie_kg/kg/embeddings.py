@@ -8,9 +8,11 @@ model row is its index in :attr:`EntityEmbeddings.entity_ids` plus one; the tabl
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ernie_kg.checks import check_number, check_settings
-from ernie_kg.errors import UnknownIdError
+from ernie_kg.errors import SavedFileError, UnknownIdError
 from ernie_kg.io import read_json, write_atomic, write_json
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.kg.vocab import NO_ENTITY, EntityVocab
@@ -151,21 +153,79 @@ class EntityEmbeddings:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, mmap: bool = True) -> EntityEmbeddings:
-        """Read a saved table; ``mmap=True`` maps the matrix instead of reading it."""
+    def load(cls, directory: str | Path, mmap: bool = True, verify: bool = True
+             ) -> EntityEmbeddings:
+        """Read a saved table; ``mmap=True`` maps the matrix instead of reading it.
+
+        A missing, truncated or mismatched file raises :class:`SavedFileError` naming it;
+        ``verify`` also checks the stored SHA-256 (streamed from the file: ~1 s per GB,
+        no copy in memory), so an edited id list or matrix is caught before use."""
         directory = Path(directory)
-        meta = read_json(directory / _META, what="not a saved embeddings directory")
-        vectors = np.load(directory / _VECTORS, mmap_mode="r" if mmap else None)
+        meta_path = directory / _META
+        meta = read_json(meta_path, what="not a saved embeddings directory")
+        ids = meta.get("entity_ids") if isinstance(meta, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise SavedFileError(meta_path, None, "field 'entity_ids' must be a list of "
+                                 "strings (the KG ids of the matrix rows)")
+        vectors = _load_matrix(directory / _VECTORS, mmap, "the entity vectors")
+        if vectors.ndim != 2 or len(vectors) != len(ids):
+            raise SavedFileError(directory / _VECTORS, None, f"shape {vectors.shape} does "
+                                 f"not fit the {len(ids)} entity ids of {_META}")
         relation_path = directory / _RELATION_VECTORS
-        relation_vectors = np.load(relation_path) if relation_path.exists() else None
-        return cls(
-            entity_ids=list(meta["entity_ids"]),
-            vectors=vectors,
-            relation_ids=list(meta.get("relation_ids", [])),
-            relation_vectors=relation_vectors,
-            config=meta.get("config", {}),
-            metrics=meta.get("metrics", {}),
-        )
+        relation_vectors = (_load_matrix(relation_path, False, "the relation vectors")
+                            if relation_path.exists() else None)
+        table = cls(entity_ids=ids, vectors=vectors,
+                    relation_ids=list(meta.get("relation_ids", [])),
+                    relation_vectors=relation_vectors, config=meta.get("config", {}),
+                    metrics=meta.get("metrics", {}))
+        expected = meta.get("sha256")
+        if verify and expected and _file_content_hash(ids, directory / _VECTORS) != expected:
+            raise SavedFileError(directory / _VECTORS, None, f"content does not match the "
+                                 f"sha256 in {_META} ({expected[:12]}...): the ids or the "
+                                 "vectors were altered or belong to another table")
+        return table
+
+
+def _load_matrix(path: Path, mmap: bool, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise SavedFileError(path, None, f"missing: {what}")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as problem:
+        raise SavedFileError(path, None, f"{what}: unreadable (truncated or not a .npy "
+                             f"file?): {problem}") from None
+
+
+def _file_content_hash(entity_ids: list[str], path: Path) -> str:
+    """:meth:`EntityEmbeddings.content_hash` of a saved table, reading the .npy file's
+    bytes in chunks (a float32 C-order matrix is exactly the bytes the hash covers)."""
+    with open(path, "rb") as data:
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(
+            np.lib.format.read_magic(data))
+        _, fortran, dtype = read_header(data) if read_header else (None, True, None)
+        if fortran or dtype != np.dtype("<f4"):  # another layout: hash the loaded array
+            return EntityEmbeddings(entity_ids, np.load(path)).content_hash()
+        digest = hashlib.sha256()
+        digest.update("\n".join(entity_ids).encode("utf-8"))
+        while chunk := data.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _quiet_loggers(**levels: int) -> Iterator[None]:
+    """Raise the named libraries' log levels for a while: PyKEEN's INFO lines ("Creating
+    inverse triples", "Evaluation took ...") would break its own progress bars."""
+    loggers = {name: logging.getLogger(name) for name in levels}
+    before = {name: logger.level for name, logger in loggers.items()}
+    for name, logger in loggers.items():
+        logger.setLevel(max(levels[name], logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        for name, logger in loggers.items():
+            logger.setLevel(before[name])
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -244,6 +304,7 @@ def train_entity_embeddings(
             "num_epochs": epochs,
             "batch_size": config["batch_size"],
             "use_tqdm": progress,
+            "use_tqdm_batch": False,  # one bar per stage: epochs, not nested batch bars
         },
         "random_seed": seed,
         "device": device,
@@ -257,7 +318,8 @@ def train_entity_embeddings(
             sampler["corruption_scheme"] = ("tail",)
         kwargs["negative_sampler_kwargs"] = sampler
     started = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_loggers(pykeen=logging.WARNING,
+                                                   torch_max_mem=logging.ERROR):
         warnings.filterwarnings("ignore", message=".*pin_memory.*")
         warnings.filterwarnings("ignore", message=".*memory utilization maximization.*")
         result = pipeline(**kwargs)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ernie_kg.errors import KGFormatError
+from ernie_kg.io import SurrogateRepair, decode_line
 from ernie_kg.kg.records import Entity, Relation
 
 if TYPE_CHECKING:
@@ -47,10 +48,7 @@ def _lines(path: Path, progress: Progress | None) -> Iterator[tuple[int, str]]:
             if progress is not None and number % _REPORT_EVERY == 0:
                 progress(read)
                 read = 0
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as problem:
-                raise KGFormatError(path, number, f"not UTF-8 text ({problem.reason})") from None
+            line = decode_line(raw, path, number, KGFormatError).rstrip("\r\n")
             if line.strip():
                 yield number, line
     if progress is not None and read:
@@ -84,7 +82,7 @@ def triple_columns(path: str | Path) -> tuple[pa.Array, pa.Array, pa.Array] | No
 
     with open(path, "rb") as start:
         if start.read(3) == b"\xef\xbb\xbf":
-            return None  # the line loop keeps a BOM in the first id: let it
+            return None  # the line loop drops the byte-order mark: let it read the file
     try:
         table = csv.read_csv(
             path,
@@ -114,6 +112,7 @@ def _records(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict]
     """Records of an optional JSONL file (none when it is absent), each with an id."""
     if not path.exists():
         return
+    repair = SurrogateRepair(path)
     for number, line in _lines(path, progress):
         try:
             record = json.loads(line)
@@ -123,7 +122,7 @@ def _records(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict]
             raise KGFormatError(path, number, "expected a JSON object")
         if not isinstance(record.get("id"), str) or not record["id"]:
             raise KGFormatError(path, number, "missing or non-string field 'id'")
-        yield number, record
+        yield number, repair(record, line, number)
 
 
 def _string_list(path: Path, number: int, record: Mapping, name: str) -> tuple[str, ...]:

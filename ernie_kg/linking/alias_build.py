@@ -37,7 +37,7 @@ __all__ = ["FORMAT", "KINDS", "LOOKUPS", "PART_ROWS", "VERSION", "build_alias_in
 logger = logging.getLogger(__name__)
 
 FORMAT = "ernie_kg.alias_index"
-VERSION = 2
+VERSION = 3  # 3: keys ignore invisible format characters
 LOOKUPS = ("loose", "stem", "acronym")  # back-off key -> normalised keys
 KINDS = ("keys", "cased", *LOOKUPS)  # one trie each
 #: Entity rows per task of the alias pass (a KG with fewer is read in-process).

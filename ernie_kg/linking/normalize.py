@@ -32,15 +32,26 @@ _PUNCT_MAP = str.maketrans(
         "\u2015": "-", "\u2212": "-",
     }
 )
+#: Invisible format characters (Unicode category Cf: soft hyphen, zero-width space and
+#: joiners, bidi marks, a byte-order mark inside text, ...): keys ignore them, so
+#: "Par\u200bis" and "Paris\u00ad" are "paris" when the table is built and when text is
+#: looked up. The text itself keeps them (offsets hold).
+_INVISIBLE = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f]")
 _PIECES = re.compile(r"\w+|[^\w\s]")
 _CACHE_SIZE = 1 << 17
 
 
 def _fold(text: str) -> str:
-    """NFKC, typographic punctuation to ASCII, accents stripped (case kept)."""
+    """NFKC, typographic punctuation to ASCII, invisible format characters dropped,
+    accents stripped (case kept)."""
     text = unicodedata.normalize("NFKC", text).translate(_PUNCT_MAP)
     if text.isascii():
         return text
+    text = _INVISIBLE.sub("", text)
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return unicodedata.normalize("NFC", stripped)
