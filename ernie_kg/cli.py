@@ -116,6 +116,42 @@ def kg_embed(
     console.print(f"[green]wrote {out}[/green]: {summary}")
 
 
+@kg_app.command("import-embeddings")
+def kg_import_embeddings(
+    format: Annotated[str, typer.Option(
+        help="openke (ERNIE's kg_embed/), pbg, dglke, pykeen or word2vec")],
+    source: Annotated[Path, typer.Option(help="The export: a directory, or the word2vec "
+                                              "text file")],
+    kg: Annotated[Path, typer.Option(help="KG directory whose entities get the vectors")],
+    out: Annotated[Path, typer.Option(help="Output embeddings directory (as kg embed's)")],
+    missing: Annotated[str, typer.Option(
+        help="KG entities without a vector: zero, mean or error")] = "zero",
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace an earlier run in --out (it is moved aside to OUT.old-N)")] = False,
+) -> None:
+    """Map entity vectors trained elsewhere onto a KG's entities (streamed, by id)."""
+    from tqdm import tqdm
+
+    from ernie_kg.kg import KnowledgeGraph
+    from ernie_kg.kg.importing import MISSING_POLICIES, import_embeddings
+    from ernie_kg.kg.vector_formats import FORMATS
+
+    if format not in FORMATS:
+        raise typer.BadParameter(f"must be one of {sorted(FORMATS)}", param_hint="--format")
+    if missing not in MISSING_POLICIES:
+        raise typer.BadParameter(f"must be one of {list(MISSING_POLICIES)}",
+                                 param_hint="--missing")
+    _moved_aside(claim_run_dir(out, overwrite=overwrite))
+    graph = KnowledgeGraph.load(kg, progress=True)
+    with tqdm(unit=" rows", desc="import", unit_scale=True) as bar:
+        _, report = import_embeddings(source, graph, out, format, missing, progress=bar.update)
+    console.print(
+        f"[green]wrote {out}[/green]: {report.covered} of {report.kg_entities} KG entities "
+        f"({report.coverage:.1%}) got a {report.dim}-dim vector; {report.not_in_kg} source "
+        f"rows are not in the KG, {report.duplicates} repeat an entity; the other "
+        f"{report.kg_entities - report.covered} entities: {missing} ({report.seconds:.1f} s)")
+
+
 @kg_app.command("nearest")
 def kg_nearest(
     embeddings: Annotated[Path, typer.Option(help="Saved embeddings directory")],

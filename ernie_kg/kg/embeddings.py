@@ -179,7 +179,7 @@ class EntityEmbeddings:
                     relation_vectors=relation_vectors, config=meta.get("config", {}),
                     metrics=meta.get("metrics", {}))
         expected = meta.get("sha256")
-        if verify and expected and _file_content_hash(ids, directory / _VECTORS) != expected:
+        if verify and expected and saved_content_hash(ids, directory / _VECTORS) != expected:
             raise SavedFileError(directory / _VECTORS, None, f"content does not match the "
                                  f"sha256 in {_META} ({expected[:12]}...): the ids or the "
                                  "vectors were altered or belong to another table")
@@ -196,8 +196,8 @@ def _load_matrix(path: Path, mmap: bool, what: str) -> np.ndarray:
                              f"file?): {problem}") from None
 
 
-def _file_content_hash(entity_ids: list[str], path: Path) -> str:
-    """:meth:`EntityEmbeddings.content_hash` of a saved table, reading the .npy file's
+def saved_content_hash(entity_ids: list[str], path: Path) -> str:
+    """:meth:`EntityEmbeddings.content_hash` of a table saved at ``path``, reading the file's
     bytes in chunks (a float32 C-order matrix is exactly the bytes the hash covers)."""
     with open(path, "rb") as data:
         read_header = {(1, 0): np.lib.format.read_array_header_1_0,

@@ -286,6 +286,11 @@ class KnowledgeGraph:
                            dtype=np.int64).reshape(-1, 3)
         return rows, Adjacency.from_triples(triples, len(rows.ids), len(relation_rows))
 
+    def entity_row(self, entity_id: str) -> int | None:
+        """The row of ``entity_id`` in the KG's entity order (``iter(kg.entities)``),
+        None when the KG lacks it: the key of arrays over the KG's entities."""
+        return self._index[0].row(entity_id)
+
     def _row(self, entity_id: str) -> int:
         row = self._index[0].row(entity_id)
         if row is None:
