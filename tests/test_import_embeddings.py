@@ -81,6 +81,17 @@ def test_vectors_land_on_their_kg_entities(tmp_path, tiny_kg, format):
     assert json.loads((tmp_path / "out" / "import_report.json").read_text())["covered"] == 3
 
 
+@pytest.mark.parametrize("format", sorted(WRITERS))
+def test_batches_smaller_than_the_file_read_the_same(tmp_path, tiny_kg, format, monkeypatch):
+    from ernie_kg.kg import vector_formats
+
+    source = WRITERS[format](tmp_path / "source")
+    whole, _ = import_embeddings(source, tiny_kg, tmp_path / "whole", format)
+    monkeypatch.setattr(vector_formats, "BATCH", 3)  # 4 or 5 rows: two batches
+    batched, report = import_embeddings(source, tiny_kg, tmp_path / "batched", format)
+    assert batched.content_hash() == whole.content_hash() and report.covered == 3
+
+
 def test_pykeen_pipeline_result(tmp_path, tiny_kg):
     from pykeen.pipeline import pipeline
     from pykeen.triples import TriplesFactory

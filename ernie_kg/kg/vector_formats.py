@@ -25,6 +25,7 @@ import json
 import re
 import warnings
 from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -186,7 +187,7 @@ def _read_pbg(source: Path) -> Iterator[VectorBatch]:
                 table = handle["embeddings"]
                 for start in range(0, table.shape[0], BATCH):
                     vectors = np.asarray(table[start:start + BATCH], dtype=np.float32)
-                    batch = [name for name, _ in zip(names, range(len(vectors)))]
+                    batch = list(islice(names, len(vectors)))
                     if len(batch) != len(vectors):
                         raise _format_error(names_path, None, f"{start + len(batch)} names "
                                             f"for the {table.shape[0]} rows of {path.name}")
