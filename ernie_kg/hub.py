@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 from ernie_kg.errors import ErnieKGError
 
-__all__ = ["HUB_TIMEOUT", "check_backbone"]
+__all__ = ["HUB_TIMEOUT", "check_backbone", "no_save_progress_bars"]
 
 #: Seconds the hub has to accept a connection before a hub name is given up.
 HUB_TIMEOUT = 5.0
@@ -69,3 +71,18 @@ def check_backbone(name: str | os.PathLike, timeout: float = HUB_TIMEOUT) -> Non
         f"and {why}. Pass a local model directory (or omit --backbone for the packaged "
         "MiniLM), or download it where there is a network; HF_HUB_OFFLINE=1 keeps every "
         "load local.")
+
+
+@contextmanager
+def no_save_progress_bars() -> Iterator[None]:
+    """Hugging Face's "Writing model shards" bar off for a while: a checkpoint or a saved
+    model is one file, and a bar per save breaks the one bar per stage of a run."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()

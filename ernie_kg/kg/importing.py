@@ -11,6 +11,7 @@ too), ``mean`` (the mean imported vector) or ``error``. The result is the direct
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import time
@@ -32,6 +33,7 @@ __all__ = ["MISSING_POLICIES", "ImportReport", "import_embeddings"]
 MISSING_POLICIES = ("zero", "mean", "error")
 REPORT_FILE = "import_report.json"
 _VECTORS, _META = "entity_vectors.npy", "embeddings.json"
+_RELEASE_EVERY = 1  # batches between unmapping the table's pages (see _Table._release)
 
 
 @dataclass
@@ -82,10 +84,10 @@ def import_embeddings(
     staging.mkdir(parents=True)
     try:
         table = _Table(staging / _VECTORS, len(ids))
-        for batch in read_vectors(source, format):
-            table.add(batch, kg, ids)
+        for batch in read_vectors(source, format, kg.entity_row):
+            table.add(batch, ids)
             if progress is not None:
-                progress(len(batch.names))
+                progress(len(batch.rows))
         report = ImportReport(format, str(source), table.dim, len(ids), table.covered,
                               table.rows_read, table.not_in_kg, table.duplicates,
                               missing, 0.0)
@@ -103,6 +105,7 @@ def import_embeddings(
         os.replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    del ids, table  # before the saved table's own id list is read
     return EntityEmbeddings.load(out, verify=False), report
 
 
@@ -115,10 +118,10 @@ class _Table:
         self.dim = 0
         self.filled = np.zeros(rows, dtype=bool)
         self.total: np.ndarray | None = None
-        self.covered = self.rows_read = self.not_in_kg = self.duplicates = 0
+        self.covered = self.rows_read = self.not_in_kg = self.duplicates = self.batches = 0
 
-    def add(self, batch: VectorBatch, kg: KnowledgeGraph, ids: list[str]) -> None:
-        """Write the batch's rows that name KG entities; count the rest."""
+    def add(self, batch: VectorBatch, ids: list[str]) -> None:
+        """Write the batch's rows that are for KG entities; count the rest."""
         vectors = batch.vectors
         if self.matrix is None:
             self.matrix = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32,
@@ -128,14 +131,12 @@ class _Table:
         if vectors.shape[1] != self.dim:
             raise SavedFileError(batch.file, None, f"{batch.where(0)}: {vectors.shape[1]} "
                                  f"values where earlier rows have {self.dim}")
-        self.rows_read += len(batch.names)
-        found = [(i, kg.entity_row(name)) for i, name in enumerate(batch.names)]
-        keep = np.array([i for i, row in found if row is not None], dtype=np.int64)
-        rows = np.array([row for _, row in found if row is not None], dtype=np.int64)
-        self.not_in_kg += len(batch.names) - len(keep)
+        self.rows_read += len(batch.rows)
+        keep = np.flatnonzero(batch.rows >= 0)
+        self.not_in_kg += len(batch.rows) - len(keep)
         if not len(keep):
             return
-        kept = vectors[keep]
+        rows, kept = batch.rows[keep], vectors[keep]
         finite = np.isfinite(kept).all(axis=1)
         if not finite.all():
             bad = int(np.argmin(finite))
@@ -152,6 +153,19 @@ class _Table:
         self.total += kept.sum(axis=0, dtype=np.float64)
         self.filled[rows] = True
         self.covered = int(self.filled.sum())
+        self.batches += 1
+        if self.batches % _RELEASE_EVERY == 0:
+            self._release()
+
+    def _release(self) -> None:
+        """Unmap the table's pages from this process: a batch writes rows all over the
+        table (the source's order is not the KG's), so without it the whole table soon
+        counts in the peak RSS. The pages stay in the page cache, dirty ones included
+        (Linux keeps a shared file page's dirty bit when it drops the mapping), and are
+        written back when the kernel chooses: no extra I/O."""
+        mapping = getattr(self.matrix, "_mmap", None)  # numpy's memmap keeps its mmap here
+        if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+            mapping.madvise(mmap.MADV_DONTNEED)
 
     def fill_missing(self, policy: str, ids: list[str]) -> None:
         """Give the KG entities without a vector the ``policy``'s row."""
@@ -168,4 +182,5 @@ class _Table:
         if len(empty) and policy == "mean":
             self.matrix[empty] = (self.total / self.covered).astype(np.float32)
         self.matrix.flush()
+        self._release()
         self.matrix = None  # closes the map

@@ -24,6 +24,7 @@ import gzip
 import json
 import re
 import warnings
+from array import array
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -42,12 +43,12 @@ _SEPARATORS = re.compile(r"[\s,]*")
 
 
 class VectorBatch(NamedTuple):
-    """Rows of a source file: their names (KG ids to be), vectors and where they are."""
+    """Rows of a source file: the KG row each one is for, its vector, where it is."""
 
-    names: list[str]
-    vectors: np.ndarray  # [len(names), dim]
+    rows: np.ndarray  # [n] int64 KG rows; NOT_IN_KG for a name the KG lacks
+    vectors: np.ndarray  # [n, dim]
     file: Path
-    first: int  # the line (text files) or row (binary files) of names[0]
+    first: int  # the line (text files) or row (binary files) of rows[0]
     unit: str  # "line" or "row"
 
     def where(self, index: int) -> str:
@@ -55,6 +56,41 @@ class VectorBatch(NamedTuple):
         position = self.first + index
         return f"{self.file}:{position}" if self.unit == "line" else \
             f"{self.file} row {position}"
+
+
+Lookup = Callable[[str], "int | None"]  # a name -> its KG row, None when the KG lacks it
+NOT_IN_KG, UNNAMED = -1, -2
+
+
+class _RowMap:
+    """Source row -> KG row, from a file naming each source row: an int64 array, not a
+    dict of names (5M names as Python strings cost about 0.5 GB)."""
+
+    def __init__(self, lookup: Lookup) -> None:
+        self.lookup, self.map = lookup, array("q")
+
+    def add(self, source_row: int, name: str) -> None:
+        """Record that ``source_row`` holds the vector of ``name``."""
+        if source_row >= len(self.map):
+            self.map.extend([UNNAMED] * (source_row + 1 - len(self.map)))
+        found = self.lookup(name)
+        self.map[source_row] = NOT_IN_KG if found is None else found
+
+    def rows(self, start: int, stop: int, names_file: Path) -> np.ndarray:
+        """KG rows of source rows ``start..stop``; a row no line names is an error."""
+        rows = np.full(stop - start, UNNAMED, dtype=np.int64)
+        known = self.map[start:min(stop, len(self.map))]
+        rows[:len(known)] = np.frombuffer(known, dtype=np.int64) if known else []
+        unnamed = np.flatnonzero(rows == UNNAMED)
+        if len(unnamed):
+            raise _format_error(names_file, None, f"source row {start + unnamed[0]} has no "
+                                "name in this file")
+        return rows
+
+
+def _lookup_all(names: list[str], lookup: Lookup) -> np.ndarray:
+    return np.array([NOT_IN_KG if (row := lookup(n)) is None else row for n in names],
+                    dtype=np.int64)
 
 
 def _format_error(path: Path, line: int | None, message: str) -> FileFormatError:
@@ -86,42 +122,36 @@ def _parse_rows(lines: list[str], path: Path, first_line: int, dim: int | None
     return np.array([line.split() for line in lines], dtype=np.float32)
 
 
-def _read_openke(source: Path) -> Iterator[VectorBatch]:
+def _read_openke(source: Path, lookup: Lookup) -> Iterator[VectorBatch]:
     ids_path, vectors_path = source / "entity2id.txt", source / "entity2vec.vec"
     for path in (ids_path, vectors_path):
         if not path.is_file():
             raise _format_error(path, None, "missing: an OpenKE export has entity2id.txt "
                                 "and entity2vec.vec")
-    names: dict[int, str] = {}
+    row_map = _RowMap(lookup)
     for number, line in iter_text_lines(ids_path):
         if number == 1 or not line.strip():
-            continue
+            continue  # the first line is the count
         fields = line.rsplit(None, 1)
         if len(fields) != 2 or not fields[1].isdigit():
             raise _format_error(ids_path, number, "expected 'name<TAB>row'")
-        names[int(fields[1])] = fields[0]
+        row_map.add(int(fields[1]), fields[0])
     dim = None
     lines: list[str] = []
-    first = 1
     for number, line in iter_text_lines(vectors_path):
         lines.append(line)
         if len(lines) == BATCH:
-            batch = _openke_batch(lines, names, vectors_path, first, dim)
-            dim = batch.vectors.shape[1]
-            yield batch
-            first, lines = number + 1, []
+            first = number - len(lines) + 1
+            vectors = _parse_rows(lines, vectors_path, first, dim)
+            dim = vectors.shape[1]
+            yield VectorBatch(row_map.rows(first - 1, number, ids_path), vectors,
+                              vectors_path, first, "line")
+            lines = []
     if lines:
-        yield _openke_batch(lines, names, vectors_path, first, dim)
-
-
-def _openke_batch(lines: list[str], names: dict[int, str], path: Path, first: int,
-                  dim: int | None) -> VectorBatch:
-    vectors = _parse_rows(lines, path, first, dim)
-    missing = next((first + i for i in range(len(lines)) if first - 1 + i not in names), None)
-    if missing is not None:
-        raise _format_error(path, missing, f"row {missing - 1} has no name in entity2id.txt")
-    return VectorBatch([names[first - 1 + i] for i in range(len(lines))], vectors, path,
-                       first, "line")
+        first = number - len(lines) + 1
+        yield VectorBatch(row_map.rows(first - 1, number, ids_path),
+                          _parse_rows(lines, vectors_path, first, dim), vectors_path, first,
+                          "line")
 
 
 def _json_strings(path: Path) -> Iterator[str]:
@@ -160,7 +190,7 @@ def _json_strings(path: Path) -> Iterator[str]:
                 position = end
 
 
-def _read_pbg(source: Path) -> Iterator[VectorBatch]:
+def _read_pbg(source: Path, lookup: Lookup) -> Iterator[VectorBatch]:
     try:
         import h5py
     except ImportError:
@@ -191,13 +221,13 @@ def _read_pbg(source: Path) -> Iterator[VectorBatch]:
                     if len(batch) != len(vectors):
                         raise _format_error(names_path, None, f"{start + len(batch)} names "
                                             f"for the {table.shape[0]} rows of {path.name}")
-                    yield VectorBatch(batch, vectors, path, start, "row")
+                    yield VectorBatch(_lookup_all(batch, lookup), vectors, path, start, "row")
         except (OSError, KeyError) as problem:
             raise _format_error(path, None, f"unreadable HDF5 embeddings (truncated?): "
                                 f"{problem}") from None
 
 
-def _read_dglke(source: Path) -> Iterator[VectorBatch]:
+def _read_dglke(source: Path, lookup: Lookup) -> Iterator[VectorBatch]:
     found = sorted(source.glob("*_entity.npy"))
     names_path = source / "entities.tsv"
     if len(found) != 1 or not names_path.is_file():
@@ -208,24 +238,20 @@ def _read_dglke(source: Path) -> Iterator[VectorBatch]:
         table = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as problem:
         raise _format_error(path, None, f"unreadable (truncated?): {problem}") from None
-    names: dict[int, str] = {}
+    row_map = _RowMap(lookup)
     for number, line in iter_text_lines(names_path):
         if line.strip():
             fields = line.split("\t", 1)
             if len(fields) != 2 or not fields[0].strip().isdigit():
                 raise _format_error(names_path, number, "expected 'row<TAB>name'")
-            names[int(fields[0])] = fields[1]
+            row_map.add(int(fields[0]), fields[1])
     for start in range(0, len(table), BATCH):
-        rows = range(start, min(start + BATCH, len(table)))
-        missing = next((r for r in rows if r not in names), None)
-        if missing is not None:
-            raise _format_error(names_path, None, f"row {missing} of {path.name} has no name")
-        yield VectorBatch([names[r] for r in rows], np.asarray(table[start:rows.stop],
-                                                               dtype=np.float32), path,
-                          start, "row")
+        stop = min(start + BATCH, len(table))
+        yield VectorBatch(row_map.rows(start, stop, names_path),
+                          np.asarray(table[start:stop], dtype=np.float32), path, start, "row")
 
 
-def _read_pykeen(source: Path) -> Iterator[VectorBatch]:
+def _read_pykeen(source: Path, lookup: Lookup) -> Iterator[VectorBatch]:
     import torch
 
     model_path = source / "trained_model.pkl"
@@ -239,7 +265,7 @@ def _read_pykeen(source: Path) -> Iterator[VectorBatch]:
         table = model.entity_representations[0](indices=None).detach().numpy()
     except Exception as problem:  # an unpickling error can be of any type
         raise _format_error(model_path, None, f"unreadable PyKEEN model: {problem}") from None
-    names: dict[int, str] = {}
+    row_map = _RowMap(lookup)
     with gzip.open(ids_path, "rb") as lines:
         for number, raw in enumerate(lines, start=1):
             line = decode_line(raw, ids_path, number, SavedFileError).rstrip("\r\n")
@@ -248,15 +274,15 @@ def _read_pykeen(source: Path) -> Iterator[VectorBatch]:
                 continue  # the header: id, label
             if len(fields) != 2 or not fields[0].isdigit():
                 raise _format_error(ids_path, number, "expected 'id<TAB>label'")
-            names[int(fields[0])] = fields[1]
+            row_map.add(int(fields[0]), fields[1])
     table = np.asarray(table, dtype=np.float32).reshape(len(table), -1)
     for start in range(0, len(table), BATCH):
-        rows = range(start, min(start + BATCH, len(table)))
-        yield VectorBatch([names.get(r, "") for r in rows], table[start:rows.stop],
-                          model_path, start, "row")
+        stop = min(start + BATCH, len(table))
+        yield VectorBatch(row_map.rows(start, stop, ids_path), table[start:stop], model_path,
+                          start, "row")
 
 
-def _read_word2vec(source: Path) -> Iterator[VectorBatch]:
+def _read_word2vec(source: Path, lookup: Lookup) -> Iterator[VectorBatch]:
     path = source
     if not path.is_file():
         raise _format_error(path, None, "missing: a word2vec text file")
@@ -277,10 +303,10 @@ def _read_word2vec(source: Path) -> Iterator[VectorBatch]:
         names.append(name)
         lines.append(values)
         if len(lines) == BATCH:
-            yield _word2vec_batch(names, lines, path, first, dim)
+            yield _word2vec_batch(names, lines, path, first, dim, lookup)
             names, lines = [], []
     if lines:
-        yield _word2vec_batch(names, lines, path, first, dim)
+        yield _word2vec_batch(names, lines, path, first, dim, lookup)
 
 
 def _split_name(line: str, dim: int | None) -> tuple[str, str, str]:
@@ -292,15 +318,16 @@ def _split_name(line: str, dim: int | None) -> tuple[str, str, str]:
 
 
 def _word2vec_batch(names: list[str], lines: list[str], path: Path, first: int,
-                    dim: int | None) -> VectorBatch:
+                    dim: int | None, lookup: Lookup) -> VectorBatch:
     """Wikipedia2Vec's ``ENTITY/Title`` is the name ``Title``; its words keep theirs (it
     writes words first, so for a name that is both, the entity's row comes later and
     wins)."""
-    return VectorBatch([name.removeprefix(ENTITY_PREFIX) for name in names],
-                       _parse_rows(lines, path, first, dim), path, first, "line")
+    names = [name.removeprefix(ENTITY_PREFIX) for name in names]
+    return VectorBatch(_lookup_all(names, lookup), _parse_rows(lines, path, first, dim),
+                       path, first, "line")
 
 
-FORMATS: dict[str, Callable[[Path], Iterator[VectorBatch]]] = {
+FORMATS: dict[str, Callable[[Path, Lookup], Iterator[VectorBatch]]] = {
     "openke": _read_openke,
     "pbg": _read_pbg,
     "dglke": _read_dglke,
@@ -309,11 +336,12 @@ FORMATS: dict[str, Callable[[Path], Iterator[VectorBatch]]] = {
 }
 
 
-def read_vectors(source: str | Path, format: str) -> Iterator[VectorBatch]:
-    """The vectors of ``source`` in ``format`` (one of :data:`FORMATS`), batch by batch."""
+def read_vectors(source: str | Path, format: str, lookup: Lookup) -> Iterator[VectorBatch]:
+    """The vectors of ``source`` in ``format`` (one of :data:`FORMATS`), batch by batch,
+    each row labelled with ``lookup(its name)``, the KG row it is for."""
     if format not in FORMATS:
         raise ValueError(f"unknown embeddings format {format!r}; one of {sorted(FORMATS)}")
     source = Path(source)
     if not source.exists():
         raise _format_error(source, None, "missing: no such file or directory")
-    return FORMATS[format](source)
+    return FORMATS[format](source, lookup)

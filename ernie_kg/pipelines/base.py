@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 
 from ernie_kg.data.features import FeatureDataset, LabelMap, check_entity_source
 from ernie_kg.errors import ErnieKGError, SavedFileError, SpanError
+from ernie_kg.hub import no_save_progress_bars
 from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
@@ -203,7 +204,8 @@ class SavedTextModel:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write everything :meth:`load` needs into ``directory``."""
         directory = Path(directory)
-        self.model.save_pretrained(directory)
+        with no_save_progress_bars():
+            self.model.save_pretrained(directory)
         shared = self.model.entity_vocab is not None and self.model.entity_vocab == \
             self.processor.vocab  # then the model's entity_ids.json serves both
         self.processor.save_pretrained(directory, ENTITY_IDS_FILE if shared else None)

@@ -4,7 +4,9 @@ Why a checkpoint is a directory written beside its place and renamed into it: a 
 run must never leave a half-written checkpoint, and a rename is atomic, so every
 ``checkpoints/checkpoint-N`` directory is complete. The single files (the trainer state,
 the log after a resume, the finished settings) go through :mod:`ernie_kg.io` for the
-same reason.
+same reason. Fine-tuning checkpoints (written by the Hugging Face ``Trainer``) take the
+same route: each is written inside a staging directory ``.tmp-checkpoint-N`` beside its
+place (:func:`finetune_staging_dir`) and renamed into place when complete.
 
 Settings travel as plain dicts (``dataclasses.asdict``), so this module does not depend
 on the training loop that defines them.
@@ -30,11 +32,15 @@ __all__ = [
     "STATE_FILE",
     "append_log",
     "check_resume",
+    "finetune_staging_dir",
     "latest_checkpoint",
-    "resumable_finetune_checkpoint",
+    "publish_staged_checkpoint",
     "read_log",
+    "remove_staging",
     "restore_checkpoint",
+    "resumable_finetune_checkpoint",
     "save_checkpoint",
+    "truncate_finetune_log",
     "truncate_log",
     "write_finished",
 ]
@@ -43,6 +49,8 @@ LOG_FILE = "log.jsonl"
 STATE_FILE = "trainer_state.json"
 FINISHED_FILE = "pretraining_settings.json"
 OPTIMIZER_FILE = "optimizer.pt"
+#: Name prefix of a checkpoint still being written (never counts as a checkpoint).
+STAGING_PREFIX = ".tmp-"
 
 #: Settings a resumed run must share with its checkpoint, or the data stream, the
 #: corruption or the schedule would silently change.
@@ -65,11 +73,14 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def resumable_finetune_checkpoint(run_dir: str | Path) -> Path:
-    """The newest complete ``checkpoint-N`` of a fine-tuning run (the Hugging Face
-    Trainer writes ``trainer_state.json`` last, so a checkpoint without it was cut
-    short). Newer incomplete ones are moved aside to ``incomplete-checkpoint-N`` (kept,
-    not deleted); no complete one raises an error naming the directory."""
+    """The newest complete ``checkpoint-N`` of a fine-tuning run. Checkpoints are renamed
+    into place when complete, but as a safety net (a checkpoint written by plain
+    ``Trainer``) one without ``trainer_state.json``, which Trainer writes last, counts as
+    cut short: newer such ones are moved aside to ``incomplete-checkpoint-N`` (kept, not
+    deleted). Staging directories a killed run left are removed. No complete checkpoint
+    raises an error naming the directory."""
     run_dir = Path(run_dir)
+    remove_staging(run_dir)
     found = sorted((p for p in run_dir.glob("checkpoint-*")
                     if p.is_dir() and p.name.split("-", 1)[1].isdigit()), key=_step_of)
     complete = [p for p in found if (p / STATE_FILE).is_file()]
@@ -86,6 +97,31 @@ def resumable_finetune_checkpoint(run_dir: str | Path) -> Path:
             shutil.rmtree(aside, ignore_errors=True)
             path.rename(aside)
     return newest
+
+
+def finetune_staging_dir(run_dir: str | Path, step: int) -> Path:
+    """Where fine-tuning writes ``checkpoint-{step}`` (in a folder of that name inside
+    it) before :func:`publish_staged_checkpoint` renames it into ``run_dir``."""
+    return Path(run_dir) / f"{STAGING_PREFIX}checkpoint-{step}"
+
+
+def remove_staging(run_dir: str | Path) -> list[Path]:
+    """Delete the staging directories in ``run_dir`` (what a kill mid-save leaves: never a
+    checkpoint); returns what was removed."""
+    stale = sorted(Path(run_dir).glob(f"{STAGING_PREFIX}checkpoint-*"))
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def publish_staged_checkpoint(staging: Path, target: Path) -> Path:
+    """Rename the complete checkpoint ``staging/target.name`` to ``target`` (replacing one
+    of the same step from an earlier run) and drop the emptied ``staging``."""
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging / target.name, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def save_checkpoint(
@@ -154,19 +190,30 @@ def append_log(output_dir: Path, record: dict[str, Any]) -> None:
         log.write(json.dumps(record) + "\n")
 
 
-def truncate_log(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int, summary_key: str | None = None) -> None:
     """Drop log lines past ``step`` (written after the checkpoint a resume starts from) and
-    a last line torn by the kill (lines are only appended, so nothing follows it)."""
+    a last line torn by the kill (lines are only appended, so nothing follows it). With
+    ``summary_key``, a record at ``step`` holding that key goes too (logged after the
+    checkpoint of its step was saved)."""
     if not path.exists():
         return
     kept: list[dict[str, Any]] = []
     try:
         for _, record in iter_jsonl(path):
-            if isinstance(record.get("step"), int) and record["step"] <= step:
+            at = record.get("step")
+            if isinstance(at, int) and (at < step or at == step and summary_key not in record):
                 kept.append(record)
     except SavedFileError:
         pass  # the torn line
     write_atomic(path, lambda handle: handle.writelines(json.dumps(r) + "\n" for r in kept))
+
+
+def truncate_finetune_log(path: str | Path, checkpoint: str | Path) -> None:
+    """Make a fine-tuning ``log.jsonl`` end where ``checkpoint`` was saved, so a resumed
+    run logs each step once: :func:`truncate_log` at its ``global_step``, dropping the
+    end-of-training summary (``train_runtime``), which Trainer logs after its last save."""
+    state = read_json(Path(checkpoint) / STATE_FILE, what="the checkpoint's trainer state")
+    truncate_log(Path(path), int(state["global_step"]), summary_key="train_runtime")
 
 
 def read_log(output_dir: Path) -> list[dict[str, Any]]:

@@ -5,8 +5,11 @@ gradient accumulation, length-grouped batches, per-epoch evaluation with best-ch
 selection, checkpoint rotation, resuming, seeding and progress bars all come with it, and
 the models stay plain ``PreTrainedModel`` s that any ``Trainer`` recipe can use. What we
 add: a separate learning rate for the freshly initialised knowledge modules (the
-backbone is pre-trained, the entity-side weights are not), the metric function, and a
-callback that writes every log record to ``log.jsonl`` (learning curves).
+backbone is pre-trained, the entity-side weights are not), the metric function, a
+callback that writes every log record to ``log.jsonl`` (learning curves), checkpoints
+renamed into place once complete (a kill never leaves half of one), a resume that cuts
+the log back to its checkpoint, and one readable console line per evaluation instead
+of Trainer's raw log dicts.
 """
 
 from __future__ import annotations
@@ -23,15 +26,26 @@ import torch
 from torch import nn
 from transformers import (
     EvalPrediction,
+    PrinterCallback,
+    ProgressCallback,
     Trainer,
     TrainerCallback,
     TrainerControl,
     TrainerState,
     TrainingArguments,
 )
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ernie_kg.checks import check_settings
-from ernie_kg.training.checkpoints import resumable_finetune_checkpoint
+from ernie_kg.hub import no_save_progress_bars
+from ernie_kg.training.checkpoints import (
+    STATE_FILE,
+    finetune_staging_dir,
+    publish_staged_checkpoint,
+    remove_staging,
+    resumable_finetune_checkpoint,
+    truncate_finetune_log,
+)
 from ernie_kg.training.metrics import relation_metrics
 
 #: Name fragments of the parameters that start fresh in ERNIE-KG (the entity stream).
@@ -95,12 +109,54 @@ def training_arguments(output_dir: str | Path, **settings: Any) -> TrainingArgum
 
 
 class ErnieKGTrainer(Trainer):
-    """``Trainer`` whose AdamW gives the fresh knowledge modules their own learning rate."""
+    """``Trainer`` whose AdamW gives the fresh knowledge modules their own learning rate,
+    whose checkpoints appear only complete, and whose console shows short lines."""
+
+    _staging: Path | None = None  # set while a checkpoint is being written
 
     def __init__(self, *args: Any, knowledge_learning_rate: float | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.knowledge_learning_rate = knowledge_learning_rate
+        callbacks = self.callback_handler.callbacks  # readable lines, not raw log dicts
+        for i, callback in enumerate(callbacks):
+            if type(callback) is ProgressCallback:
+                callbacks[i] = ProgressLineCallback()
+            elif type(callback) is PrinterCallback:
+                callbacks[i] = LogLineCallback()
+
+    def _get_output_dir(self, trial: Any) -> str:
+        # While a checkpoint is saved, Trainer's run directory is the staging directory.
+        return str(self._staging) if self._staging else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        # Trainer writes checkpoint-N in place, so a kill mid-save would leave half of one:
+        # let it write into run_dir/.tmp-checkpoint-N/checkpoint-N, point the best
+        # checkpoint at the final path, rename it into place, then rotate (Trainer's own
+        # rotation saw only the staging directory).
+        run_dir = super()._get_output_dir(trial)
+        staging = finetune_staging_dir(run_dir, self.state.global_step)
+        if self.args.should_save:
+            remove_staging(run_dir)  # left by a killed run
+        self.accelerator.wait_for_everyone()
+        self._staging = staging
+        try:
+            with no_save_progress_bars():  # not a "Writing model shards" bar per checkpoint
+                super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()  # every process has written its files
+        target = Path(run_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged = staging / target.name
+        best = self.state.best_model_checkpoint
+        if best is not None and Path(best) == staged:
+            self.state.best_model_checkpoint = str(target)
+            if self.args.should_save:
+                self.state.save_to_json(str(staged / STATE_FILE))
+        if self.args.should_save:
+            publish_staged_checkpoint(staging, target)
+            rotate_checkpoints(run_dir, self.args.save_total_limit,
+                               self.state.best_model_checkpoint, use_mtime=True)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str,
                               model: nn.Module | None = None) -> None:
@@ -162,6 +218,65 @@ class JsonlLogCallback(TrainerCallback):
                   "seconds": round(time.perf_counter() - self.started, 2), **logs}
         with open(self.path, "a", encoding="utf-8") as out:
             out.write(json.dumps(record, default=float) + "\n")
+
+
+class _LogLines:
+    """Trainer log records -> one line per evaluation and one for the finished run (the
+    records themselves go to ``log.jsonl``)."""
+
+    def __init__(self) -> None:
+        self.loss: float | None = None
+
+    def __call__(self, args: TrainingArguments, state: TrainerState,
+                 logs: Mapping[str, Any] | None) -> str | None:
+        logs = logs or {}
+        if "loss" in logs:
+            self.loss = float(logs["loss"])
+        if "train_runtime" in logs:
+            loss = logs.get("train_loss")
+            return (f"trained {state.global_step} steps in {logs['train_runtime']:.1f} s"
+                    + (f" · train loss {loss:.4g}" if loss is not None else ""))
+        if not any(k.startswith("eval_") for k in logs):
+            return None
+        parts = [f"loss {self.loss:.4g}"] if self.loss is not None else []
+        if "eval_loss" in logs:
+            parts.append(f"dev loss {logs['eval_loss']:.4g}")
+        metric = args.metric_for_best_model or "loss"
+        metric = metric.removeprefix("eval_")
+        if metric != "loss" and isinstance(logs.get(f"eval_{metric}"), (int, float)):
+            parts.append(f"dev {metric} {logs[f'eval_{metric}']:.4f}")
+        return f"epoch {round(state.epoch or 0, 2):g}: " + " · ".join(parts)
+
+
+class ProgressLineCallback(ProgressCallback):
+    """Trainer's progress bars, with a short line per evaluation instead of each raw log
+    dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines = _LogLines()
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        """Trainer's hook: write the line (if any) above the training bar."""
+        line = self.lines(args, state, logs)
+        if line and state.is_world_process_zero and self.training_bar is not None:
+            self.training_bar.write(line)
+
+
+class LogLineCallback(TrainerCallback):
+    """Without progress bars (``progress=False``): the same short lines, printed (in place
+    of Trainer's ``PrinterCallback`` and its raw dicts)."""
+
+    def __init__(self) -> None:
+        self.lines = _LogLines()
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        """Trainer's hook: print the line (if any) on the main process."""
+        line = self.lines(args, state, logs)
+        if line and state.is_world_process_zero:
+            print(line, flush=True)
 
 
 def relation_compute_metrics(
@@ -231,8 +346,10 @@ def finetune(
     With ``eval_dataset`` the model is evaluated each epoch and the best
     ``metric_for_best_model`` (macro-F1) checkpoint is loaded at the end; for relation
     classification ``id2label`` is enough to get the metric function. Checkpoints go to
-    ``output_dir/checkpoint-*``; ``resume_from_checkpoint=True`` resumes from the newest
-    complete one (:func:`~ernie_kg.training.checkpoints.resumable_finetune_checkpoint`).
+    ``output_dir/checkpoint-*``, each renamed into place once complete;
+    ``resume_from_checkpoint=True`` resumes from the newest complete one
+    (:func:`~ernie_kg.training.checkpoints.resumable_finetune_checkpoint`), and a resume
+    drops the ``log_path`` lines written after its checkpoint.
     """
     check_settings(settings)
     if data_collator is None:
@@ -263,7 +380,10 @@ def finetune(
         knowledge_learning_rate=knowledge_lr,
     )
     if resume_from_checkpoint is True:  # the newest complete one, not merely the newest
-        resume_from_checkpoint = str(resumable_finetune_checkpoint(output_dir))
+        with args.main_process_first(local=False, desc="finding the checkpoint"):
+            resume_from_checkpoint = str(resumable_finetune_checkpoint(output_dir))
+    if resume_from_checkpoint and log_path is not None and trainer.is_world_process_zero():
+        truncate_finetune_log(log_path, resume_from_checkpoint)  # each step logged once
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     metrics = dict(output.metrics)
