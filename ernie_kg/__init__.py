@@ -6,6 +6,7 @@ from ernie_kg.errors import (
     ErnieKGError,
     KGFormatError,
     SavedFileError,
+    SettingError,
     SpanError,
     UnknownIdError,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "LinkedMention",
     "Relation",
     "SavedFileError",
+    "SettingError",
     "SpanError",
     "UnknownIdError",
     "train_entity_embeddings",

@@ -8,6 +8,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ernie_kg.errors import SettingError
+
 __all__ = ["RANGES", "check_number", "check_settings"]
 
 #: name -> (least, open at least?, most); None: no bound on that side.
@@ -33,14 +35,14 @@ RANGES: dict[str, tuple[float | None, bool, float | None]] = {
 
 def check_number(name: str, value: Any, least: float | None = None, open_least: bool = False,
                  most: float | None = None) -> Any:
-    """``value`` when it is a finite number in range, else ValueError naming ``name``."""
+    """``value`` when it is a finite number in range, else SettingError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, not {value!r}")
+        raise SettingError(f"{name} must be a finite number, not {value!r}")
     too_low = least is not None and (value <= least if open_least else value < least)
     if too_low or (most is not None and value > most):
         low = "" if least is None else f"{'>' if open_least else '>='} {least:g}"
         high = "" if most is None else f"<= {most:g}"
-        raise ValueError(f"{name} must be {' and '.join(filter(None, (low, high)))}, "
+        raise SettingError(f"{name} must be {' and '.join(filter(None, (low, high)))}, "
                          f"not {value!r}")
     return value
 

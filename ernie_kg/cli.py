@@ -10,11 +10,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ernie_kg.cli_options import positive, positive_or_none
+from ernie_kg.cli_options import one_of, positive, positive_or_none
 from ernie_kg.cli_pretrain import pretrain_app
 from ernie_kg.errors import ErnieKGError
 from ernie_kg.hub import check_backbone
-from ernie_kg.io import claim_run_dir, count_lines, iter_jsonl, write_atomic, write_json
+from ernie_kg.io import (
+    check_writable,
+    claim_run_dir,
+    count_lines,
+    iter_jsonl,
+    write_atomic,
+    write_json,
+)
 from ernie_kg.kg.embeddings import DEFAULT_EMBEDDING_SETTINGS
 
 app = typer.Typer(help="Knowledge-enhanced language models in the style of ERNIE.",
@@ -100,7 +107,9 @@ def kg_embed(
 ) -> None:
     """Train entity embeddings with PyKEEN, evaluate on test.txt, write OUT/metrics.json."""
     from ernie_kg.kg import KnowledgeGraph, train_entity_embeddings
+    from ernie_kg.kg.embeddings import check_pykeen_names
 
+    check_pykeen_names({"model": model, "training_loop": training_loop, "loss": loss})
     _moved_aside(claim_run_dir(out, overwrite=overwrite))
     graph = KnowledgeGraph.load(triples_dir)
     console.print(f"[bold]{graph}[/bold]")
@@ -203,6 +212,7 @@ def link(
 
     if not input.is_file():
         raise DataFormatError(input, None, "missing: no such input file")
+    check_writable(output)  # before the linker is built, not after the whole file
     settings: dict = {"fuzzy": fuzzy, "use_ner": ner}
     if nil_threshold is not None:
         settings["nil_threshold"] = nil_threshold
@@ -243,13 +253,16 @@ _RELATION_FORMATS = ("fewrel", "semeval", "tacred", "jsonl")
 
 def _read_relations(path: Path, data_format: str, gold_ids: bool = True) -> list:
     from ernie_kg.data import readers
+    from ernie_kg.errors import DataFormatError
 
-    if data_format not in _RELATION_FORMATS:
-        raise typer.BadParameter(f"--format must be one of {list(_RELATION_FORMATS)}")
     if data_format == "fewrel":
-        return readers.read_fewrel(path, gold_ids=gold_ids)
-    return {"semeval": readers.read_semeval, "tacred": readers.read_tacred,
-            "jsonl": readers.read_relation_jsonl}[data_format](path)
+        examples = readers.read_fewrel(path, gold_ids=gold_ids)
+    else:
+        examples = {"semeval": readers.read_semeval, "tacred": readers.read_tacred,
+                    "jsonl": readers.read_relation_jsonl}[data_format](path)
+    if not examples:
+        raise DataFormatError(path, None, f"no examples (read as --format {data_format})")
+    return examples
 
 
 @app.command("finetune")
@@ -263,12 +276,14 @@ def finetune_command(
         help="FewRel files whose facts and names join the KG and the alias table")] = None,
     embeddings: Annotated[Path | None, typer.Option(
         help="Saved entity embeddings (default: TransE trained here, cached)")] = None,
-    model: Annotated[str, typer.Option(help="ernie (with entities) or baseline (text "
-                                            "only)")] = "ernie",
-    entities: Annotated[str, typer.Option(help="Training entities: gold, linker or "
+    model: Annotated[str, typer.Option(callback=one_of("ernie", "baseline"), help="ernie "
+                                       "(with entities) or baseline (text only)")] = "ernie",
+    entities: Annotated[str, typer.Option(callback=one_of("gold", "linker", "both"),
+                                          help="Training entities: gold, linker or "
                                                "both")] = "both",
-    data_format: Annotated[str, typer.Option("--format", help="fewrel, semeval, tacred "
-                                                              "or jsonl")] = "fewrel",
+    data_format: Annotated[str, typer.Option(
+        "--format", callback=one_of(*_RELATION_FORMATS),
+        help="fewrel, semeval, tacred or jsonl")] = "fewrel",
     backbone: Annotated[str | None, typer.Option(help="BERT checkpoint (default: "
                                                       "packaged MiniLM)")] = None,
     epochs: Annotated[float, typer.Option(callback=positive, help="Training epochs")] = 3,
@@ -299,8 +314,6 @@ def finetune_command(
         train_relation_classifier,
     )
 
-    if model not in ("ernie", "baseline"):
-        raise typer.BadParameter("--model must be 'ernie' or 'baseline'")
     if backbone is not None:
         check_backbone(backbone)  # before any work: a hub name needs the hub
     _moved_aside(claim_run_dir(output_dir, resume=resume, overwrite=overwrite))
@@ -338,9 +351,11 @@ def evaluate_command(
     model: Annotated[Path, typer.Option(help="A saved classifier directory (.../model)")],
     data: Annotated[Path, typer.Option(help="Labelled file to score")],
     output: Annotated[Path | None, typer.Option(help="Write metrics here (JSON)")] = None,
-    data_format: Annotated[str, typer.Option("--format", help="fewrel, semeval, tacred "
-                                                              "or jsonl")] = "fewrel",
+    data_format: Annotated[str, typer.Option(
+        "--format", callback=one_of(*_RELATION_FORMATS),
+        help="fewrel, semeval, tacred or jsonl")] = "fewrel",
     entities: Annotated[str | None, typer.Option(
+        callback=one_of("linker", "gold", "both", "none"),
         help="Override the model's entity source (linker, none)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per batch")] = 64,
 ) -> None:

@@ -1,14 +1,17 @@
-"""Typer callbacks for the CLI's numeric options with an open bound (which ``min=`` /
-``max=`` cannot say), through :func:`ernie_kg.checks.check_number`: a bad value stops
-the command with Typer's usage error naming the option."""
+"""Typer callbacks for the CLI's options: numbers with an open bound (which ``min=`` /
+``max=`` cannot say), through :func:`ernie_kg.checks.check_number`; names from a fixed
+set; spaCy languages. A bad value stops the command before any work, with Typer's usage
+error naming the option."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import typer
 
 from ernie_kg.checks import check_number
 
-__all__ = ["positive", "positive_or_none", "probability_or_none"]
+__all__ = ["one_of", "positive", "positive_or_none", "probability_or_none", "spacy_language"]
 
 
 def _checked(value: float | None, least: float, open_least: bool, most: float | None,
@@ -37,3 +40,24 @@ def positive_or_none(value: float | None) -> float | None:
 def probability_or_none(value: float | None) -> float | None:
     """A dropout in [0, 1), or unset."""
     return _checked(value, 0, False, 1, open_most=True)
+
+
+def one_of(*choices: str) -> Callable[[str | None], str | None]:
+    """A callback that accepts only ``choices`` (or an unset option)."""
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of: {', '.join(choices)}")
+        return value
+    return check
+
+
+def spacy_language(value: str) -> str:
+    """A language code spaCy has (``en``, ``zh``, ``de``, ...)."""
+    import spacy
+
+    try:
+        spacy.util.get_lang_class(value)
+    except ImportError:
+        raise typer.BadParameter(f"{value!r} is not a spaCy language code (such as en, "
+                                 "zh, de, fr)") from None
+    return value

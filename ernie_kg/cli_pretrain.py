@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from ernie_kg.cli_options import positive, probability_or_none
+from ernie_kg.cli_options import one_of, positive, probability_or_none, spacy_language
 from ernie_kg.errors import ErnieKGError
 from ernie_kg.hub import check_backbone
 from ernie_kg.io import claim_run_dir
@@ -50,7 +50,8 @@ def prepare(
                                                  "(default: packaged MiniLM)")] = None,
     max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per sentence pair")] = 128,
     seed: Annotated[int, typer.Option(help="Random seed (NSP partners)")] = 0,
-    lang: Annotated[str, typer.Option(help="spaCy language (zh: jieba words for WWM)")] = "en",
+    lang: Annotated[str, typer.Option(callback=spacy_language,
+                                      help="spaCy language (zh: jieba words for WWM)")] = "en",
     shard_size: Annotated[int, typer.Option(min=1, help="Instances per shard")] = 4096,
 ) -> None:
     """Sentences -> linked entities -> NSP sentence pairs -> shards in OUT."""
@@ -93,7 +94,8 @@ def run(
     whole_entity: Annotated[bool, typer.Option(help="Whole-entity masking")] = False,
     dea: Annotated[bool, typer.Option(help="Denoising entity auto-encoder")] = True,
     nsp: Annotated[bool, typer.Option(help="Next-sentence prediction")] = True,
-    mixed_precision: Annotated[str, typer.Option(help="auto (bf16 on GPU) or no")] = "auto",
+    mixed_precision: Annotated[str, typer.Option(
+        callback=one_of("auto", "no"), help="auto (bf16 on GPU) or no")] = "auto",
     dropout: Annotated[float | None, typer.Option(
         callback=probability_or_none,
         help="Override the backbone's hidden and attention dropout")] = None,
@@ -111,16 +113,16 @@ def run(
     from ernie_kg.paths import default_backbone
     from ernie_kg.training.pretrain import PretrainingSettings, latest_checkpoint, pretrain
 
-    aside = claim_run_dir(output, resume=resume, overwrite=overwrite)
-    if aside is not None:
-        typer.echo(f"moved the earlier run aside to {aside}", err=True)
-    settings = PretrainingSettings(
+    settings = PretrainingSettings(  # checked before an earlier run is moved aside
         max_steps=max_steps, batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps,
         learning_rate=learning_rate, save_steps=save_steps, seed=seed,
         whole_word_masking=whole_word, whole_entity_masking=whole_entity, dea=dea, nsp=nsp,
         mixed_precision=mixed_precision,
     )
+    aside = claim_run_dir(output, resume=resume, overwrite=overwrite)
+    if aside is not None:
+        typer.echo(f"moved the earlier run aside to {aside}", err=True)
     path = backbone or default_backbone()
     check_backbone(path)
     tokenizer = AutoTokenizer.from_pretrained(path)

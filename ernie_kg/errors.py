@@ -32,6 +32,11 @@ class SavedFileError(FileFormatError):
     checkpoint) is missing, malformed or of another kind."""
 
 
+class SettingError(ErnieKGError, ValueError):
+    """A setting (an argument, a config field) outside its allowed values; the message
+    names the setting and what is allowed."""
+
+
 class UnknownIdError(ErnieKGError, KeyError):
     """An entity or relation id is not in the knowledge graph or the embedding table."""
 

@@ -36,6 +36,20 @@ def _cached(name: str) -> bool:
         return False
 
 
+def _hub_name(name: str) -> bool:
+    """Could ``name`` be a hub model id ("bert-base-uncased", "org/model")? A path such
+    as "./models/bert" or "/data/bert" cannot, so no network is tried for it."""
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not name.startswith((".", "~")) and not Path(name).exists()
+
+
 def _answers(endpoint: str, timeout: float) -> bool:
     parsed = urlparse(endpoint)
     address = (parsed.hostname or "huggingface.co",
@@ -60,6 +74,9 @@ def check_backbone(name: str | os.PathLike, timeout: float = HUB_TIMEOUT) -> Non
     the Hugging Face cache, and the hub does not answer (or ``HF_HUB_OFFLINE`` is set)."""
     if Path(name).is_dir() or _cached(str(name)):
         return
+    if not _hub_name(str(name)):
+        raise ErnieKGError(f"backbone {str(name)!r}: no such model directory (and not a "
+                           "Hugging Face model name such as 'bert-base-uncased')")
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if not offline and _answers(endpoint, timeout):

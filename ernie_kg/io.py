@@ -26,8 +26,9 @@ from typing import Any
 
 from ernie_kg.errors import ErnieKGError, FileFormatError, SavedFileError
 
-__all__ = ["claim_run_dir", "count_lines", "decode_line", "iter_jsonl", "iter_text_lines",
-           "read_json", "replace_lone_surrogates", "SurrogateRepair", "write_atomic", "write_json"]
+__all__ = ["SurrogateRepair", "check_writable", "claim_run_dir", "count_lines", "decode_line",
+           "iter_jsonl", "iter_text_lines", "read_json", "replace_lone_surrogates",
+           "write_atomic", "write_json"]
 
 ErrorClass = type[FileFormatError]
 BOM = "\ufeff"
@@ -40,7 +41,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Any], None], binary: 
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over
     ``path`` (parents are created). A failure leaves ``path`` as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         if binary:
@@ -50,8 +51,26 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Any], None], binary: 
             with open(temporary, "w", encoding="utf-8") as handle:
                 write(handle)
         os.replace(temporary, path)
+    except OSError as problem:  # a full disk, a directory or file in the way, ...
+        raise ErnieKGError(f"{path}: cannot write ({problem.strerror or problem})") from None
     finally:
         temporary.unlink(missing_ok=True)
+    return path
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Make ``path``'s folder (parents too) and check a file can go at ``path``: called
+    before long work, so an output that cannot be written fails first, not last."""
+    path = Path(path)
+    if path.is_dir():
+        raise ErnieKGError(f"{path}: is a directory; give a file path for the output")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as problem:
+        raise ErnieKGError(f"{path}: cannot create its folder {path.parent} "
+                           f"({problem.strerror or problem})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise ErnieKGError(f"{path}: its folder {path.parent} is not writable")
     return path
 
 

@@ -1,5 +1,5 @@
-"""Numeric arguments out of range are refused at the CLI and the API, naming the option
-and its range, before any work starts."""
+"""Arguments out of range or not among the choices are refused at the CLI and the API,
+naming the option and what it allows, before any work starts."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ from ernie_kg.paths import demo_kg_dir
      "--save-steps"),
     (["pretrain", "run", "--data", "D", "--output", "O", "--dropout", "1.5"],
      "--dropout"),
+    (["pretrain", "run", "--data", "D", "--output", "O", "--mixed-precision", "fp8"],
+     "--mixed-precision"),
+    (["pretrain", "prepare", "--corpus", "C", "--kg", "KG", "--out", "O", "--lang",
+      "english"], "--lang"),
+    (["finetune", "--train", "T", "--output-dir", "O", "--entities", "all"], "--entities"),
+    (["finetune", "--train", "T", "--output-dir", "O", "--format", "csv"], "--format"),
+    (["finetune", "--train", "T", "--output-dir", "O", "--model", "luke"], "--model"),
 ])
 def test_cli_refuses_out_of_range_numbers(tmp_path, command, option):
     command = [str(tmp_path / part) if part in ("OUT", "O") else part for part in command]
@@ -47,3 +54,25 @@ def test_api_refuses_out_of_range_numbers(tiny_kg):
         PretrainingSettings(max_steps=0)
     with pytest.raises(ValueError, match="learning_rate must be a finite number"):
         PretrainingSettings(learning_rate=float("nan"))
+
+
+@pytest.mark.parametrize(("option", "value", "kind"), [
+    ("--model", "TrnasE", "model"), ("--training-loop", "lcwa2", "training loop"),
+    ("--loss", "hinge", "loss")])
+def test_kg_embed_refuses_names_pykeen_lacks(tmp_path, option, value, kind):
+    result = CliRunner().invoke(app, ["kg", "embed", "--triples-dir", str(demo_kg_dir()),
+                                      "--out", str(tmp_path / "out"), option, value])
+    assert result.exit_code == 1 and not (tmp_path / "out").exists()
+    assert f"is not a PyKEEN {kind}; one of:" in str(result.exception)
+
+
+def test_api_refuses_settings_outside_their_choices(tiny_backbone):
+    from ernie_kg.errors import SettingError
+    from ernie_kg.modeling import ErnieKGForRelationClassification
+    from ernie_kg.training.pretrain import PretrainingSettings
+
+    with pytest.raises(SettingError, match="mixed_precision='fp8'"):
+        PretrainingSettings(mixed_precision="fp8")
+    with pytest.raises(SettingError, match=r"num_knowledge_layers=99 must lie in \[0, "):
+        ErnieKGForRelationClassification.from_backbone(tiny_backbone, num_labels=2,
+                                                       num_knowledge_layers=99)

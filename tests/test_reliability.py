@@ -85,6 +85,46 @@ def test_a_hub_name_without_a_hub_fails_fast_and_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ErnieKGError, match="HF_HUB_OFFLINE is set"):
         check_backbone("no-such-org/no-such-model")
+    started = time.perf_counter()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    for path in ("./models/my-bert", "/no/such/bert", "a/b/c"):  # paths: no network tried
+        with pytest.raises(ErnieKGError, match="no such model directory"):
+            check_backbone(path, timeout=30)
+    assert time.perf_counter() - started < 1
+
+
+def test_outputs_that_cannot_be_written_fail_before_the_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from ernie_kg.cli import app
+    from ernie_kg.paths import demo_kg_dir
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "Paris is in France."}\n')
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    for output, message in ((tmp_path, "is a directory"),
+                            (blocker / "out.jsonl", "cannot create its folder")):
+        result = CliRunner().invoke(app, ["link", "--kg", str(demo_kg_dir()), "--input",
+                                          str(source), "--output", str(output)])
+        assert isinstance(result.exception, ErnieKGError), result.output
+        assert message in str(result.exception)
+    result = CliRunner().invoke(app, ["data", "fetch", "fewrel", "--dest", str(blocker)])
+    assert "cannot make the destination directory" in str(result.exception)
+    assert blocker.read_text() == "not a directory"
+
+
+def test_an_empty_training_file_names_the_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from ernie_kg.cli import app
+
+    train = tmp_path / "train.json"
+    train.write_text("{}")
+    result = CliRunner().invoke(app, ["finetune", "--train", str(train), "--output-dir",
+                                      str(tmp_path / "run")])
+    assert isinstance(result.exception, ErnieKGError)
+    assert str(result.exception) == f"{train}: no examples (read as --format fewrel)"
 
 
 @pytest.mark.parametrize(("damage", "name", "message"), [

@@ -19,7 +19,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ernie_kg.data.examples import RelationExample, TypingExample
-from ernie_kg.errors import ErnieKGError
+from ernie_kg.errors import ErnieKGError, SettingError
 
 ENTITY_SOURCES = ("gold", "linker", "both", "none")
 
@@ -42,7 +42,7 @@ class LabelMap:
         """The sorted label set of the labelled ``examples``."""
         found = sorted({e.label for e in examples if e.label is not None})
         if not found:
-            raise ValueError("no labelled examples: cannot build a label set")
+            raise SettingError("no labelled examples: cannot build a label set")
         return cls(tuple(found))
 
     @classmethod
@@ -110,7 +110,7 @@ class FeatureDataset(Dataset):
 def check_entity_source(entities: str) -> str:
     """``entities`` itself if it is one of :data:`ENTITY_SOURCES`, else ValueError."""
     if entities not in ENTITY_SOURCES:
-        raise ValueError(f"entities={entities!r}: expected one of {list(ENTITY_SOURCES)}")
+        raise SettingError(f"entities={entities!r}: expected one of {list(ENTITY_SOURCES)}")
     return entities
 
 

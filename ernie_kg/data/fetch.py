@@ -78,7 +78,11 @@ def fetch(
             raise FetchError(f"unknown dataset {dataset!r}; known: {sorted(DATASETS)}")
         files = DATASETS[dataset]
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as problem:  # a file in the way, no permission
+        raise ErnieKGError(f"{dest}: cannot make the destination directory "
+                           f"({problem.strerror or problem})") from None
     written = []
     for name, (url, md5) in files.items():
         target = dest / name

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ernie_kg.errors import SettingError
+
 IGNORE_INDEX = -100
 
 WordIds = torch.Tensor | Sequence[Sequence[int | None]]
@@ -120,7 +122,7 @@ def mask_tokens(
     ``labels`` hold the original id at selected tokens and -100 elsewhere.
     """
     if not 0.0 <= mlm_probability <= 1.0:
-        raise ValueError(f"mlm_probability={mlm_probability} must lie in [0, 1]")
+        raise SettingError(f"mlm_probability={mlm_probability} must lie in [0, 1]")
     if mask_fraction < 0 or random_fraction < 0 or mask_fraction + random_fraction > 1:
         raise ValueError("mask_fraction and random_fraction must be >= 0 and sum to <= 1")
     vocab = _as_vocab(vocab)

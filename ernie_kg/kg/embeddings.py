@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ernie_kg.checks import check_number, check_settings
-from ernie_kg.errors import SavedFileError, UnknownIdError
+from ernie_kg.errors import SavedFileError, SettingError, UnknownIdError
 from ernie_kg.io import read_json, write_atomic, write_json
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.kg.vocab import NO_ENTITY, EntityVocab
@@ -213,6 +213,24 @@ def saved_content_hash(entity_ids: list[str], path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_pykeen_names(config: dict[str, Any]) -> None:
+    """The model, training loop and loss are names PyKEEN knows: a typo fails at once
+    with the choices, not after the KG is read and PyKEEN raises a KeyError."""
+    from pykeen.losses import loss_resolver
+    from pykeen.models import model_resolver
+    from pykeen.training import training_loop_resolver
+
+    for setting, resolver in (("model", model_resolver),
+                              ("training_loop", training_loop_resolver),
+                              ("loss", loss_resolver)):
+        try:
+            resolver.lookup(config[setting])
+        except (KeyError, ValueError, TypeError):
+            choices = ", ".join(sorted(resolver.lookup_dict))
+            raise SettingError(f"{setting}={config[setting]!r} is not a PyKEEN "
+                               f"{setting.replace('_', ' ')}; one of: {choices}") from None
+
+
 @contextmanager
 def _quiet_loggers(**levels: int) -> Iterator[None]:
     """Raise the named libraries' log levels for a while: PyKEEN's INFO lines ("Creating
@@ -282,6 +300,7 @@ def train_entity_embeddings(
               "epochs": epochs, "seed": seed}
     check_number("epochs", epochs, 0)  # 0: the untrained model, a reference to rank against
     check_settings({k: v for k, v in config.items() if k != "epochs"})
+    check_pykeen_names(config)
     train, valid, test = _triples_factories(kg, config["inverse_triples"])
     model_kwargs: dict[str, Any] = {"embedding_dim": dim}
     if model.lower() == "transe":

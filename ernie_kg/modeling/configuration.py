@@ -7,6 +7,8 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 
+from ernie_kg.errors import SettingError
+
 #: Layer kinds, named as in the released ERNIE code (``code/knowledge_bert/modeling.py``):
 #: "sim" is a plain BERT layer, "mix" fuses entities without entity self-attention (it
 #: starts the entity stream), "norm" is a full K-Encoder aggregator.
@@ -28,7 +30,7 @@ def default_layer_types(num_hidden_layers: int, num_knowledge_layers: int) -> li
     plain backbone.
     """
     if not 0 <= num_knowledge_layers <= num_hidden_layers:
-        raise ValueError(
+        raise SettingError(
             f"num_knowledge_layers={num_knowledge_layers} must lie in [0, num_hidden_layers="
             f"{num_hidden_layers}]"
         )
@@ -97,31 +99,31 @@ class ErnieKGConfig(BertConfig):
     def validate_layer_type(self) -> None:
         """Check ``layer_types``: one known kind per hidden layer."""
         if len(self.layer_types) != self.num_hidden_layers:
-            raise ValueError(
+            raise SettingError(
                 f"layer_types has {len(self.layer_types)} entries, expected num_hidden_layers="
                 f"{self.num_hidden_layers}"
             )
         unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
         if unknown:
-            raise ValueError(f"layer_types: unknown kinds {unknown}; allowed {list(LAYER_TYPES)}")
+            raise SettingError(f"layer_types: unknown kinds {unknown}; allowed {list(LAYER_TYPES)}")
 
     def validate_knowledge_fields(self) -> None:
         """Check the entity fields, the classifier inputs and ``entity_dropout``."""
         if self.entity_dim % self.entity_attention_heads:
-            raise ValueError(
+            raise SettingError(
                 f"entity_dim={self.entity_dim} is not a multiple of entity_attention_heads="
                 f"{self.entity_attention_heads}"
             )
         if self.num_entities < 0:
-            raise ValueError(f"num_entities={self.num_entities} must be >= 0")
+            raise SettingError(f"num_entities={self.num_entities} must be >= 0")
         for field, value in (("rc_classifier", self.rc_classifier),
                              ("typing_classifier", self.typing_classifier)):
             if value not in CLASSIFIER_INPUTS:
-                raise ValueError(f"{field}={value!r}: expected one of {list(CLASSIFIER_INPUTS)}")
+                raise SettingError(f"{field}={value!r}: expected one of {list(CLASSIFIER_INPUTS)}")
         if not 0.0 <= self.entity_dropout < 1.0:
-            raise ValueError(f"entity_dropout={self.entity_dropout} must lie in [0, 1)")
+            raise SettingError(f"entity_dropout={self.entity_dropout} must lie in [0, 1)")
         if not 0.0 < self.typing_threshold < 1.0:
-            raise ValueError(f"typing_threshold={self.typing_threshold} must lie in (0, 1)")
+            raise SettingError(f"typing_threshold={self.typing_threshold} must lie in (0, 1)")
 
     @property
     def knowledge_layer_indices(self) -> list[int]:

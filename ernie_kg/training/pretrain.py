@@ -43,7 +43,7 @@ from ernie_kg.checks import check_number, check_settings
 from ernie_kg.data.masking import IGNORE_INDEX, MaskingVocab
 from ernie_kg.data.pretraining import PretrainingShards
 from ernie_kg.data.pretraining_collator import PretrainingCollator, entity_row_map
-from ernie_kg.errors import ErnieKGError
+from ernie_kg.errors import ErnieKGError, SettingError
 from ernie_kg.training.checkpoints import (  # latest_checkpoint: also this module's API
     LOG_FILE,
     append_log,
@@ -92,6 +92,9 @@ class PretrainingSettings:
         check_number("mlm_probability", self.mlm_probability, 0, True, 1)
         check_number("save_total_limit", self.save_total_limit, 1)
         check_number("min_entity_coverage", self.min_entity_coverage, 0, False, 1)
+        if self.mixed_precision not in ("auto", "no"):
+            raise SettingError(f"mixed_precision={self.mixed_precision!r}: expected 'auto' "
+                               "(bf16 autocast on CUDA) or 'no'")
 
 
 class DistributedContext:
