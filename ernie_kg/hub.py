@@ -2,20 +2,21 @@
 name is tried only when the hub answers within :data:`HUB_TIMEOUT` seconds.
 
 Why a probe first: with no network the Hugging Face client retried for about 50 s (a
-firewall that drops packets: minutes) and then raised a bare ``OSError``. The probe runs
-in a daemon thread joined with a timeout, because a socket timeout does not bound the
-DNS lookup before it.
+firewall that drops packets, or a proxy that accepts and never answers: minutes) and then
+raised a bare ``OSError``. The probe asks for the model's ``config.json`` (HTTP HEAD) in a
+daemon thread joined with a timeout, because a socket timeout does not bound the DNS
+lookup before it.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
 from ernie_kg.errors import ErnieKGError
 
@@ -50,23 +51,29 @@ def _hub_name(name: str) -> bool:
     return not name.startswith((".", "~")) and not Path(name).exists()
 
 
-def _answers(endpoint: str, timeout: float) -> bool:
-    parsed = urlparse(endpoint)
-    address = (parsed.hostname or "huggingface.co",
-               parsed.port or (443 if parsed.scheme != "http" else 80))
-    answered: list[bool] = []
+def _hub_problem(endpoint: str, name: str, timeout: float) -> str | None:
+    """None when the hub serves ``name``'s config.json within ``timeout`` seconds, else
+    what went wrong. An HTTP request, not only a connection: a proxy that accepts the
+    connection and never answers would otherwise stall the Hugging Face client."""
+    url = f"{endpoint.rstrip('/')}/{name}/resolve/main/config.json"
+    found: list[str | None] = []
 
     def probe() -> None:
+        request = urllib.request.Request(url, method="HEAD")
         try:
-            with socket.create_connection(address, timeout=timeout):
-                answered.append(True)
-        except OSError:
-            answered.append(False)
+            with urllib.request.urlopen(request, timeout=timeout):
+                found.append(None)
+        except urllib.error.HTTPError as error:
+            found.append(None if error.code < 400 else
+                         f"the hub ({endpoint}) has no model {name!r} (HTTP {error.code})")
+        except (OSError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            found.append(f"the hub ({endpoint}) could not be reached ({reason})")
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
     thread.join(timeout)
-    return bool(answered and answered[0])
+    return found[0] if found else f"the hub ({endpoint}) did not answer within {timeout:g} s"
 
 
 def check_backbone(name: str | os.PathLike, timeout: float = HUB_TIMEOUT) -> None:
@@ -79,10 +86,9 @@ def check_backbone(name: str | os.PathLike, timeout: float = HUB_TIMEOUT) -> Non
                            "Hugging Face model name such as 'bert-base-uncased')")
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if not offline and _answers(endpoint, timeout):
+    why = "HF_HUB_OFFLINE is set" if offline else _hub_problem(endpoint, str(name), timeout)
+    if why is None:
         return
-    why = ("HF_HUB_OFFLINE is set" if offline
-           else f"the hub ({endpoint}) did not answer within {timeout:g} s")
     raise ErnieKGError(
         f"backbone {str(name)!r} is not a local directory nor in the Hugging Face cache, "
         f"and {why}. Pass a local model directory (or omit --backbone for the packaged "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ernie_kg.errors import ErnieKGError
@@ -79,7 +81,8 @@ def test_a_hub_name_without_a_hub_fails_fast_and_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # never resolves
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     started = time.perf_counter()
-    with pytest.raises(ErnieKGError, match="did not answer within 0.5 s.*HF_HUB_OFFLINE=1"):
+    with pytest.raises(ErnieKGError, match=r"hub \(https://hub.invalid\) (could not be "
+                                           r"reached|did not answer).*HF_HUB_OFFLINE=1"):
         check_backbone("no-such-org/no-such-model", timeout=0.5)
     assert time.perf_counter() - started < 3
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -91,6 +94,32 @@ def test_a_hub_name_without_a_hub_fails_fast_and_says_what_to_do(monkeypatch):
         with pytest.raises(ErnieKGError, match="no such model directory"):
             check_backbone(path, timeout=30)
     assert time.perf_counter() - started < 1
+
+
+def test_a_hub_that_accepts_and_never_answers_or_lacks_the_model(monkeypatch):
+    import http.server
+    import socket
+    import threading
+    import time
+
+    from ernie_kg.hub import check_backbone
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen()  # connections are accepted by the kernel, never answered
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{stalled.getsockname()[1]}")
+    started = time.perf_counter()
+    with pytest.raises(ErnieKGError, match="did not answer within 0.5 s"):
+        check_backbone("some-org/some-model", timeout=0.5)
+    assert time.perf_counter() - started < 3
+    stalled.close()
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()  # 501 for HEAD
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    with pytest.raises(ErnieKGError, match=r"has no model 'some-org/some-model' \(HTTP 501"):
+        check_backbone("some-org/some-model", timeout=5)
+    server.shutdown()
 
 
 def test_outputs_that_cannot_be_written_fail_before_the_work(tmp_path):
@@ -135,6 +164,7 @@ def test_an_empty_training_file_names_the_file(tmp_path):
     ("delete", "tokenizer.json", "missing: the tokenizer"),
     ("delete", "entity_ids.json", "missing: the entity vocabulary"),
     ("truncate", "entity_ids.json", "invalid JSON"),
+    ("swap", "entity_ids.json", "do not match config.entity_table_sha256"),
 ])
 def test_a_damaged_saved_model_names_the_file(tiny_backbone, demo_knowledge, tmp_path,
                                               damage, name, message):
@@ -149,6 +179,10 @@ def test_a_damaged_saved_model_names_the_file(tiny_backbone, demo_knowledge, tmp
     target = saved / name
     if damage == "delete":
         target.unlink()
+    elif damage == "swap":  # two entities trade vectors: an altered table
+        ids = json.loads(target.read_text())
+        ids[0], ids[1] = ids[1], ids[0]
+        target.write_text(json.dumps(ids))
     else:
         target.write_bytes(target.read_bytes()[:40])
     with pytest.raises(SavedFileError, match=re.escape(str(target)) + ".*" + message):

@@ -237,6 +237,8 @@ class SavedTextModel:
         _check_saved_files(directory)
         try:
             model = cls._model_class().from_pretrained(directory)
+        except SavedFileError:
+            raise  # names its own file (an altered entity table: entity_ids.json)
         except (OSError, RuntimeError, ValueError, SafetensorError) as problem:
             raise SavedFileError(directory / WEIGHTS_FILE, None, "unreadable model weights "
                                  f"(truncated, or from another model?): {problem}") from None
