@@ -398,6 +398,10 @@ def main() -> None:
     except ErnieKGError as error:
         console.print(f"[red]error:[/red] {error}")
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: files are written whole or not at all; "
+                      "a run directory continues with --resume where the command has it")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ def prepare(
     lang: Annotated[str, typer.Option(callback=spacy_language,
                                       help="spaCy language (zh: jieba words for WWM)")] = "en",
     shard_size: Annotated[int, typer.Option(min=1, help="Instances per shard")] = 4096,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace earlier data in --out (it is moved aside to OUT.old-N)")] = False,
 ) -> None:
     """Sentences -> linked entities -> NSP sentence pairs -> shards in OUT."""
     from transformers import AutoTokenizer
@@ -62,6 +64,9 @@ def prepare(
     from ernie_kg.paths import default_backbone
 
     check_backbone(backbone or default_backbone())
+    aside = claim_run_dir(out, overwrite=overwrite)  # prepared data can take hours
+    if aside is not None:
+        typer.echo(f"moved the earlier data aside to {aside}", err=True)
     tokenizer = AutoTokenizer.from_pretrained(backbone or default_backbone())
     linker = EntityLinker.from_kg_dir(kg, lang=lang)
     manifest = prepare_pretraining_data(corpus, linker, tokenizer, out, max_length=max_length,

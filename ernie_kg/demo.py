@@ -13,6 +13,7 @@ from its own linker (no gold ids).
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def _relation_classification(kg, embeddings, output_dir: Path, seed: int,
     for name, classifier in classifiers.items():
         console.print(f"[bold]{name}[/bold]: {len(train)} training sentences, "
                       f"{DEMO_FINETUNE['epochs']:g} epochs")
+        shutil.rmtree(output_dir / name, ignore_errors=True)  # an earlier demo's: rerun
         train_relation_classifier(classifier, train, dev, output_dir / name, seed=seed,
                                   progress=True, **DEMO_FINETUNE)
         scored = classifier.evaluate(test)

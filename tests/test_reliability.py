@@ -64,11 +64,27 @@ def test_cli_refuses_to_replace_an_earlier_run(tmp_path):
     for command in (["kg", "embed", "--triples-dir", str(demo_kg_dir()), "--out", str(out)],
                     ["finetune", "--train", str(tmp_path / "t.json"), "--output-dir", str(out)],
                     ["pretrain", "run", "--data", str(tmp_path), "--kg", str(demo_kg_dir()),
-                     "--output", str(out), "--no-resume"]):
+                     "--output", str(out), "--no-resume"],
+                    ["pretrain", "prepare", "--corpus", str(tmp_path / "c.txt"), "--kg",
+                     str(demo_kg_dir()), "--out", str(out)],
+                    ["kg", "import-embeddings", "--format", "openke", "--source",
+                     str(tmp_path), "--kg", str(demo_kg_dir()), "--out", str(out)]):
         result = CliRunner().invoke(app, command)
         assert result.exit_code != 0
         assert "already holds a run" in str(result.exception), command
         assert (out / "metrics.json").read_text() == "{}"  # untouched
+
+
+def test_a_fresh_finetune_through_the_api_never_mixes_with_an_earlier_run(tmp_path):
+    from ernie_kg.training.checkpoints import refuse_earlier_finetune
+
+    refuse_earlier_finetune(tmp_path, tmp_path / "log.jsonl")  # empty: fine
+    (tmp_path / "log.jsonl").write_text('{"step": 1}\n')
+    with pytest.raises(ErnieKGError, match=r"already holds a fine-tuning run \(log\.jsonl\)"):
+        refuse_earlier_finetune(tmp_path, tmp_path / "log.jsonl")
+    (tmp_path / "checkpoint-4").mkdir()
+    with pytest.raises(ErnieKGError, match="checkpoint-4"):
+        refuse_earlier_finetune(tmp_path, None)
 
 
 def test_a_hub_name_without_a_hub_fails_fast_and_says_what_to_do(monkeypatch):

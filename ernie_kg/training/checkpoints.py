@@ -36,6 +36,7 @@ __all__ = [
     "latest_checkpoint",
     "publish_staged_checkpoint",
     "read_log",
+    "refuse_earlier_finetune",
     "remove_staging",
     "restore_checkpoint",
     "resumable_finetune_checkpoint",
@@ -97,6 +98,18 @@ def resumable_finetune_checkpoint(run_dir: str | Path) -> Path:
             shutil.rmtree(aside, ignore_errors=True)
             path.rename(aside)
     return newest
+
+
+def refuse_earlier_finetune(run_dir: str | Path, log_path: str | Path | None) -> None:
+    """A fresh (not resumed) fine-tuning run must not write over an earlier one: its
+    checkpoints would mix and its log lines append to the old ones."""
+    found = [p.name for p in Path(run_dir).glob("checkpoint-*")]
+    if log_path is not None and Path(log_path).is_file() and Path(log_path).stat().st_size:
+        found.append(Path(log_path).name)
+    if found:
+        raise ErnieKGError(f"{run_dir} already holds a fine-tuning run ({', '.join(found[:3])}"
+                           "): resume it (resume_from_checkpoint=True, --resume), or use "
+                           "another directory (--overwrite moves the earlier run aside)")
 
 
 def finetune_staging_dir(run_dir: str | Path, step: int) -> Path:

@@ -42,6 +42,7 @@ from ernie_kg.training.checkpoints import (
     STATE_FILE,
     finetune_staging_dir,
     publish_staged_checkpoint,
+    refuse_earlier_finetune,
     remove_staging,
     resumable_finetune_checkpoint,
     truncate_finetune_log,
@@ -365,6 +366,8 @@ def finetune(
     elif compute_metrics is None:
         settings.setdefault("metric_for_best_model", "loss")
         settings.setdefault("greater_is_better", False)
+    if not resume_from_checkpoint:
+        refuse_earlier_finetune(output_dir, log_path)  # never mix two runs' files
     args = _arguments(output_dir, settings)
     all_callbacks = list(callbacks)
     if log_path is not None:
