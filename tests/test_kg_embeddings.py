@@ -78,7 +78,7 @@ def test_flat_index_equals_brute_force(nations_embeddings):
         assert [s for _, s in found] == pytest.approx(-np.sort(distances)[:5], abs=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "ivfpq"])
 def test_approximate_indexes_find_the_nearest(kind):
     embeddings = EntityEmbeddings.random([f"e{i}" for i in range(2000)], dim=16, seed=1)
     exact = EntityIndex(embeddings)
@@ -88,6 +88,26 @@ def test_approximate_indexes_find_the_nearest(kind):
         for i in range(0, 2000, 20)
     )
     assert agree >= 80  # of 100 queries
+
+
+def test_ivfpq_reranks_with_exact_scores_and_saves_and_loads(tmp_path):
+    from ernie_kg.errors import SavedFileError
+
+    embeddings = EntityEmbeddings.random([f"e{i}" for i in range(3000)], dim=16, seed=2)
+    index = EntityIndex(embeddings, kind="ivfpq", nprobe=16)
+    assert index.index.pq.M == 4  # one byte per 4 dims
+    found = index.nearest("e7", k=5)
+    vectors = embeddings.vectors
+    for entity_id, score in found:  # scores are exact distances, best first
+        exact = -np.linalg.norm(vectors[embeddings.index_of(entity_id)] - vectors[7])
+        assert score == pytest.approx(exact, abs=1e-5)
+    assert [s for _, s in found] == sorted((s for _, s in found), reverse=True)
+    loaded = EntityIndex.load(index.save(tmp_path / "entities.faiss"), embeddings, "ivfpq")
+    assert loaded.nearest("e7", k=5) == found
+    with pytest.raises(SavedFileError, match="does not fit the table"):
+        EntityIndex.load(tmp_path / "entities.faiss",
+                         EntityEmbeddings.random(["a", "b"], dim=16), "ivfpq")
+    assert EntityIndex(embeddings, kind="auto").kind == "flat"  # small: exact
 
 
 def test_cli_embed_writes_metrics(tmp_path, tiny_kg):
