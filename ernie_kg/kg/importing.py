@@ -11,7 +11,6 @@ too), ``mean`` (the mean imported vector) or ``error``. The result is the direct
 
 from __future__ import annotations
 
-import mmap
 import os
 import shutil
 import time
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ernie_kg.errors import ErnieKGError, SavedFileError
-from ernie_kg.io import claim_run_dir, write_json
+from ernie_kg.io import claim_run_dir, release_mapped, write_json
 from ernie_kg.kg.embeddings import EntityEmbeddings, saved_content_hash
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.kg.vector_formats import FORMATS, VectorBatch, read_vectors
@@ -158,14 +157,10 @@ class _Table:
             self._release()
 
     def _release(self) -> None:
-        """Unmap the table's pages from this process: a batch writes rows all over the
-        table (the source's order is not the KG's), so without it the whole table soon
-        counts in the peak RSS. The pages stay in the page cache, dirty ones included
-        (Linux keeps a shared file page's dirty bit when it drops the mapping), and are
-        written back when the kernel chooses: no extra I/O."""
-        mapping = getattr(self.matrix, "_mmap", None)  # numpy's memmap keeps its mmap here
-        if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
-            mapping.madvise(mmap.MADV_DONTNEED)
+        """A batch writes rows all over the table (the source's order is not the KG's),
+        so without this the whole table soon counts in the peak RSS (see
+        :func:`~ernie_kg.io.release_mapped`)."""
+        release_mapped(self.matrix)
 
     def fill_missing(self, policy: str, ids: list[str]) -> None:
         """Give the KG entities without a vector the ``policy``'s row."""

@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 
 from ernie_kg.errors import SavedFileError, SettingError
-from ernie_kg.io import check_writable
+from ernie_kg.io import check_writable, release_mapped
 from ernie_kg.kg.embeddings import EntityEmbeddings
 
 __all__ = ["INDEX_KINDS", "LARGE_TABLE", "EntityIndex"]
@@ -85,6 +85,7 @@ class EntityIndex:
         for start in range(0, len(vectors), _ADD_BATCH):  # in batches: a mapped table
             batch = np.ascontiguousarray(vectors[start:start + _ADD_BATCH], dtype=np.float32)
             index.add(batch)
+            release_mapped(vectors)  # a pass over a mapped table: not all of it in RSS
             if progress is not None:
                 progress(len(batch))
         return index
