@@ -27,9 +27,9 @@ from typing import Any
 
 from ernie_kg.errors import ErnieKGError, FileFormatError, SavedFileError
 
-__all__ = ["SurrogateRepair", "check_writable", "claim_run_dir", "count_lines", "decode_line",
-           "iter_jsonl", "iter_text_lines", "read_json", "release_mapped",
-           "replace_lone_surrogates", "write_atomic", "write_json"]
+__all__ = ["SurrogateRepair", "check_writable", "claim_run_dir",
+           "count_lines", "decode_line", "iter_jsonl", "iter_text_lines", "read_json",
+           "release_mapped", "replace_lone_surrogates", "write_atomic", "write_json"]
 
 ErrorClass = type[FileFormatError]
 BOM = "\ufeff"
@@ -227,15 +227,20 @@ def claim_run_dir(directory: str | os.PathLike, *, resume: bool = False,
     return aside
 
 
+def _mapping(array: Any) -> mmap.mmap | None:
+    mapping = getattr(array, "_mmap", None)  # where numpy's memmap keeps its mmap
+    if mapping is None:
+        base = getattr(array, "base", None)
+        mapping = base if isinstance(base, mmap.mmap) else getattr(base, "_mmap", None)
+    return mapping
+
+
 def release_mapped(array: Any) -> None:
     """Unmap the pages a pass over a memory-mapped numpy array (``np.load(...,
     mmap_mode=...)``, ``open_memmap``) brought into this process; no-op for a plain
     array. Why: a pass over a 2 GB table would otherwise count 2 GB in the peak RSS,
     though the pages are the OS page cache's. Linux keeps a shared page's dirty bit when
     the mapping drops it, so written pages are not lost, only written back later."""
-    mapping = getattr(array, "_mmap", None)  # where numpy's memmap keeps its mmap
-    if mapping is None:
-        base = getattr(array, "base", None)
-        mapping = base if isinstance(base, mmap.mmap) else getattr(base, "_mmap", None)
+    mapping = _mapping(array)
     if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
         mapping.madvise(mmap.MADV_DONTNEED)

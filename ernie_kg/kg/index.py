@@ -12,6 +12,7 @@ read back by :meth:`EntityIndex.load`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class EntityIndex:
         kind: str = "flat",
         metric: str = "l2",
         nlist: int | None = None,
-        nprobe: int = 8,
+        nprobe: int | None = None,
         hnsw_neighbors: int = 32,
         pq_bytes: int | None = None,
         rerank: int = 10,
@@ -57,10 +58,11 @@ class EntityIndex:
             kind = "ivfpq" if len(embeddings) >= LARGE_TABLE else "flat"
         self.embeddings, self.kind, self.metric = embeddings, kind, metric
         self.rerank = rerank if kind == "ivfpq" else 1
+        self._rows = _RowReader(embeddings.vectors) if self.rerank > 1 else None
         self.index = index if index is not None else self._build(
             nlist, nprobe, hnsw_neighbors, pq_bytes, seed, progress)
 
-    def _build(self, nlist: int | None, nprobe: int, hnsw_neighbors: int,
+    def _build(self, nlist: int | None, nprobe: int | None, hnsw_neighbors: int,
                pq_bytes: int | None, seed: int, progress: Callable[[int], None] | None
                ) -> faiss.Index:
         vectors, dim = self.embeddings.vectors, self.embeddings.dim
@@ -81,7 +83,7 @@ class EntityIndex:
                                          8, faiss_metric)
             index.cp.seed = seed
             index.train(_sample(vectors, lists * _TRAIN_PER_LIST, seed))
-            index.nprobe = min(nprobe, lists)
+            index.nprobe = min(nprobe or (32 if self.kind == "ivfpq" else 8), lists)
         for start in range(0, len(vectors), _ADD_BATCH):  # in batches: a mapped table
             batch = np.ascontiguousarray(vectors[start:start + _ADD_BATCH], dtype=np.float32)
             index.add(batch)
@@ -139,8 +141,8 @@ class EntityIndex:
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         for n, (query, rows) in enumerate(zip(queries, shortlist)):
             rows = rows[rows >= 0]
-            order = np.argsort(rows)  # sorted reads of the mapped table
-            exact = np.asarray(self.embeddings.vectors[rows[order]], dtype=np.float32)
+            order = np.argsort(rows)  # sorted reads of the table
+            exact = self._rows(rows[order])
             score = (-np.linalg.norm(exact - query, axis=1) if self.metric == "l2"
                      else exact @ query)
             best = np.argsort(-score, kind="stable")[:k]
@@ -169,6 +171,32 @@ class EntityIndex:
             [(ids[i], float(s)) for i, s in zip(row_i, row_s) if i >= 0]
             for row_i, row_s in zip(indices, scores)
         ]
+
+
+class _RowReader:
+    """Rows of a table by number. A memory-mapped table is read with ``os.pread``, not
+    through the mapping: the kernel maps up to 16 cached pages around each touched one
+    ("fault-around", whatever ``madvise`` says), so re-ranking 200 shortlists of 100 rows
+    put 0.9 GB of a 5M-row table into the process; reads put none."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self.vectors = vectors
+        self.file = None
+        if isinstance(vectors, np.memmap) and vectors.filename and vectors.flags.c_contiguous:
+            self.file = open(vectors.filename, "rb", buffering=0)  # noqa: SIM115 - kept
+            self.offset, self.row_bytes = vectors.offset, vectors.strides[0]
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        if self.file is None:
+            return np.asarray(self.vectors[rows], dtype=np.float32)
+        descriptor, size = self.file.fileno(), self.row_bytes
+        data = b"".join(os.pread(descriptor, size, self.offset + int(r) * size) for r in rows)
+        return np.frombuffer(data, dtype=self.vectors.dtype).reshape(
+            len(rows), -1).astype(np.float32, copy=False)
+
+    def __del__(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def _subquantizers(dim: int, pq_bytes: int | None) -> int:
