@@ -398,10 +398,12 @@ def main() -> None:
     except ErnieKGError as error:
         console.print(f"[red]error:[/red] {error}")
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: files are written whole or not at all; "
-                      "a run directory continues with --resume where the command has it")
-        raise SystemExit(130) from None
+    except SystemExit as done:
+        if done.code == 130:  # Typer turns Ctrl-C (KeyboardInterrupt) into exit 130
+            console.print("[yellow]interrupted[/yellow]: files are written whole or not at "
+                          "all; a run directory continues with --resume where the command "
+                          "has it")
+        raise
 
 
 if __name__ == "__main__":
