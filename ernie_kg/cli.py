@@ -391,6 +391,13 @@ def data_fetch(
           progress=lambda line: console.print(line))
 
 
+def _close_progress_bars() -> None:
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one clear line."""
     try:
@@ -400,6 +407,7 @@ def main() -> None:
         raise SystemExit(2) from None
     except SystemExit as done:
         if done.code == 130:  # Typer turns Ctrl-C (KeyboardInterrupt) into exit 130
+            _close_progress_bars()  # else a bar's last redraw lands after the line below
             console.print("[yellow]interrupted[/yellow]: files are written whole or not at "
                           "all; a run directory continues with --resume where the command "
                           "has it")
