@@ -1,9 +1,13 @@
 """Bad-input probe of the ``ernie-kg`` command line, as a new user would hit it.
 
 Each :class:`Case` is one mistake (a broken KG file, a bad link input line, an option out
-of range, a damaged saved model, a missing network, ...) run as its own process,
-``.venv/bin/ernie-kg ARGS`` from the project root, in a fresh temporary directory. The
-outcome of each case is one of:
+of range, a damaged saved model, a missing network, an import of vectors from elsewhere
+that do not fit, ...) run as its own process, ``.venv/bin/ernie-kg ARGS`` from the project
+root, in a fresh temporary directory. Some cases interrupt a command: Ctrl-C (SIGINT to
+its process group, as a terminal sends it; expected: exit 130, one line saying
+"interrupted", no traceback, no partial output) or ``kill -9``, then check what is left
+and run the command again. A case that expects ``either`` accepts success or a clear
+refusal. The outcome of each case is one of:
 
 - ``ok``: success was expected, the command exited 0 and its checks passed;
 - ``clear error``: an error was expected, the command exited non-zero with a message
@@ -17,9 +21,12 @@ outcome of each case is one of:
 - ``hang``: no exit before the case's timeout (120 s unless the case says otherwise), or
   more than 10 s spent waiting for a missing network (beyond the same command with
   ``HF_HUB_OFFLINE=1``, so a slow start on a loaded machine does not count);
-- ``unclear error``: non-zero exit with no message at all;
-- ``setup failed``: the probe could not build the case's input (a probe problem, or a
-  fixture command that failed; the message says which).
+- ``unclear error``: non-zero exit with no message at all, or a message without what
+  the case asks of it (the file and line at fault, the entity, the label, the word
+  "interrupted");
+- ``setup failed``: the probe could not build the case's input (a probe problem, a
+  fixture command that failed, or a command that ended before it could be interrupted;
+  the message says which).
 
 Shared inputs are built once per run under ``$SHARED`` (a copy of ``kg_data/demo``, tiny
 FewRel files cut from ``kg_data/demo_corpus``, a 1-epoch TransE table, one tiny
@@ -27,7 +34,7 @@ fine-tuned model for the saved-model cases, a prepared pre-training corpus); eac
 gets its own ``$TMP``. Commands in the results show those two directories as ``$SHARED``
 and ``$TMP``.
 
-Run (the whole probe takes 12-15 minutes on 2 CPU cores)::
+Run (the whole probe takes 15-18 minutes on 2 CPU cores)::
 
     .venv/bin/python experiments/reliability_probe.py --out results/
     .venv/bin/python experiments/reliability_probe.py --only link --only kg   # some groups
@@ -43,21 +50,26 @@ standard library, so any Python 3.10+ can run it.
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import datetime
 import hashlib
 import json
 import os
 import platform
+import random
 import re
 import shlex
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -71,7 +83,8 @@ KG_FILES = ("train.txt", "valid.txt", "test.txt", "entities.jsonl", "relations.j
 TRACEBACK = "Traceback (most recent call last)"
 OUTCOMES = ("ok", "clear error", "raw traceback", "silent wrong", "lost work", "hang",
             "unclear error", "setup failed")
-GROUPS = ("kg", "link", "embed", "finetune", "pretrain", "saved", "network", "data", "cli")
+GROUPS = ("kg", "link", "embed", "import", "finetune", "pretrain", "saved", "network", "data",
+          "cli")
 DEFAULT_TIMEOUT = 120.0
 #: Seconds a command that needs the hub may wait for it before it gives up (README: a 5 s
 #: probe), measured against the same command with HF_HUB_OFFLINE=1.
@@ -96,6 +109,7 @@ class Completed:
     stderr: str
     seconds: float
     timed_out: bool = False
+    interrupted_at: float | None = None  # seconds after the start when SIGINT was sent
 
 
 @dataclass
@@ -105,20 +119,24 @@ class Case:
     ``argv`` follows ``ernie-kg``; ``{tmp}`` and ``{shared}`` in it stand for the case's
     temporary directory and the shared fixtures. ``env`` entries set to None are unset.
     ``check(tmp, completed)`` returns a problem description or None; a problem counts as
-    ``check_outcome``.
+    ``check_outcome`` (a check may return ``(outcome, problem)`` to say another).
+    ``interrupt(output so far, seconds)``, when set, is polled while the command runs;
+    once it is true the command's process group gets SIGINT, as Ctrl-C sends it (a
+    command that ends before that is a ``setup failed``: its input is too small).
     """
 
     id: str
     group: str
     description: str
     argv: list[str]
-    expect: str = "error"  # "error" or "ok"
+    expect: str = "error"  # "error", "ok" or "either" (success, or a clear refusal)
     env: dict[str, str | None] | None = None
     setup: Callable[[Path], None] | None = None
-    check: Callable[[Path, Completed], str | None] | None = None
+    check: Callable[[Path, Completed], str | tuple[str, str] | None] | None = None
     check_outcome: str = "silent wrong"
     needs: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
+    interrupt: Callable[[str, float], bool] | None = None
 
 
 # --------------------------------------------------------------------------- running
@@ -143,24 +161,49 @@ def _kill_group(process: subprocess.Popen) -> None:
         pass
 
 
-def execute(argv: list[str], env: dict[str, str], timeout: float) -> Completed:
-    """Run ``argv`` from the project root in its own process group, killed at ``timeout``."""
+def _peek(*files) -> str:
+    """What a running command has written to ``files`` so far (read without moving the
+    file offset it shares with the command)."""
+    return "".join(os.pread(f.fileno(), os.fstat(f.fileno()).st_size, 0)
+                   .decode("utf-8", "replace") for f in files)
+
+
+def execute(argv: list[str], env: dict[str, str], timeout: float,
+            interrupt: Callable[[str, float], bool] | None = None,
+            sig: int = signal.SIGINT) -> Completed:
+    """Run ``argv`` from the project root in its own process group, killed at ``timeout``;
+    with ``interrupt`` (see :class:`Case`), ``sig`` goes to the group once it is true."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                    stdout=out, stderr=err, start_new_session=True)
-        timed_out = False
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out, interrupted_at = False, None
+        if interrupt is None:
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+        else:
+            while process.poll() is None:
+                elapsed = time.perf_counter() - started
+                if elapsed > timeout:
+                    timed_out = True
+                    break
+                if interrupted_at is None and interrupt(_peek(out, err), elapsed):
+                    try:
+                        os.killpg(process.pid, sig)  # SIGINT: what Ctrl-C sends
+                        interrupted_at = elapsed
+                    except ProcessLookupError:
+                        pass  # it ended just now
+                time.sleep(0.1)
         _kill_group(process)  # a timed-out command, or workers left behind
         process.wait()
         seconds = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
         return Completed(process.returncode, out.read().decode("utf-8", "replace"),
-                         err.read().decode("utf-8", "replace"), seconds, timed_out)
+                         err.read().decode("utf-8", "replace"), seconds, timed_out,
+                         interrupted_at)
 
 
 def run_cli(*args: str, timeout: float = 600) -> Completed:
@@ -229,15 +272,19 @@ def traceback_tail(completed: Completed, frames: int = 3) -> str | None:
     return "\n".join(tail)
 
 
-def classify(case: Case, completed: Completed, problem: str | None) -> tuple[str, str | None]:
+def classify(case: Case, completed: Completed, problem: str | tuple[str, str] | None
+             ) -> tuple[str, str | None]:
     """``(outcome, note)`` of one run of ``case`` (see the module docstring)."""
     text = completed.stdout + completed.stderr
+    if isinstance(problem, tuple):  # the check said which outcome its problem is
+        check_outcome, problem = problem
+        case = dataclasses.replace(case, check_outcome=check_outcome)
     if completed.timed_out:
         return "hang", f"no exit after {case.timeout:g} s"
     if problem and case.check_outcome in ("lost work", "hang"):
         return case.check_outcome, problem
     crashed = completed.returncode < 0
-    if case.expect == "ok":
+    if case.expect == "ok" or (case.expect == "either" and completed.returncode == 0):
         if completed.returncode != 0:
             note = f"killed by signal {-completed.returncode}" if crashed else \
                 f"exit {completed.returncode} where success was expected"
@@ -381,8 +428,8 @@ def write_json(path: Path, value: object) -> None:
     path.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
 
 
-def clean_entity_count() -> int:
-    """Distinct entity ids of the demo KG (triples and entities.jsonl)."""
+def demo_entity_ids() -> list[str]:
+    """Distinct entity ids of the demo KG (triples and entities.jsonl), sorted."""
     ids = set()
     for name in ("train.txt", "valid.txt", "test.txt"):
         for line in (DEMO_KG / name).read_text(encoding="utf-8").splitlines():
@@ -390,7 +437,11 @@ def clean_entity_count() -> int:
             ids.update((head, tail))
     for line in (DEMO_KG / "entities.jsonl").read_text(encoding="utf-8").splitlines():
         ids.add(json.loads(line)["id"])
-    return len(ids)
+    return sorted(ids)
+
+
+def clean_entity_count() -> int:
+    return len(demo_entity_ids())
 
 
 # --------------------------------------------------------------------------- setups
@@ -450,6 +501,10 @@ LINK_SENTENCES = [json.dumps({"text": t}) for t in (
     "Germany shares a border with France .",
     "A Brief History of Time was written by Stephen Hawking .",
 )]
+
+
+LINK_LINES = 100_000  # lines for the Ctrl-C case: about 8 s of linking on 2 CPU cores
+HUGE_LINE = 1_200_000
 
 
 def link_input(*lines: str | bytes) -> Callable[[Path], None]:
@@ -675,6 +730,19 @@ def all_of(*checks: Callable[[Path, Completed], str | None]
     return check
 
 
+def every_problem(*checks: Callable[[Path, Completed], str | tuple[str, str] | None]
+                  ) -> Callable[[Path, Completed], str | tuple[str, str] | None]:
+    """Run every check (not only up to the first problem): their problems joined, as the
+    outcome of the first one that named one."""
+    def check(tmp: Path, completed: Completed) -> str | tuple[str, str] | None:
+        found = [problem for one in checks if (problem := one(tmp, completed))]
+        if not found:
+            return None
+        text = "; ".join(p[1] if isinstance(p, tuple) else p for p in found)
+        return (found[0][0], text) if isinstance(found[0], tuple) else text
+    return check
+
+
 def fast(limit: float) -> Callable[[Path, Completed], str | None]:
     def check(tmp: Path, completed: Completed) -> str | None:
         return None if completed.seconds <= limit else \
@@ -717,6 +785,169 @@ def dest_has_no(names: Iterable[str], dest: str = "dest"
     return check
 
 
+# --------------------------------------------------------------------------- saved tables
+def write_npy(path: Path, rows: list[list[float]]) -> None:
+    """A float32 ``.npy`` file holding ``rows`` (numpy's format 1.0, written by hand: the
+    probe uses only the standard library)."""
+    header = repr({"descr": "<f4", "fortran_order": False, "shape": (len(rows), len(rows[0]))})
+    header += " " * (-(10 + len(header) + 1) % 64) + "\n"  # numpy aligns the data to 64
+    values = array("f", [value for row in rows for value in row])
+    if sys.byteorder == "big":
+        values.byteswap()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header))
+                     + header.encode("latin-1") + values.tobytes())
+
+
+def read_npy(path: Path) -> tuple[list[list[float]], str | None]:
+    """The rows of a 2-d float ``.npy`` file, and a problem (missing, not ``.npy``,
+    truncated, ...)."""
+    if not path.is_file():
+        return [], f"no {path.name}"
+    raw = path.read_bytes()
+    if raw[:6] != b"\x93NUMPY" or len(raw) < 12:
+        return [], f"{path.name} is not a .npy file"
+    size, start = (2, 10) if raw[6] == 1 else (4, 12)
+    length = int.from_bytes(raw[8:8 + size], "little")
+    try:
+        header = ast.literal_eval(raw[start:start + length].decode("latin-1"))
+        code = {"<f4": "f", "<f8": "d"}[header["descr"]]
+        rows, width = header["shape"]
+    except (ValueError, SyntaxError, KeyError, TypeError):
+        return [], f"{path.name}: unreadable or unexpected header"
+    values = array(code)
+    data = raw[start + length:]
+    if header.get("fortran_order") or len(data) != rows * width * values.itemsize:
+        return [], (f"{path.name}: {len(data)} bytes of data where its header promises "
+                    f"{rows * width * values.itemsize} (truncated?)")
+    values.frombytes(data)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return [values[i * width:(i + 1) * width].tolist() for i in range(rows)], None
+
+
+def nearest_check(directory: str = "out", entity: str = "paris", k: int = 5,
+                  must_work: bool = True, first: str | None = None
+                  ) -> Callable[[Path, Completed], str | tuple[str, str] | None]:
+    """Check: ``kg nearest --embeddings $TMP/<directory>`` answers with the ``k`` entities
+    nearest ``entity`` by L2 distance, computed here from the saved files (and ``first``
+    first, when given). Without ``must_work`` a clear error is fine too; an answer from a
+    table that is not whole never is."""
+    def check(tmp: Path, completed: Completed) -> str | tuple[str, str] | None:
+        table = tmp / directory
+        result = execute([CLI, "kg", "nearest", "--embeddings", str(table), "--entity", entity,
+                          "--k", str(k)], base_env(), DEFAULT_TIMEOUT)
+        command = f"kg nearest --embeddings {directory}"
+        if result.timed_out:
+            return "hang", f"{command} did not exit"
+        if result.returncode != 0:
+            if TRACEBACK in result.stdout + result.stderr:
+                return "raw traceback", f"{command}: a traceback: {message_of(result)}"
+            if must_work:
+                return f"{command} failed: {message_of(result)}"
+            return None if message_of(result) else \
+                ("unclear error", f"{command} failed with no message")
+        answer = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
+        vectors, problem = read_npy(table / "entity_vectors.npy")
+        try:
+            ids = json.loads((table / "embeddings.json").read_text(encoding="utf-8"))[
+                "entity_ids"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            ids, problem = [], problem or f"embeddings.json unreadable ({error})"
+        if not problem and len(ids) != len(vectors):
+            problem = f"{len(ids)} ids for {len(vectors)} vectors"
+        if problem:
+            return f"{command} answered from a table that is not whole: {problem}"
+        own = vectors[ids.index(entity)]
+        distance = {i: sum((a - b) ** 2 for a, b in zip(v, own))
+                    for i, v in zip(ids, vectors) if i != entity}
+        best = sorted(distance.values())[:k]
+        wrong = [i for i, _ in answer if i not in distance or distance[i] > best[-1] * 1.001
+                 + 1e-6]
+        if len(answer) != len(best) or wrong:
+            return (f"{command} gave {[i for i, _ in answer]}, not the {len(best)} nearest "
+                    f"by L2 (wrong: {wrong})")
+        if first and answer[0][0] != first:
+            return f"{command}: the nearest of {entity} is {answer[0][0]}, expected {first}"
+        return None
+    return check
+
+
+# --------------------------------------------------------------------------- interrupts
+def after(pattern: str, delay: float = 0.0) -> Callable[[str, float], bool]:
+    """An interrupt trigger (see :class:`Case`): true ``delay`` seconds after ``pattern``
+    (a regular expression) first shows in the command's output. One per run: it keeps
+    the time it first saw the pattern."""
+    seen: list[float] = []
+
+    def trigger(text: str, seconds: float) -> bool:
+        if not seen and re.search(pattern, _ANSI.sub("", text)):
+            seen.append(seconds)
+        return bool(seen) and seconds - seen[0] >= delay
+    return trigger
+
+
+def interrupted_cleanly(completed: Completed) -> str | tuple[str, str] | None:
+    """The problem of a command stopped by SIGINT: a traceback or ``KeyboardInterrupt``
+    shown, an exit code other than 130, or not one line saying "interrupted" as its
+    last words."""
+    text = _ANSI.sub("", completed.stdout + completed.stderr)
+    if TRACEBACK in text or "KeyboardInterrupt" in text:
+        tail = (traceback_tail(completed, 2) or "").strip().splitlines()
+        return "raw traceback", ("a traceback after SIGINT: " + " / ".join(
+            line.strip() for line in tail[-4:]))[:600]
+    if completed.returncode < 0:
+        return "raw traceback", f"killed by signal {-completed.returncode} (SIGINT not handled)"
+    if completed.returncode != 130:
+        return f"exit {completed.returncode} after SIGINT, expected 130"
+    lines = [line for line in re.split(r"[\r\n]", text) if "interrupted" in line.lower()]
+    if not lines:
+        return "unclear error", "no 'interrupted' message after SIGINT"
+    if len(lines) > 1:
+        return f"'interrupted' said on {len(lines)} lines"
+    if "interrupted" not in message_of(completed).lower():
+        return f"more output after the 'interrupted' line: {message_of(completed)}"
+    return None
+
+
+def no_partial_output(folder: str, name: str) -> Callable[[Path, Completed], str | None]:
+    """Check: ``$TMP/<folder>`` holds neither ``name`` nor a temporary file of it."""
+    def check(tmp: Path, completed: Completed) -> str | None:
+        left = sorted(p.name for p in (tmp / folder).iterdir()
+                      if p.name == name or p.name.startswith(f".{name}") or
+                      p.name.endswith(".tmp"))
+        return f"left behind in {folder}/: {', '.join(left)}" if left else None
+    return check
+
+
+def run_first(tmp: Path, argv: list[str], trigger: Callable[[str, float], bool],
+              sig: int = signal.SIGINT, limit: float = 300) -> Completed:
+    """A setup's first run of ``argv``, sent ``sig`` once ``trigger`` is true; its output
+    goes to ``$TMP/first-run.log``, what it did to ``$TMP/first-run.json``."""
+    completed = execute([CLI, *expand(argv, tmp)], base_env(), limit, trigger, sig)
+    (tmp / "first-run.log").write_text(completed.stdout + completed.stderr, encoding="utf-8")
+    write_json(tmp / "first-run.json", dataclasses.asdict(completed))
+    if completed.interrupted_at is None:
+        ended = f"no signal within {limit:g} s" if completed.timed_out else \
+            f"the first run ended (exit {completed.returncode}) after {completed.seconds:.1f} s"
+        raise SetupError(f"{ended}, before it could be signalled; see first-run.log")
+    return completed
+
+
+def first_run_interrupted(tmp: Path, completed: Completed) -> str | tuple[str, str] | None:
+    """Check: the setup's first run, stopped by SIGINT, ended as
+    :func:`interrupted_cleanly` wants."""
+    first = Completed(**json.loads((tmp / "first-run.json").read_text()))
+    if first.timed_out:
+        waited = first.seconds - (first.interrupted_at or 0.0)
+        return "hang", f"the first run did not exit within {waited:.0f} s of SIGINT"
+    problem = interrupted_cleanly(first)
+    if problem is None:
+        return None
+    outcome, text = problem if isinstance(problem, tuple) else ("silent wrong", problem)
+    return outcome, f"the interrupted first run: {text}"
+
+
 # --------------------------------------------------------------------------- kill -9
 FT_BASE = ["finetune", "--kg", "{shared}/kg", "--embeddings", "{shared}/emb",
            "--epochs", "1", "--batch-size", "4", "--max-length", "32"]
@@ -753,6 +984,12 @@ def _logged_steps(log: Path) -> list[int]:
     return steps
 
 
+def _past_checkpoint(run: Path) -> bool:
+    """A complete ``checkpoint-N`` exists and the log has gone past step N."""
+    step = _newest_checkpoint(run / "checkpoints")
+    return step is not None and max(_logged_steps(run / "log.jsonl"), default=0) > step
+
+
 def killed_finetune(tmp: Path, limit: float = 300) -> None:
     """Start the fine-tuning run, wait until a complete ``checkpoint-N`` exists and the
     log has gone past step N, then ``kill -9`` it (its whole process group)."""
@@ -769,8 +1006,7 @@ def killed_finetune(tmp: Path, limit: float = 300) -> None:
                                  "it could be killed; see first-run.log")
             if time.monotonic() > deadline:
                 raise SetupError(f"no checkpoint within {limit:g} s")
-            step = _newest_checkpoint(run / "checkpoints")
-            if step is not None and max(_logged_steps(run / "log.jsonl"), default=0) > step:
+            if _past_checkpoint(run):
                 break
             time.sleep(0.2)
     finally:
@@ -781,6 +1017,43 @@ def killed_finetune(tmp: Path, limit: float = 300) -> None:
     (tmp / "killed.json").write_text(json.dumps(killed))
     (tmp / NOTE).write_text(f"killed with SIGKILL after checkpoint-{killed['checkpoint']}, "
                             f"log at steps {killed['logged_steps']}")
+
+
+def interrupted_finetune(tmp: Path) -> None:
+    """:func:`killed_finetune` with Ctrl-C: SIGINT to the process group at the same point
+    (``first-run.json`` keeps how the run ended)."""
+    first = run_first(tmp, FT_KILL, lambda text, seconds: _past_checkpoint(tmp / "run"))
+    killed = {"checkpoint": _newest_checkpoint(tmp / "run" / "checkpoints"),
+              "logged_steps": _logged_steps(tmp / "run" / "log.jsonl")}
+    (tmp / "killed.json").write_text(json.dumps(killed))
+    (tmp / NOTE).write_text(f"SIGINT after {first.interrupted_at:.1f} s (past a checkpoint); "
+                            f"the run exited {first.returncode} after {first.seconds:.1f} s "
+                            f"with checkpoint-{killed['checkpoint']}, log at steps "
+                            f"{killed['logged_steps']}")
+
+
+EMBED_KILL = ["kg", "embed", "--triples-dir", "{shared}/kg", "--out", "{tmp}/out",
+              "--epochs", "6", "--dim", "16"]  # about 1.2 s an epoch on 2 CPU cores
+
+
+def killed_embed(tmp: Path) -> None:
+    """``kg embed`` killed with SIGKILL (its process group) 2 s into training."""
+    first = run_first(tmp, EMBED_KILL, after(r"Training epochs", 2.0), signal.SIGKILL)
+    out = tmp / "out"
+    held = sorted(str(p.relative_to(out)) for p in out.rglob("*")) if out.exists() else None
+    (tmp / NOTE).write_text(f"killed with SIGKILL after {first.interrupted_at:.1f} s; "
+                            + (f"out/ then held {held}" if held is not None else "no out/ yet"))
+
+
+def rerun_after_kill(tmp: Path, completed: Completed) -> str | tuple[str, str] | None:
+    """Check: the rerun succeeded and its table answers ``kg nearest`` correctly, or it
+    was refused with the --overwrite hint and what the killed run left either answers
+    correctly or is refused clearly."""
+    if completed.returncode == 0:
+        return nearest_check()(tmp, completed)
+    if "--overwrite" not in completed.stdout + completed.stderr:
+        return "unclear error", "the rerun was refused without the --overwrite hint"
+    return nearest_check(must_work=False)(tmp, completed)
 
 
 def resumed_cleanly(tmp: Path, completed: Completed) -> str | None:
@@ -904,7 +1177,30 @@ def link_cases() -> list[Case]:
                 "--output", output]
 
     good = LINK_SENTENCES[0]
+
+    def many_lines(tmp: Path) -> None:
+        sentences = [*(json.loads(line)["text"] for line in LINK_SENTENCES),
+                     "Ludwig van Beethoven was born in Bonn ."]
+        write_lines(tmp / "big.jsonl", (json.dumps({"text": f"{sentences[i % 4]} ({i})"})
+                                        for i in range(LINK_LINES)))
+        (tmp / "out").mkdir()
+
+    def huge_line(tmp: Path) -> None:
+        unit = "Paris is the capital of France . "
+        write_lines(tmp / "in.jsonl", [json.dumps({"text": (unit * (HUGE_LINE // len(unit)
+                                                                    + 1))[:HUGE_LINE]})])
+
     return [
+        Case("link-sigint", "link", f"Ctrl-C (SIGINT to the process group) while link works "
+             f"through {LINK_LINES:,} lines: exit 130, one 'interrupted' line, no "
+             "traceback, no output or temporary file left",
+             link("big.jsonl", "{tmp}/out/out.jsonl"), needs=("kg",), setup=many_lines,
+             interrupt=after(r"link:\s*\d+%\|.*?\| *[1-9]\d*/\d+", 0.5),
+             check=every_problem(lambda tmp, c: interrupted_cleanly(c),
+                                 no_partial_output("out", "out.jsonl"))),
+        Case("link-huge-line", "link", f"one line whose text has {HUGE_LINE:,} characters "
+             "(spaCy's default max_length is 1,000,000)", link(), expect="ok", needs=("kg",),
+             setup=huge_line, check=link_output_ok(1, {"Paris": "paris"})),
         Case("link-missing-input", "link", "--input names a file that does not exist",
              link("nothing.jsonl"), needs=("kg",)),
         Case("link-nonutf8-line", "link", "line 2 of the input saved as Latin-1",
@@ -998,10 +1294,171 @@ def embed_cases() -> list[Case]:
              "earlier run moved to out.old-1", [*embed, "--overwrite"], expect="ok",
              needs=("emb",), setup=earlier_run(lambda: FX.root / "emb"),
              check=moved_aside(), check_outcome="lost work"),
+        Case("embed-kill-rerun", "embed", "kill -9 two seconds into kg embed training, then "
+             "the same command: it succeeds, or refuses with the --overwrite hint; either "
+             "way kg nearest on out/ answers correctly or refuses clearly", EMBED_KILL,
+             expect="either", needs=("kg",), setup=killed_embed, check=rerun_after_kill),
         Case("embed-out-is-file", "embed", "--out is an existing file (kept)", embed,
              needs=("kg",), setup=lambda tmp: (tmp / "out").write_text("my notes\n"),
              check=lambda tmp, c: None if (tmp / "out").read_text() == "my notes\n"
              else "the file given as --out was changed", check_outcome="lost work"),
+    ]
+
+
+IMPORT_DIM = 8
+
+
+def source_vectors(ids: Iterable[str], seed: int = 0) -> dict[str, list[float]]:
+    """A vector of :data:`IMPORT_DIM` values (4 decimals) for each id, with ``france``
+    planted next to ``paris`` (so it is the nearest of ``paris`` in any table made of them)."""
+    rng = random.Random(seed)
+    vectors = {i: [round(rng.uniform(-1, 1), 4) for _ in range(IMPORT_DIM)] for i in ids}
+    if "paris" in vectors and "france" in vectors:
+        vectors["france"] = [round(v + 0.001, 4) for v in vectors["paris"]]
+    return vectors
+
+
+def write_openke(directory: Path, vectors: dict[str, list[float]]) -> None:
+    """An OpenKE export (ERNIE's ``kg_embed/``): ``entity2id.txt``, ``entity2vec.vec``."""
+    names = list(vectors)
+    write_lines(directory / "entity2id.txt",
+                [str(len(names)), *(f"{name}\t{row}" for row, name in enumerate(names))])
+    write_lines(directory / "entity2vec.vec",
+                ("\t".join(f"{v:g}" for v in vectors[name]) for name in names))
+
+
+def write_word2vec(path: Path, vectors: dict[str, list[float]]) -> None:
+    dim = len(next(iter(vectors.values())))
+    write_lines(path, [f"{len(vectors)} {dim}", *(
+        f"{name} {' '.join(f'{v:g}' for v in vector)}" for name, vector in vectors.items())])
+
+
+def import_report(covered: int, total: int, not_in_kg: int
+                  ) -> Callable[[Path, Completed], str | None]:
+    """Check: the printed line says ``covered of total KG entities (P%)`` and
+    ``not_in_kg`` source rows are not in the KG."""
+    def check(tmp: Path, completed: Completed) -> str | None:
+        text = re.sub(r"\s+", " ", completed.stdout + completed.stderr)
+        found = re.search(r"(\d+) of (\d+) KG entities \(([\d.]+)%\)", text)
+        if not found:
+            return "no 'N of M KG entities (P%)' line printed"
+        shown = (int(found[1]), int(found[2]), float(found[3]))
+        if shown != (covered, total, round(100 * covered / total, 1)):
+            return (f"printed {found[0]!r}, expected {covered} of {total} "
+                    f"({100 * covered / total:.1f}%)")
+        rows = re.search(r"(\d+) source rows are not in the KG", text)
+        if not rows or int(rows[1]) != not_in_kg:
+            return f"source rows not in the KG: printed {rows and rows[0]!r}, expected {not_in_kg}"
+        return None
+    return check
+
+
+def imported_as_given(vectors: dict[str, list[float]], directory: str = "out"
+                      ) -> Callable[[Path, Completed], str | None]:
+    """Check: each KG entity of ``vectors`` has its vector in the saved table; the others
+    are zero (the default --missing policy)."""
+    def check(tmp: Path, completed: Completed) -> str | None:
+        rows, problem = read_npy(tmp / directory / "entity_vectors.npy")
+        ids = json.loads((tmp / directory / "embeddings.json").read_text())["entity_ids"]
+        if problem:
+            return problem
+        for entity, row in zip(ids, rows):
+            want = vectors.get(entity, [0.0] * len(row))
+            if any(abs(a - b) > 1e-4 for a, b in zip(row, want)) or len(row) != len(want):
+                return f"the saved vector of {entity!r} is {row[:3]}..., expected {want[:3]}..."
+        return None
+    return check
+
+
+def import_cases() -> list[Case]:
+    ids = demo_entity_ids()
+    extra = ["Q42", "not_in_the_kg", "Douglas_Adams"]
+    everything = source_vectors([*ids, *extra])
+    part = source_vectors([i for n, i in enumerate(ids) if n % 2 == 0 or i in
+                           ("paris", "france")], seed=1)
+    words = source_vectors(["the", "of", "capital"], seed=2)
+    covered_part = len(part)
+    wiki2vec = {**{f"ENTITY/{k}" if n == 1 else k: v for n, (k, v) in enumerate(part.items())},
+                **words}
+    base = ["kg", "import-embeddings", "--kg", "{shared}/kg", "--out", "{tmp}/out"]
+    openke = [*base, "--format", "openke", "--source", "{tmp}/openke"]
+    word2vec = [*base, "--format", "word2vec", "--source", "{tmp}/vectors.txt"]
+
+    def openke_source(vectors: dict[str, list[float]], line: str | None = None,
+                      number: int = 0) -> Callable[[Path], None]:
+        """An OpenKE export of ``vectors``; ``line`` replaces line ``number`` of its
+        entity2vec.vec."""
+        def setup(tmp: Path) -> None:
+            write_openke(tmp / "openke", vectors)
+            if line is not None:
+                edit_line("entity2vec.vec", number, new=line.encode() + b"\n")(tmp / "openke")
+        return setup
+
+    def word2vec_source(vectors: dict[str, list[float]]) -> Callable[[Path], None]:
+        return lambda tmp: write_word2vec(tmp / "vectors.txt", vectors)
+
+    def earlier_import(tmp: Path) -> None:
+        write_openke(tmp / "openke", everything)
+        run_cli(*expand(openke, tmp))
+        write_json(tmp / "earlier.json", snapshot(tmp / "out"))
+
+    def dglke_truncated(tmp: Path) -> None:
+        rows = [everything[i] for i in ids]
+        write_npy(tmp / "dglke" / "demo_TransE_l2_entity.npy", rows)
+        write_lines(tmp / "dglke" / "entities.tsv", (f"{n}\t{i}" for n, i in enumerate(ids)))
+        truncate_half("demo_TransE_l2_entity.npy")(tmp / "dglke")
+
+    def names(*needles: str) -> Callable[[Path, Completed], str | None]:
+        def check(tmp: Path, completed: Completed) -> str | None:
+            text = re.sub(r"\s+", " ", completed.stdout + completed.stderr)
+            missing = [n for n in needles if n not in text]
+            return f"the message does not name {', '.join(missing)}" if missing else None
+        return check
+
+    nan = {**part, "paris": [float("nan")] * IMPORT_DIM}
+    bad_row = 6  # entity2vec.vec line 6: one value short
+    return [
+        Case("import-openke-ok", "import", f"an OpenKE export of every demo KG entity and "
+             f"{len(extra)} names the KG lacks (coverage 100%; kg nearest works)", openke,
+             expect="ok", needs=("kg",), setup=openke_source(everything),
+             check=all_of(import_report(len(ids), len(ids), len(extra)),
+                          imported_as_given(everything), nearest_check(first="france"))),
+        Case("import-word2vec-ok", "import", f"a word2vec text file covering {covered_part} "
+             f"of the {len(ids)} demo KG entities (one as Wikipedia2Vec's ENTITY/name) plus "
+             f"{len(words)} words; kg nearest works", word2vec, expect="ok", needs=("kg",),
+             setup=word2vec_source(wiki2vec),
+             check=all_of(import_report(covered_part, len(ids), len(words)),
+                          imported_as_given(part), nearest_check(first="france"))),
+        Case("import-format-unknown", "import", "--format fasttext", [
+            *base, "--format", "fasttext", "--source", "{tmp}/vectors.txt"], needs=("kg",),
+            setup=word2vec_source(part)),
+        Case("import-missing-bogus", "import", "--missing bogus",
+             [*word2vec, "--missing", "bogus"], needs=("kg",), setup=word2vec_source(part)),
+        Case("import-source-missing", "import", "--source names no directory",
+             [*base, "--format", "openke", "--source", "{tmp}/nothing"], needs=("kg",),
+             check=no_output("out")),
+        Case("import-dim-changes", "import", f"entity2vec.vec line {bad_row} has "
+             f"{IMPORT_DIM - 1} values, the others {IMPORT_DIM}: the message names the file "
+             "and line", openke, needs=("kg",),
+             setup=openke_source(everything, " ".join(["0.5"] * (IMPORT_DIM - 1)), bad_row),
+             check=all_of(names(f"entity2vec.vec:{bad_row}"), no_output("out")),
+             check_outcome="unclear error"),
+        Case("import-nan-vector", "import", "the vector of the KG entity paris is all NaN: "
+             "the message names the entity", word2vec, needs=("kg",),
+             setup=word2vec_source(nan), check=all_of(names("paris"), no_output("out")),
+             check_outcome="unclear error"),
+        Case("import-missing-error", "import", f"--missing error with {covered_part} of "
+             f"{len(ids)} entities covered", [*word2vec, "--missing", "error"], needs=("kg",),
+             setup=word2vec_source(part), check=no_output("out")),
+        Case("import-no-match", "import", "no source name is a KG id (Wikidata QIDs for a KG "
+             "of names)", word2vec, needs=("kg",), check=no_output("out"),
+             setup=word2vec_source(source_vectors([f"Q{n}" for n in range(1, 50)]))),
+        Case("import-rerun-refused", "import", "--out over an earlier import without "
+             "--overwrite: refused, earlier files kept", openke, needs=("kg",),
+             setup=earlier_import, check=unchanged(), check_outcome="lost work"),
+        Case("import-dglke-truncated", "import", "a DGL-KE export whose entity .npy is cut "
+             "to half", [*base, "--format", "dglke", "--source", "{tmp}/dglke"],
+             needs=("kg",), setup=dglke_truncated, check=no_output("out")),
     ]
 
 
@@ -1028,6 +1485,18 @@ def finetune_cases() -> list[Case]:
 
     def latin1(raw: bytes) -> bytes:
         return raw.replace(b'"London"', b'"L\xf6ndon"', 1)
+
+    extra = next(r for r in json.loads((DEMO_CORPUS / "dev.json").read_text(
+        encoding="utf-8")) if r not in ("capital_of", "born_in"))
+
+    def dev_with_extra_relation(tmp: Path) -> None:
+        dev = json.loads((FX.root / "dev.json").read_text(encoding="utf-8"))
+        corpus = json.loads((DEMO_CORPUS / "dev.json").read_text(encoding="utf-8"))
+        write_json(tmp / "dev.json", {**dev, extra: corpus[extra][:2]})
+
+    def names_label(tmp: Path, completed: Completed) -> str | None:
+        return None if extra in completed.stdout + completed.stderr else \
+            f"the message does not name the unknown relation {extra!r}"
 
     def no_checkpoint_run(tmp: Path) -> None:
         write_lines(tmp / "run" / "log.jsonl", ['{"step": 3, "loss": 0.7}'])
@@ -1092,6 +1561,15 @@ def finetune_cases() -> list[Case]:
         Case("ft-resume-no-checkpoint", "finetune", "--resume on a run directory with no "
              "checkpoint", ft("--resume", "", train=shared), needs=needs,
              setup=no_checkpoint_run),
+        Case("ft-dev-unknown-label", "finetune", "a --dev file holding a relation the "
+             "training file lacks: an error naming it",
+             ft("--dev", "{tmp}/dev.json", train=shared), needs=needs,
+             setup=dev_with_extra_relation, check=names_label, check_outcome="unclear error"),
+        Case("ft-sigint", "finetune", "Ctrl-C (SIGINT to the process group) during epoch 2 "
+             "(after a checkpoint and a later log line): exit 130, one 'interrupted' line; "
+             "then the same command with --resume finishes, no step logged twice",
+             [*FT_KILL, "--resume"], expect="ok", needs=needs, setup=interrupted_finetune,
+             check=every_problem(first_run_interrupted, resumed_cleanly), timeout=240),
         Case("ft-kill-resume", "finetune", "kill -9 during epoch 2 (after checkpoint and "
              "a later log line), then the same command with --resume", [*FT_KILL, "--resume"],
              expect="ok", needs=needs, setup=killed_finetune, check=resumed_cleanly,
@@ -1146,6 +1624,17 @@ def pretrain_cases() -> list[Case]:
              "en)", with_(prepare, "--lang", "english"), needs=prep_needs, setup=shared_corpus),
         Case("pt-prepare-kg-missing", "pretrain", "--kg names no directory",
              with_(prepare, "--kg", "{tmp}/no-kg"), needs=prep_needs, setup=shared_corpus),
+        Case("pt-prepare-rerun-refused", "pretrain", "--out over earlier prepared data "
+             "without --overwrite: refused, earlier files kept", prepare,
+             needs=(*prep_needs, "ptdata"), check=unchanged("data"), check_outcome="lost work",
+             setup=lambda tmp: (shared_corpus(tmp),
+                                earlier_run(lambda: FX.root / "ptdata", target="data")(tmp))),
+        Case("pt-prepare-rerun-overwrite", "pretrain", "--out over earlier prepared data "
+             "with --overwrite: earlier data moved to data.old-1",
+             with_(prepare, "--overwrite", ""), expect="ok", needs=(*prep_needs, "ptdata"),
+             check=moved_aside("data", "manifest.json"), check_outcome="lost work",
+             setup=lambda tmp: (shared_corpus(tmp),
+                                earlier_run(lambda: FX.root / "ptdata", target="data")(tmp))),
         Case("pt-run-data-missing", "pretrain", "--data names no directory",
              with_(run, "--data", "{tmp}/no-data"), needs=run_needs),
         Case("pt-run-data-not-prepared", "pretrain", "--data is a KG directory, not "
@@ -1205,6 +1694,10 @@ def saved_cases() -> list[Case]:
         Case("ev-run-dir-not-model", "saved", "--model is the run directory, not "
              "run/model", ["evaluate", "--model", "{shared}/ft", "--data",
                            "{shared}/dev.json"], needs=needs),
+        Case("evaluate-output-unwritable", "saved", "evaluate --output under /proc (not "
+             "writable)", ["evaluate", "--model", "{shared}/ft/model", "--data",
+                           "{shared}/dev.json", "--output", "/proc/ernie-kg-probe/metrics.json"],
+             needs=needs),
         Case("ev-data-missing", "saved", "--data names no file",
              ["evaluate", "--model", "{shared}/ft/model", "--data", "{tmp}/dev.json"],
              needs=needs),
@@ -1309,7 +1802,21 @@ def data_cases() -> list[Case]:
 
 
 def cli_cases() -> list[Case]:
+    index = ["kg", "index", "--kg", "{tmp}/kg"]
+
+    def interrupted_index(tmp: Path) -> None:
+        write_json(tmp / "expected.json", synthetic_kg(tmp / "kg"))
+        first = run_first(tmp, index, after(r"indexing kg:", 1.0))
+        (tmp / NOTE).write_text(f"SIGINT 1 s into indexing ({first.interrupted_at:.1f} s after "
+                                f"the start); it exited {first.returncode} after "
+                                f"{first.seconds:.1f} s")
+
     return [
+        Case("cli-sigint-kg-index", "cli", "Ctrl-C (SIGINT to the process group) one second "
+             f"into kg index of a {SYNTHETIC_TRIPLES:,}-triple KG, then kg index again: ok, "
+             "and kg stats counts every entity, relation and triple (no half index used)",
+             index, expect="ok", setup=interrupted_index,
+             check=every_problem(first_run_interrupted, synthetic_counts)),
         Case("cli-unknown-command", "cli", "ernie-kg train (no such command)", ["train"]),
         Case("cli-finetune-no-options", "cli", "ernie-kg finetune with no options",
              ["finetune"]),
@@ -1318,13 +1825,49 @@ def cli_cases() -> list[Case]:
     ]
 
 
+SYNTHETIC_TRIPLES, SYNTHETIC_ENTITIES, SYNTHETIC_RELATIONS = 200_000, 50_000, 20
+
+
+def synthetic_kg(target: Path) -> dict[str, int]:
+    """A KG of :data:`SYNTHETIC_TRIPLES` distinct triples over every one of
+    :data:`SYNTHETIC_ENTITIES` entities (each with a label and an alias); returns the
+    counts ``kg stats`` should report."""
+    target.mkdir(parents=True)
+    lines = []
+    for i in range(SYNTHETIC_TRIPLES):  # head i % E, its (i // E)-th triple: all distinct
+        head, k = i % SYNTHETIC_ENTITIES, i // SYNTHETIC_ENTITIES
+        tail = (head * 31 + k * 7919 + 1) % SYNTHETIC_ENTITIES
+        tail = (tail + 1) % SYNTHETIC_ENTITIES if tail == head else tail
+        lines.append(f"e{head}\tr{(head + k) % SYNTHETIC_RELATIONS}\te{tail}")
+    write_lines(target / "train.txt", lines)
+    write_lines(target / "entities.jsonl", (json.dumps(
+        {"id": f"e{i}", "label": f"Synthetic Entity {i}", "aliases": [f"Entity {i}"]})
+        for i in range(SYNTHETIC_ENTITIES)))
+    return {"entities": SYNTHETIC_ENTITIES, "relations": SYNTHETIC_RELATIONS,
+            "train triples": SYNTHETIC_TRIPLES}
+
+
+def synthetic_counts(tmp: Path, completed: Completed) -> str | None:
+    """Check: ``kg stats --kg $TMP/kg`` reports the counts in ``$TMP/expected.json``."""
+    expected = json.loads((tmp / "expected.json").read_text())
+    stats = execute([CLI, "kg", "stats", "--kg", str(tmp / "kg")], base_env(), DEFAULT_TIMEOUT)
+    if stats.returncode != 0:
+        return f"kg stats failed after the rerun: {message_of(stats)}"
+    wrong = []
+    for name, count in expected.items():
+        found = re.search(rf"{name}\s*\S\s*(\d+)", stats.stdout)
+        if not found or int(found.group(1)) != count:
+            wrong.append(f"{name} {found.group(1) if found else 'not shown'} (expected {count})")
+    return f"kg stats after the rerun: {', '.join(wrong)}" if wrong else None
+
+
 def all_cases() -> list[Case]:
-    cases = [*kg_cases(), *link_cases(), *embed_cases(), *finetune_cases(),
+    cases = [*kg_cases(), *link_cases(), *embed_cases(), *import_cases(), *finetune_cases(),
              *pretrain_cases(), *saved_cases(), *network_cases(), *data_cases(),
              *cli_cases()]
     ids = Counter(c.id for c in cases)
     assert all(n == 1 for n in ids.values()), [i for i, n in ids.items() if n > 1]
-    assert all(c.group in GROUPS and c.expect in ("ok", "error") for c in cases)
+    assert all(c.group in GROUPS and c.expect in ("ok", "error", "either") for c in cases)
     return cases
 
 
@@ -1347,7 +1890,19 @@ def run_case(case: Case, work: Path) -> dict:
                 "note": None, "traceback": None}
     env = expand_env(case.env, tmp)
     record["command"] = shown(expand(case.argv, tmp), tmp, FX.root, env)
-    completed = execute([CLI, *expand(case.argv, tmp)], base_env(env), case.timeout)
+    completed = execute([CLI, *expand(case.argv, tmp)], base_env(env), case.timeout,
+                        case.interrupt)
+    if case.interrupt is not None and completed.interrupted_at is None \
+            and not completed.timed_out:
+        return {**record, "outcome": "setup failed", "seconds": round(completed.seconds, 2),
+                "message": f"the command ended (exit {completed.returncode}) after "
+                f"{completed.seconds:.1f} s, before it could be interrupted: give it a "
+                "bigger input", "problem": None, "exit_code": completed.returncode,
+                "note": None, "traceback": None}
+    if completed.interrupted_at is not None and not (tmp / NOTE).is_file():
+        (tmp / NOTE).write_text(f"SIGINT sent to the process group after "
+                                f"{completed.interrupted_at:.1f} s; it exited after "
+                                f"{completed.seconds:.1f} s")
     try:
         problem = case.check(tmp, completed) if case.check else None
     except (OSError, ValueError, KeyError) as error:  # the check's own inputs are gone
@@ -1399,7 +1954,9 @@ def write_markdown(path: Path, report: dict) -> None:
         "the project root in its own process; `$TMP` is the case's temporary directory, "
         "`$SHARED` the inputs shared by all cases (a copy of `kg_data/demo`, tiny FewRel "
         "files, a 1-epoch TransE table, one tiny fine-tuned model, prepared pre-training "
-        "data). Outcomes: `ok` (success expected and checks passed), `clear error` "
+        "data). Ctrl-C cases send SIGINT to the command's process group. Outcomes: `ok` "
+        "(success expected, or `either` success or a clear refusal, and checks passed), "
+        "`clear error` "
         "(non-zero exit, a message, no traceback), `raw traceback`, `silent wrong` "
         "(accepted a mistake, or a check of the result failed), `lost work`, `hang` (no "
         "exit before the case's timeout, or more than 10 s spent waiting for a network "
@@ -1460,6 +2017,8 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         parser.error("no case selected")
 
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # started as a background job:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # commands must not inherit it
     work = Path(tempfile.mkdtemp(prefix="ernie-kg-probe-"))
     FX.root = work / "shared"
     FX.root.mkdir()
