@@ -104,12 +104,23 @@ def refuse_earlier_finetune(run_dir: str | Path, log_path: str | Path | None) ->
     """A fresh (not resumed) fine-tuning run must not write over an earlier one: its
     checkpoints would mix and its log lines append to the old ones."""
     found = [p.name for p in Path(run_dir).glob("checkpoint-*")]
-    if log_path is not None and Path(log_path).is_file() and Path(log_path).stat().st_size:
+    if log_path is not None and _logged_steps(Path(log_path)):
         found.append(Path(log_path).name)
     if found:
         raise ErnieKGError(f"{run_dir} already holds a fine-tuning run ({', '.join(found[:3])}"
                            "): resume it (resume_from_checkpoint=True, --resume), or use "
                            "another directory (--overwrite moves the earlier run aside)")
+
+
+def _logged_steps(path: Path) -> bool:
+    """Does the log hold training records (with a "step")? Other records, such as an
+    experiment's own "start" event written before training, are not a run."""
+    if not path.is_file():
+        return False
+    try:
+        return any("step" in record for _, record in iter_jsonl(path))
+    except SavedFileError:
+        return True  # a torn line: something was training here
 
 
 def finetune_staging_dir(run_dir: str | Path, step: int) -> Path:
