@@ -100,7 +100,7 @@ def test_a_hub_name_without_a_hub_fails_fast_and_says_what_to_do(monkeypatch):
     with pytest.raises(ErnieKGError, match=r"hub \(https://hub.invalid\) (could not be "
                                            r"reached|did not answer).*HF_HUB_OFFLINE=1"):
         check_backbone("no-such-org/no-such-model", timeout=0.5)
-    assert time.perf_counter() - started < 3
+    assert time.perf_counter() - started < 5
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ErnieKGError, match="HF_HUB_OFFLINE is set"):
         check_backbone("no-such-org/no-such-model")
@@ -109,7 +109,7 @@ def test_a_hub_name_without_a_hub_fails_fast_and_says_what_to_do(monkeypatch):
     for path in ("./models/my-bert", "/no/such/bert", "a/b/c"):  # paths: no network tried
         with pytest.raises(ErnieKGError, match="no such model directory"):
             check_backbone(path, timeout=30)
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < 5  # far below the 30 s a network wait takes
 
 
 def test_a_hub_that_accepts_and_never_answers_or_lacks_the_model(monkeypatch):
@@ -128,7 +128,7 @@ def test_a_hub_that_accepts_and_never_answers_or_lacks_the_model(monkeypatch):
     started = time.perf_counter()
     with pytest.raises(ErnieKGError, match="did not answer within 0.5 s"):
         check_backbone("some-org/some-model", timeout=0.5)
-    assert time.perf_counter() - started < 3
+    assert time.perf_counter() - started < 5
     stalled.close()
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()  # 501 for HEAD
