@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ernie_kg.errors import ErnieKGError, SavedFileError
+from ernie_kg.errors import ErnieKGError, SettingError
 from ernie_kg.io import claim_run_dir, release_mapped, write_json
 from ernie_kg.kg.embeddings import EntityEmbeddings, saved_content_hash
 from ernie_kg.kg.graph import KnowledgeGraph
@@ -71,9 +71,10 @@ def import_embeddings(
     place when complete; an earlier run at ``out`` is refused, or moved aside with
     ``overwrite``). ``progress`` is called with the rows read per batch."""
     if format not in FORMATS:
-        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
+        raise SettingError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
     if missing not in MISSING_POLICIES:
-        raise ValueError(f"missing must be one of {list(MISSING_POLICIES)}, got {missing!r}")
+        raise SettingError(f"missing must be one of {list(MISSING_POLICIES)}, got "
+                           f"{missing!r}")
     out = Path(out)
     claim_run_dir(out, overwrite=overwrite)
     started = time.perf_counter()
@@ -128,8 +129,8 @@ class _Table:
             self.total = np.zeros(vectors.shape[1], dtype=np.float64)
             self.dim = int(vectors.shape[1])
         if vectors.shape[1] != self.dim:
-            raise SavedFileError(batch.file, None, f"{batch.where(0)}: {vectors.shape[1]} "
-                                 f"values where earlier rows have {self.dim}")
+            raise batch.error(0, f"{vectors.shape[1]} values where earlier rows have "
+                                 f"{self.dim}")
         self.rows_read += len(batch.rows)
         keep = np.flatnonzero(batch.rows >= 0)
         self.not_in_kg += len(batch.rows) - len(keep)
@@ -139,8 +140,8 @@ class _Table:
         finite = np.isfinite(kept).all(axis=1)
         if not finite.all():
             bad = int(np.argmin(finite))
-            raise SavedFileError(batch.file, None, f"{batch.where(int(keep[bad]))}: the "
-                                 f"vector of entity '{ids[rows[bad]]}' holds NaN or infinity")
+            raise batch.error(int(keep[bad]), f"the vector of entity '{ids[rows[bad]]}' "
+                              "holds NaN or infinity")
         _, last = np.unique(rows[::-1], return_index=True)  # a name twice: the later row
         pick = np.sort(len(rows) - 1 - last)
         self.duplicates += len(rows) - len(pick)

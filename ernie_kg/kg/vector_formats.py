@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ernie_kg.errors import FileFormatError, SavedFileError
+from ernie_kg.errors import FileFormatError, SavedFileError, SettingError
 from ernie_kg.io import decode_line, iter_text_lines
 
 __all__ = ["BATCH", "FORMATS", "VectorBatch", "read_vectors"]
@@ -51,11 +51,13 @@ class VectorBatch(NamedTuple):
     first: int  # the line (text files) or row (binary files) of rows[0]
     unit: str  # "line" or "row"
 
-    def where(self, index: int) -> str:
-        """``file:line`` or ``file row N`` of row ``index`` of this batch."""
+    def error(self, index: int, message: str) -> SavedFileError:
+        """An error about row ``index`` of this batch: ``file:line: message`` for a text
+        file, ``file: row N: message`` for a binary one."""
         position = self.first + index
-        return f"{self.file}:{position}" if self.unit == "line" else \
-            f"{self.file} row {position}"
+        if self.unit == "line":
+            return SavedFileError(self.file, position, message)
+        return SavedFileError(self.file, None, f"row {position}: {message}")
 
 
 Lookup = Callable[[str], "int | None"]  # a name -> its KG row, None when the KG lacks it
@@ -340,7 +342,7 @@ def read_vectors(source: str | Path, format: str, lookup: Lookup) -> Iterator[Ve
     """The vectors of ``source`` in ``format`` (one of :data:`FORMATS`), batch by batch,
     each row labelled with ``lookup(its name)``, the KG row it is for."""
     if format not in FORMATS:
-        raise ValueError(f"unknown embeddings format {format!r}; one of {sorted(FORMATS)}")
+        raise SettingError(f"unknown embeddings format {format!r}; one of {sorted(FORMATS)}")
     source = Path(source)
     if not source.exists():
         raise _format_error(source, None, "missing: no such file or directory")
