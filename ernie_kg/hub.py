@@ -51,6 +51,14 @@ def _hub_name(name: str) -> bool:
     return not name.startswith((".", "~")) and not Path(name).exists()
 
 
+def _has_token() -> bool:
+    try:
+        from huggingface_hub import get_token
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return bool(os.environ.get("HF_TOKEN"))
+    return get_token() is not None
+
+
 def _hub_problem(endpoint: str, name: str, timeout: float) -> str | None:
     """None when the hub serves ``name``'s config.json within ``timeout`` seconds, else
     what went wrong. An HTTP request, not only a connection: a proxy that accepts the
@@ -64,8 +72,12 @@ def _hub_problem(endpoint: str, name: str, timeout: float) -> str | None:
             with urllib.request.urlopen(request, timeout=timeout):
                 found.append(None)
         except urllib.error.HTTPError as error:
-            found.append(None if error.code < 400 else
-                         f"the hub ({endpoint}) has no model {name!r} (HTTP {error.code})")
+            if error.code < 400 or error.code in (401, 403) and _has_token():
+                found.append(None)  # private or gated: the client sends the token
+            else:
+                found.append(f"the hub ({endpoint}) has no public model {name!r} (HTTP "
+                             f"{error.code}): a typo, or a private or gated model (log in "
+                             "or set HF_TOKEN)")
         except (OSError, ValueError) as error:
             reason = getattr(error, "reason", error)
             found.append(f"the hub ({endpoint}) could not be reached ({reason})")

@@ -78,6 +78,7 @@ from ernie_kg.pipelines.relation import (
     build_relation_classifier,
     train_relation_classifier,
 )
+from ernie_kg.training.checkpoints import truncate_log
 
 #: TransE on CoDEx-M (+ FewRel facts): ERNIE's dimension, settings that fit a CPU budget.
 TRANSE = {"dim": 100, "epochs": 30, "num_negs_per_pos": 32, "batch_size": 1024,
@@ -180,6 +181,10 @@ def main(argv: list[str] | None = None) -> dict:
     settings["hide_sole_facts"] = hide
     if hide and args.model == "ernie":
         train, settings["hidden_entities"] = hide_sole_fact_entities(train, kg)
+    checkpoints = out / "checkpoints"
+    resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    if not resume:  # killed before its first checkpoint: its step records go, it restarts
+        truncate_log(log_path, 0)
     _log(log_path, {"event": "start", "kg_seconds": kg_seconds, **settings})
 
     # ---- model and fine-tuning
@@ -189,8 +194,6 @@ def main(argv: list[str] | None = None) -> dict:
         max_length=args.max_length, rc_classifier=args.rc_classifier,
         entity_dropout=args.entity_dropout,
     )
-    checkpoints = out / "checkpoints"
-    resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
     metrics = train_relation_classifier(
         classifier, train, dev, out, train_entities=args.train_entities, log_path=log_path,
         resume_from_checkpoint=True if resume else None, progress=not args.no_progress,

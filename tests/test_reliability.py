@@ -87,6 +87,17 @@ def test_a_fresh_finetune_through_the_api_never_mixes_with_an_earlier_run(tmp_pa
         refuse_earlier_finetune(tmp_path, None)
 
 
+def test_cutting_a_log_back_keeps_records_that_are_not_training_steps(tmp_path):
+    from ernie_kg.training.checkpoints import truncate_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"event": "start"}\n{"step": 10}\n{"step": 20}\n{"event": "start"}\n'
+                   '{"step": 3')  # the last line torn by a kill
+    truncate_log(log, 10)
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [
+        {"event": "start"}, {"step": 10}, {"event": "start"}]
+
+
 def test_a_hub_name_without_a_hub_fails_fast_and_says_what_to_do(monkeypatch):
     import time
 
@@ -133,7 +144,7 @@ def test_a_hub_that_accepts_and_never_answers_or_lacks_the_model(monkeypatch):
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()  # 501 for HEAD
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    with pytest.raises(ErnieKGError, match=r"has no model 'some-org/some-model' \(HTTP 501"):
+    with pytest.raises(ErnieKGError, match=r"has no public model 'some-org/some-model' \(HTTP 501"):
         check_backbone("some-org/some-model", timeout=5)
     server.shutdown()
 

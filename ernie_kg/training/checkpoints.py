@@ -215,8 +215,9 @@ def append_log(output_dir: Path, record: dict[str, Any]) -> None:
 
 
 def truncate_log(path: Path, step: int, summary_key: str | None = None) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint a resume starts from) and
-    a last line torn by the kill (lines are only appended, so nothing follows it). With
+    """Drop training records past ``step`` (written after the checkpoint a resume starts
+    from) and a last line torn by the kill (lines are only appended, so nothing follows
+    it); records without a step are kept. With
     ``summary_key``, a record at ``step`` holding that key goes too (logged after the
     checkpoint of its step was saved)."""
     if not path.exists():
@@ -225,7 +226,9 @@ def truncate_log(path: Path, step: int, summary_key: str | None = None) -> None:
     try:
         for _, record in iter_jsonl(path):
             at = record.get("step")
-            if isinstance(at, int) and (at < step or at == step and summary_key not in record):
+            if not isinstance(at, int):  # not a training record (an experiment's event)
+                kept.append(record)
+            elif at < step or at == step and summary_key not in record:
                 kept.append(record)
     except SavedFileError:
         pass  # the torn line
