@@ -89,7 +89,8 @@ def run_import(kg: Path, fmt: str, source: Path, out: Path) -> dict:
         sys.exit(f"{fmt} import failed:\n{done.stderr[-3000:]}")
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)[1])
     return {"seconds": seconds, "peak_rss_gb": rss / 2**20,
-            "report": json.loads((out / "import_report.json").read_text())}
+            "report": {**json.loads((out / "import_report.json").read_text()),
+                       "source": f"<--work>/{source.name}"}}  # no machine paths in results
 
 
 def check(out: Path, names: list[str], size: int, samples: int = 1000) -> float:

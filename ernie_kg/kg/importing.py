@@ -32,7 +32,6 @@ __all__ = ["MISSING_POLICIES", "ImportReport", "import_embeddings"]
 MISSING_POLICIES = ("zero", "mean", "error")
 REPORT_FILE = "import_report.json"
 _VECTORS, _META = "entity_vectors.npy", "embeddings.json"
-_RELEASE_EVERY = 1  # batches between unmapping the table's pages (see _Table._release)
 
 
 @dataclass
@@ -118,7 +117,7 @@ class _Table:
         self.dim = 0
         self.filled = np.zeros(rows, dtype=bool)
         self.total: np.ndarray | None = None
-        self.covered = self.rows_read = self.not_in_kg = self.duplicates = self.batches = 0
+        self.covered = self.rows_read = self.not_in_kg = self.duplicates = 0
 
     def add(self, batch: VectorBatch, ids: list[str]) -> None:
         """Write the batch's rows that are for KG entities; count the rest."""
@@ -152,10 +151,8 @@ class _Table:
         self.matrix[rows] = kept
         self.total += kept.sum(axis=0, dtype=np.float64)
         self.filled[rows] = True
-        self.covered = int(self.filled.sum())
-        self.batches += 1
-        if self.batches % _RELEASE_EVERY == 0:
-            self._release()
+        self.covered += len(rows) - int(again.sum())
+        self._release()
 
     def _release(self) -> None:
         """A batch writes rows all over the table (the source's order is not the KG's),
