@@ -18,6 +18,7 @@ from ernie_kg.data.readers import read_tacred, read_typing_json
 from ernie_kg.errors import DataFormatError, KGFormatError, SavedFileError
 from ernie_kg.io import iter_jsonl, read_json
 from ernie_kg.kg import Entity, EntityEmbeddings, KnowledgeGraph
+from ernie_kg.kg.vocab import MappedEntityVocab
 from ernie_kg.linking import EntityLinker
 from ernie_kg.linking.normalize import _INVISIBLE, normalize
 from ernie_kg.paths import demo_kg_dir
@@ -123,16 +124,28 @@ def saved_table(tmp_path):
 def test_saved_embeddings_are_checked_on_load(saved_table):
     table, directory = saved_table
     assert EntityEmbeddings.load(directory).content_hash() == table.content_hash()
-    meta = json.loads((directory / "embeddings.json").read_text())
-    meta["entity_ids"][0], meta["entity_ids"][1] = meta["entity_ids"][1], meta["entity_ids"][0]
-    (directory / "embeddings.json").write_text(json.dumps(meta))
+    ids = list(table.entity_ids)
+    ids[0], ids[1] = ids[1], ids[0]
+    MappedEntityVocab.write(ids, directory)  # two entities trade vectors
     with pytest.raises(SavedFileError, match=r"entity_vectors\.npy: content does not match "
                                              r"the sha256"):
         EntityEmbeddings.load(directory)
     assert len(EntityEmbeddings.load(directory, verify=False)) == 50  # the escape hatch
-    meta["entity_ids"] = meta["entity_ids"][:-1]
-    (directory / "embeddings.json").write_text(json.dumps(meta))
+    MappedEntityVocab.write(ids[:-1], directory)
     with pytest.raises(SavedFileError, match=r"shape \(50, 8\) does not fit the 49 entity"):
+        EntityEmbeddings.load(directory)
+
+
+def test_tables_saved_with_an_id_list_still_load(saved_table):
+    table, directory = saved_table  # earlier releases listed the ids in embeddings.json
+    meta = json.loads((directory / "embeddings.json").read_text())
+    meta["entity_ids"] = list(table.entity_ids)
+    (directory / "embeddings.json").write_text(json.dumps(meta))
+    (directory / "entity_ids.marisa").unlink()
+    assert EntityEmbeddings.load(directory).content_hash() == table.content_hash()
+    meta["entity_ids"][0], meta["entity_ids"][1] = meta["entity_ids"][1], meta["entity_ids"][0]
+    (directory / "embeddings.json").write_text(json.dumps(meta))
+    with pytest.raises(SavedFileError, match="content does not match the sha256"):
         EntityEmbeddings.load(directory)
 
 

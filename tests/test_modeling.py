@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+import numpy as np
 import pytest
 import torch
 from transformers import (
@@ -28,6 +27,7 @@ from ernie_kg.modeling import (
     ErnieKGModel,
     default_layer_types,
 )
+from ernie_kg.modeling.entity_table import TABLE_DIR, MappedEntityTable
 from ernie_kg.modeling.modeling import _fuse, _FusedGelu
 
 VOCAB, HIDDEN, LAYERS, ENTITY_DIM, NUM_ENTITIES = 99, 32, 4, 8, 20
@@ -114,7 +114,9 @@ def test_from_backbone_builds_no_unused_modules(backbone_dir, table):
     assert model.encoder.layer[2].entity_output is not None
     assert model.config.entity_table_sha256 == table.content_hash()
     assert model.entity_ids == table.entity_ids and model.entity_row("Q4") == 5
-    assert torch.equal(model.entity_embeddings.weight, torch.from_numpy(table.padded_table()))
+    every_row = model.entity_embeddings(torch.arange(len(table) + 1))
+    assert torch.equal(every_row, torch.from_numpy(table.padded_table()))
+    assert not [n for n, _ in model.named_parameters() if "entity_embeddings" in n]  # frozen
 
 
 # ----------------------------------------------------------------------------- knowledge off
@@ -273,7 +275,7 @@ def test_classifier_heads_shapes_loss_and_gradients(backbone_dir, table, cls, mo
     out.loss.backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert unused == []
-    assert model.ernie.entity_embeddings.weight.grad is None  # frozen KG table
+    assert not [n for n in model.state_dict() if 'entity_embeddings' in n]  # frozen: mapped
     # W_e learns (the top layer's FFN cannot reach [CLS], so only below it in "cls" mode)
     for layer in model.ernie.encoder.layer[1:-1]:
         assert layer.entity_intermediate.weight.grad.abs().sum() > 0
@@ -362,7 +364,8 @@ def test_save_and_load_give_identical_outputs(backbone_dir, table, tmp_path, cls
     extra = {} if cls in (ErnieKGModel, ErnieKGForPreTraining) else {"num_labels": 5}
     model = build(cls, backbone_dir, table, **extra).eval()
     model.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / ENTITY_IDS_FILE).read_text()) == table.entity_ids
+    assert not (tmp_path / ENTITY_IDS_FILE).exists()  # a table built in memory is copied:
+    assert EntityEmbeddings.load(tmp_path / TABLE_DIR).entity_ids == table.entity_ids
     loaded = cls.from_pretrained(tmp_path).eval()
     inputs = batch()
     with torch.no_grad():
@@ -371,7 +374,7 @@ def test_save_and_load_give_identical_outputs(backbone_dir, table, tmp_path, cls
         "prediction_logits" if cls is ErnieKGForPreTraining else "logits")
     assert torch.equal(before[key], after[key])
     assert loaded.entity_ids == table.entity_ids
-    assert loaded.base_model.entity_embeddings.weight.requires_grad is False
+    assert isinstance(loaded.base_model.entity_embeddings, MappedEntityTable)  # not a weight
 
 
 def test_auto_classes_and_table_hash_check(backbone_dir, table, tmp_path):
@@ -384,11 +387,9 @@ def test_auto_classes_and_table_hash_check(backbone_dir, table, tmp_path):
     base = AutoModel.from_pretrained(tmp_path / "rc")
     assert isinstance(base, ErnieKGModel) and base.entity_row("Q0") == 1
 
-    ids_file = tmp_path / "rc" / ENTITY_IDS_FILE
-    ids = json.loads(ids_file.read_text())
-    ids[0], ids[1] = ids[1], ids[0]
-    ids_file.write_text(json.dumps(ids))
-    with pytest.raises(SavedFileError, match="entity_table_sha256"):
+    vectors = tmp_path / "rc" / TABLE_DIR / "entity_vectors.npy"
+    np.save(vectors, table.vectors[::-1])  # the same size, other contents
+    with pytest.raises(SavedFileError, match="does not match the sha256"):
         ErnieKGForRelationClassification.from_pretrained(tmp_path / "rc")
 
 
@@ -431,7 +432,7 @@ def test_trainer_runs_a_few_steps(backbone_dir, table, tmp_path, cls):
     result = Trainer(model=model, args=args, train_dataset=_ListDataset(rows)).train()
     assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
     assert not torch.equal(before, model.classifier.weight)
-    assert model.ernie.entity_embeddings.weight.requires_grad is False
+    assert isinstance(model.ernie.entity_embeddings, MappedEntityTable)  # frozen: no weight
 
 
 # ----------------------------------------------------------------------------- real MiniLM

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 
 from ernie_kg.errors import ErnieKGError
@@ -189,9 +191,11 @@ def test_an_empty_training_file_names_the_file(tmp_path):
     ("delete", "config.json", "missing: the model's configuration"),
     ("truncate", "config.json", "invalid JSON"),
     ("delete", "tokenizer.json", "missing: the tokenizer"),
-    ("delete", "entity_ids.json", "missing: the entity vocabulary"),
-    ("truncate", "entity_ids.json", "invalid JSON"),
-    ("swap", "entity_ids.json", "do not match config.entity_table_sha256"),
+    # a table built in memory is saved beside the model, in entity_table/
+    ("delete", "entity_table", "missing: the entity table this model"),
+    ("delete", "entity_table/entity_vectors.npy", "missing: the entity vectors"),
+    ("truncate", "entity_table/entity_vectors.npy", "unreadable"),
+    ("swap", "entity_table/entity_vectors.npy", "does not match the sha256"),
 ])
 def test_a_damaged_saved_model_names_the_file(tiny_backbone, demo_knowledge, tmp_path,
                                               damage, name, message):
@@ -205,11 +209,10 @@ def test_a_damaged_saved_model_names_the_file(tiny_backbone, demo_knowledge, tmp
                                       backbone=tiny_backbone).save(tmp_path / "model")
     target = saved / name
     if damage == "delete":
-        target.unlink()
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
     elif damage == "swap":  # two entities trade vectors: an altered table
-        ids = json.loads(target.read_text())
-        ids[0], ids[1] = ids[1], ids[0]
-        target.write_text(json.dumps(ids))
+        vectors = np.load(target)
+        np.save(target, vectors[[1, 0, *range(2, len(vectors))]])
     else:
         target.write_bytes(target.read_bytes()[:40])
     with pytest.raises(SavedFileError, match=re.escape(str(target)) + ".*" + message):

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import shutil
 
+from ernie_kg.kg import EntityEmbeddings
 from ernie_kg.kg.vocab import EntityVocab
 from ernie_kg.pipelines import RelationClassifier, build_relation_classifier
+from ernie_kg.processing.processor import MODEL_TABLE_ROWS, ErnieKGProcessor
 
 TEXT = "Paris is the capital of France ."
 
@@ -18,20 +20,33 @@ def test_vocabulary_saved_once_and_old_layout_loads(tiny_backbone, demo_knowledg
                                            aliases, backbone=tiny_backbone)
     saved = classifier.save(tmp_path / "new")
     assert not (saved / "processor_entity_ids.json").exists()
+    assert not (saved / "entity_ids.json").exists()  # the ids live with the table
     settings = json.loads((saved / "ernie_kg_processor.json").read_text())
-    assert settings["entity_rows"] == "entity_ids.json"
-    assert EntityVocab.load(saved / "entity_ids.json") == embeddings.vocab
+    assert settings["entity_rows"] == MODEL_TABLE_ROWS
+    assert EntityEmbeddings.load(saved / "entity_table").vocab == embeddings.vocab
     expected = classifier.predict_proba(TEXT, "Paris", "France")
     loaded = RelationClassifier.load(saved)
     assert loaded.processor.vocab == embeddings.vocab
     assert loaded.predict_proba(TEXT, "Paris", "France") == expected
+    assert ErnieKGProcessor.from_pretrained(saved).vocab == embeddings.vocab
 
-    old = tmp_path / "old"  # the previous release wrote the ids twice
-    shutil.copytree(saved, old)
-    shutil.copy(old / "entity_ids.json", old / "processor_entity_ids.json")
-    settings["entity_rows"] = "processor_entity_ids.json"
-    (old / "ernie_kg_processor.json").write_text(json.dumps(settings))
+    # Earlier releases kept the table in the weights, its ids in entity_ids.json, and
+    # before that a second copy of the ids for the processor: both still load.
+    earlier = build_relation_classifier(["capital_of", "located_in"], kg, embeddings,
+                                        aliases, backbone=tiny_backbone,
+                                        freeze_entity_table=False)
+    earlier.model.base_model._entity_source = None  # as a model of an earlier release
+    old = earlier.save(tmp_path / "old")
+    assert EntityVocab.load(old / "entity_ids.json") == embeddings.vocab
+    expected = earlier.predict_proba(TEXT, "Paris", "France")
     assert RelationClassifier.load(old).predict_proba(TEXT, "Paris", "France") == expected
+    older = tmp_path / "older"
+    shutil.copytree(old, older)
+    shutil.copy(older / "entity_ids.json", older / "processor_entity_ids.json")
+    settings = json.loads((older / "ernie_kg_processor.json").read_text())
+    settings["entity_rows"] = "processor_entity_ids.json"
+    (older / "ernie_kg_processor.json").write_text(json.dumps(settings))
+    assert RelationClassifier.load(older).predict_proba(TEXT, "Paris", "France") == expected
 
 
 def test_classifier_over_a_kg_directory_refers_to_it(tiny_backbone, demo_knowledge, tmp_path):

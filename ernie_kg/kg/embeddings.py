@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from ernie_kg.checks import check_number, check_settings
 from ernie_kg.errors import SavedFileError, SettingError, UnknownIdError
 from ernie_kg.io import read_json, write_atomic, write_json
 from ernie_kg.kg.graph import KnowledgeGraph
-from ernie_kg.kg.vocab import NO_ENTITY, EntityVocab
+from ernie_kg.kg.vocab import NO_ENTITY, TRIE_FILE, EntityVocab, MappedEntityVocab
 
 #: Settings tuned on CoDEx-S (benchmarks/transe_codex_s.py, results/transe_codex_s.md):
 #: reciprocal (inverse) relations so every query is a tail query, softmax cross-entropy
@@ -60,6 +61,8 @@ class EntityEmbeddings:
     relation_vectors: np.ndarray | None = None
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    #: The saved directory these vectors were read from (None: built in memory).
+    directory: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.vocab = EntityVocab.coerce(self.entity_ids)  # duplicates raise ValueError
@@ -71,6 +74,7 @@ class EntityEmbeddings:
             )
         if self.vectors.dtype != np.float32:
             self.vectors = self.vectors.astype(np.float32)
+        self._saved_sha256: str | None = None  # of a read-only table mapped from disk
 
     # ----------------------------------------------------------------- lookup
     @property
@@ -120,10 +124,15 @@ class EntityEmbeddings:
         return table
 
     def content_hash(self) -> str:
-        """SHA-256 over ids and vectors, so a saved model can check its table."""
-        digest = hashlib.sha256()
-        digest.update("\n".join(self.entity_ids).encode("utf-8"))
-        digest.update(np.ascontiguousarray(self.vectors, dtype=np.float32).tobytes())
+        """SHA-256 over ids and vectors, so a saved model can check its table. A table
+        memory-mapped read-only from disk answers with the hash saved beside it (checked
+        by :meth:`load`), not by reading gigabytes again."""
+        if self._saved_sha256 is not None and not self.vectors.flags.writeable:
+            return self._saved_sha256
+        digest = _ids_digest(self.vocab)
+        for start in range(0, len(self), 1 << 16):
+            block = self.vectors[start:start + (1 << 16)]
+            digest.update(np.ascontiguousarray(block, dtype=np.float32).tobytes())
         return digest.hexdigest()
 
     @classmethod
@@ -136,20 +145,15 @@ class EntityEmbeddings:
 
     # ----------------------------------------------------------------- storage
     def save(self, directory: str | Path) -> Path:
-        """Write ``entity_vectors.npy``, ``relation_vectors.npy`` and ``embeddings.json``."""
+        """Write ``entity_vectors.npy``, ``relation_vectors.npy``, the id vocabulary
+        (:class:`MappedEntityVocab` files) and ``embeddings.json``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         _atomic_save_npy(directory / _VECTORS, np.ascontiguousarray(self.vectors))
         if self.relation_vectors is not None:
             _atomic_save_npy(directory / _RELATION_VECTORS, self.relation_vectors)
-        meta = {
-            "entity_ids": self.entity_ids,
-            "relation_ids": self.relation_ids,
-            "config": self.config,
-            "metrics": self.metrics,
-            "sha256": self.content_hash(),
-        }
-        write_json(directory / _META, meta, indent=None)
+        write_table_meta(directory, self.vocab, self.content_hash(), self.config,
+                         self.metrics, self.relation_ids)
         return directory
 
     @classmethod
@@ -164,9 +168,11 @@ class EntityEmbeddings:
         meta_path = directory / _META
         meta = read_json(meta_path, what="not a saved embeddings directory")
         ids = meta.get("entity_ids") if isinstance(meta, dict) else None
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise SavedFileError(meta_path, None, "field 'entity_ids' must be a list of "
-                                 "strings (the KG ids of the matrix rows)")
+        if ids == TRIE_FILE:
+            ids = MappedEntityVocab.open(directory)
+        elif not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise SavedFileError(meta_path, None, f"field 'entity_ids' must be {TRIE_FILE!r} "
+                                 "or a list of strings (the KG ids of the matrix rows)")
         vectors = _load_matrix(directory / _VECTORS, mmap, "the entity vectors")
         if vectors.ndim != 2 or len(vectors) != len(ids):
             raise SavedFileError(directory / _VECTORS, None, f"shape {vectors.shape} does "
@@ -177,12 +183,13 @@ class EntityEmbeddings:
         table = cls(entity_ids=ids, vectors=vectors,
                     relation_ids=list(meta.get("relation_ids", [])),
                     relation_vectors=relation_vectors, config=meta.get("config", {}),
-                    metrics=meta.get("metrics", {}))
+                    metrics=meta.get("metrics", {}), directory=directory)
         expected = meta.get("sha256")
         if verify and expected and saved_content_hash(ids, directory / _VECTORS) != expected:
             raise SavedFileError(directory / _VECTORS, None, f"content does not match the "
                                  f"sha256 in {_META} ({expected[:12]}...): the ids or the "
                                  "vectors were altered or belong to another table")
+        table._saved_sha256 = expected if isinstance(expected, str) else None
         return table
 
 
@@ -196,7 +203,29 @@ def _load_matrix(path: Path, mmap: bool, what: str) -> np.ndarray:
                              f"file?): {problem}") from None
 
 
-def saved_content_hash(entity_ids: list[str], path: Path) -> str:
+def write_table_meta(directory: Path, vocab: EntityVocab | Sequence[str], sha256: str,
+                     config: dict[str, Any], metrics: dict[str, float],
+                     relation_ids: Sequence[str] = ()) -> None:
+    """Write the id vocabulary's files (unless ``vocab`` is mapped from ``directory``
+    already) and ``embeddings.json``: the one writer of a table's metadata."""
+    mapped = isinstance(vocab, MappedEntityVocab) and vocab.directory is not None
+    if not (mapped and vocab.directory.resolve() == directory.resolve()):
+        MappedEntityVocab.write(vocab, directory)
+    write_json(directory / _META, {
+        "entity_ids": TRIE_FILE, "entity_count": len(vocab), "relation_ids":
+        list(relation_ids), "config": config, "metrics": metrics, "sha256": sha256})
+
+
+def _ids_digest(entity_ids: Iterable[str]) -> Any:
+    """A SHA-256 fed ``"\n".join(entity_ids)``, streamed in chunks."""
+    digest = hashlib.sha256()
+    ids = iter(entity_ids)
+    for number, chunk in enumerate(iter(lambda: list(islice(ids, 100_000)), [])):
+        digest.update((("\n" if number else "") + "\n".join(chunk)).encode("utf-8"))
+    return digest
+
+
+def saved_content_hash(entity_ids: Iterable[str], path: Path) -> str:
     """:meth:`EntityEmbeddings.content_hash` of a table saved at ``path``, reading the file's
     bytes in chunks (a float32 C-order matrix is exactly the bytes the hash covers)."""
     with open(path, "rb") as data:
@@ -206,8 +235,7 @@ def saved_content_hash(entity_ids: list[str], path: Path) -> str:
         _, fortran, dtype = read_header(data) if read_header else (None, True, None)
         if fortran or dtype != np.dtype("<f4"):  # another layout: hash the loaded array
             return EntityEmbeddings(entity_ids, np.load(path)).content_hash()
-        digest = hashlib.sha256()
-        digest.update("\n".join(entity_ids).encode("utf-8"))
+        digest = _ids_digest(entity_ids)
         while chunk := data.read(1 << 22):
             digest.update(chunk)
     return digest.hexdigest()

@@ -23,7 +23,7 @@ import numpy as np
 
 from ernie_kg.errors import ErnieKGError, SettingError
 from ernie_kg.io import claim_run_dir, release_mapped, write_json
-from ernie_kg.kg.embeddings import EntityEmbeddings, saved_content_hash
+from ernie_kg.kg.embeddings import EntityEmbeddings, saved_content_hash, write_table_meta
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.kg.vector_formats import FORMATS, VectorBatch, read_vectors
 
@@ -31,7 +31,7 @@ __all__ = ["MISSING_POLICIES", "ImportReport", "import_embeddings"]
 
 MISSING_POLICIES = ("zero", "mean", "error")
 REPORT_FILE = "import_report.json"
-_VECTORS, _META = "entity_vectors.npy", "embeddings.json"
+_VECTORS = "entity_vectors.npy"
 
 
 @dataclass
@@ -92,12 +92,11 @@ def import_embeddings(
                               missing, 0.0)
         table.fill_missing(missing, ids)
         report.seconds = time.perf_counter() - started
-        write_json(staging / _META, {
-            "entity_ids": ids, "relation_ids": [], "config": {
-                "model": "imported", "format": format, "source": str(source),
-                "dim": table.dim, "missing": missing},
-            "metrics": {"coverage": report.coverage},
-            "sha256": saved_content_hash(ids, staging / _VECTORS)}, indent=None)
+        write_table_meta(staging, ids,
+                         saved_content_hash(ids, staging / _VECTORS), {
+                             "model": "imported", "format": format, "source": str(source),
+                             "dim": table.dim, "missing": missing},
+                         {"coverage": report.coverage})
         write_json(staging / REPORT_FILE, report.to_json())
         if out.is_dir():
             out.rmdir()  # empty: claimed above

@@ -67,6 +67,8 @@ class ErnieKGConfig(BertConfig):
             have at inference (unlinked, or outside the KG); 0 (default) keeps all.
         entity_table_sha256: :meth:`EntityEmbeddings.content_hash` of the table, checked
             when a saved model is loaded.
+        entity_table: where a saved model's table lives when it is not in the weights
+            (path, hash, size; see :mod:`ernie_kg.modeling.entity_table`); set on save.
     """
 
     model_type = "ernie_kg"
@@ -82,6 +84,7 @@ class ErnieKGConfig(BertConfig):
     typing_threshold: float = 0.5
     entity_dropout: float = 0.0
     entity_table_sha256: str | None = None
+    entity_table: dict | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.layer_types is None:

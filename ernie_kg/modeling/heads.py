@@ -264,9 +264,8 @@ class ErnieKGForPreTraining(ErnieKGPreTrainedModel):
         positions = (entity_labels if entity_labels is not None else entity_ids) > 0
         if not bool(positions.any()):
             return None, candidates, None
-        table = self.ernie.entity_embeddings.weight
         states = self.entity_predictions(sequence_output[positions])
-        logits = states @ table[candidates].to(states.dtype).T
+        logits = states @ self.ernie.entity_embeddings(candidates).to(states.dtype).T
         loss = None
         if entity_labels is not None:
             targets = torch.searchsorted(candidates, entity_labels[positions])

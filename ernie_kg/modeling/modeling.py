@@ -3,12 +3,15 @@
 The base class owns what every head shares: weight init, building on a BERT backbone
 (:meth:`ErnieKGPreTrainedModel.from_backbone`) and saving / loading the entity table
 with its KG ids. :class:`ErnieKGModel` is BERT's embeddings and pooler around the fusion
-encoder of :mod:`ernie_kg.modeling.layers`, with the entity table inside.
+encoder of :mod:`ernie_kg.modeling.layers`, with the entity table inside: a frozen table
+read from a saved :class:`~ernie_kg.kg.EntityEmbeddings` directory stays memory-mapped and
+is referred to by checkpoints, not copied (:mod:`ernie_kg.modeling.entity_table`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,16 @@ from ernie_kg.errors import ErnieKGError, SavedFileError
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.vocab import EntityVocab
 from ernie_kg.modeling.configuration import ErnieKGConfig
+from ernie_kg.modeling.entity_table import (
+    DELTA_FILE,
+    TABLE_DIR,
+    MappedEntityTable,
+    apply_delta,
+    find_table,
+    save_delta,
+    table_copy,
+    table_reference,
+)
 from ernie_kg.modeling.layers import (  # noqa: F401  (re-exported: the names once lived here)
     EntityLayout,
     ErnieKGAggregatorLayer,
@@ -54,6 +67,8 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_attention_backend = True
     _no_split_modules = ["BertEmbeddings", "BertLayer", "ErnieKGAggregatorLayer"]
+    # a table saved by reference (config.entity_table) is not in the weights
+    _keys_to_ignore_on_load_missing = [r"entity_embeddings\.weight"]
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -117,8 +132,10 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
                 "builds on BERT-architecture checkpoints (model_type 'bert')"
             )
         overrides = dict(config_overrides)
-        if entity_embeddings is not None:
-            overrides.update(num_entities=len(entity_embeddings), entity_dim=entity_embeddings.dim)
+        if entity_embeddings is not None:  # a frozen table is mapped, not allocated here
+            frozen = overrides.get("freeze_entity_table", True)
+            overrides.update(num_entities=0 if frozen else len(entity_embeddings),
+                             entity_dim=entity_embeddings.dim)
         if "id2label" in overrides and "label2id" not in overrides:
             id2label = {int(k): v for k, v in overrides["id2label"].items()}
             overrides.update(id2label=id2label, label2id={v: k for k, v in id2label.items()})
@@ -153,22 +170,67 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
         return AutoModel.from_pretrained(path), {}
 
     # ------------------------------------------------------------- persistence
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any):
-        """HF ``save_pretrained`` (weights hold the entity table) + ``entity_ids.json``."""
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any,
+                        include_entity_table: bool = False,
+                        keep_entities: Iterable[str] | None = None, **kwargs: Any):
+        """HF ``save_pretrained``. A table read from a saved directory is referred to
+        (path + hash in ``config.entity_table``; trained rows that changed go to
+        :data:`DELTA_FILE`); ``include_entity_table=True`` (or a table built in memory)
+        writes a copy into :data:`TABLE_DIR`, only the rows of ``keep_entities`` when
+        given. A model whose table has no KG ids keeps it in the weights, as before."""
         base = self.base_model
-        if base.entity_vocab is not None and not self.config.freeze_entity_table:
-            self.config.entity_table_sha256 = base.entity_table_hash()  # it was trained
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if base.entity_vocab is not None and kwargs.get("is_main_process", True):
-            base.entity_vocab.save(Path(save_directory) / ENTITY_IDS_FILE)
+        source = base._entity_source
+        if base.entity_vocab is None or source is None:
+            if base.entity_vocab is not None and not self.config.freeze_entity_table:
+                self.config.entity_table_sha256 = base.entity_table_hash()  # it was trained
+            result = super().save_pretrained(save_directory, *args, **kwargs)
+            if base.entity_vocab is not None and kwargs.get("is_main_process", True):
+                base.entity_vocab.save(Path(save_directory) / ENTITY_IDS_FILE)
+            return result
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        mapped = isinstance(base.entity_embeddings, MappedEntityTable)
+        main = kwargs.get("is_main_process", True)
+        delta = None
+        if include_entity_table or source.directory is None:
+            table = source if mapped else EntityEmbeddings(
+                base.entity_vocab, base.entity_embeddings.weight.detach()[1:].float().numpy())
+            source = table_copy(table, directory / TABLE_DIR, keep_entities) if main else table
+        elif not mapped:  # trained: only the rows that moved
+            delta = DELTA_FILE
+            if main:
+                save_delta(base.entity_embeddings.weight, source, directory / DELTA_FILE)
+        if main and source.directory is not None:
+            self.config.entity_table = {**table_reference(source, directory), "delta": delta}
+            self.config.entity_table_sha256 = source.content_hash()
+        prefix = "entity_embeddings.weight"
+        kwargs.setdefault("state_dict", {k: v for k, v in self.state_dict().items()
+                                         if not k.endswith(prefix)})
+        result = super().save_pretrained(directory, *args, **kwargs)
+        if main:
+            (directory / ENTITY_IDS_FILE).unlink(missing_ok=True)  # an earlier save's
+            if delta is None:
+                (directory / DELTA_FILE).unlink(missing_ok=True)
         return result
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs):
-        """HF ``from_pretrained``; also reads ``entity_ids.json`` and checks the table hash."""
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args,
+                        entity_embeddings: EntityEmbeddings | str | os.PathLike | None = None,
+                        **kwargs):
+        """HF ``from_pretrained``; then finds the entity table (``config.entity_table``:
+        ``entity_embeddings=`` a table or its directory, else the saved reference), or
+        reads ``entity_ids.json`` and checks the hash of a table saved in the weights."""
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         base = model.base_model
+        reference = model.config.entity_table
+        if reference is not None:
+            checkpoint = Path(pretrained_model_name_or_path)
+            table = find_table(reference, checkpoint if checkpoint.is_dir() else None,
+                               entity_embeddings)
+            base.attach_entity_table(table, checkpoint / reference["delta"]
+                                     if reference.get("delta") else None)
+            return loaded
         base.entity_embeddings.weight.requires_grad_(not model.config.freeze_entity_table)
         ids_file = _resolve_entity_ids_file(pretrained_model_name_or_path, kwargs)
         if ids_file is not None:
@@ -183,6 +245,14 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
                     f"({expected[:12]}...): the saved entity table was altered",
                 )
         return loaded
+
+    def restore_entity_table(self, checkpoint: str | os.PathLike) -> None:
+        """After a trainer loaded ``checkpoint``'s weights (which hold no referred
+        table): put back the trained rows saved beside them."""
+        reference = self.config.entity_table
+        source = self.base_model._entity_source
+        if reference and reference.get("delta") and source is not None:
+            self.base_model.attach_entity_table(source, Path(checkpoint) / reference["delta"])
 
 
 def _resolve_entity_ids_file(name_or_path: str | os.PathLike, kwargs: dict) -> str | None:
@@ -215,11 +285,15 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
         self.embeddings = BertEmbeddings(config)
         self.encoder = ErnieKGEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
-        self.entity_embeddings = nn.Embedding(
-            config.num_entities + 1, config.entity_dim, padding_idx=0
-        )
-        self.entity_embeddings.weight.requires_grad_(not config.freeze_entity_table)
+        self.entity_embeddings: nn.Module
+        if config.entity_table is not None and config.freeze_entity_table:
+            self.entity_embeddings = MappedEntityTable(None, config.entity_dim)  # filled on load
+        else:
+            self.entity_embeddings = nn.Embedding(
+                config.num_entities + 1, config.entity_dim, padding_idx=0)
+            self.entity_embeddings.weight.requires_grad_(not config.freeze_entity_table)
         self._entity_vocab: EntityVocab | None = None  # KG ids of rows 1.. (when known)
+        self._entity_source: EntityEmbeddings | None = None  # the table the rows came from
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -232,22 +306,35 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
 
     # ------------------------------------------------------------- entity table
     def set_entity_embeddings(self, embeddings: EntityEmbeddings) -> None:
-        """Load a KG table (rows = ``embeddings.row(id)``), replacing the current one."""
+        """Use a KG table (rows = ``embeddings.row(id)``), replacing the current one: a
+        frozen table is looked up where it is (memory-mapped when loaded so), a
+        trainable one is copied into a parameter."""
+        self.attach_entity_table(embeddings)
+        self.config.entity_table_sha256 = embeddings.content_hash()
+
+    def attach_entity_table(self, embeddings: EntityEmbeddings, delta: Path | None = None,
+                            ) -> None:
+        """:meth:`set_entity_embeddings` without a new hash; ``delta``: a trained
+        table's changed rows (:func:`~ernie_kg.modeling.entity_table.apply_delta`)."""
         if embeddings.dim != self.config.entity_dim:
             raise ValueError(
                 f"entity embeddings have dim {embeddings.dim}, the model expects entity_dim="
                 f"{self.config.entity_dim}"
             )
-        table = torch.from_numpy(embeddings.padded_table())
-        weight = self.entity_embeddings.weight
-        if table.shape != weight.shape:
-            self.entity_embeddings = nn.Embedding(len(table), table.shape[1], padding_idx=0)
-            weight = self.entity_embeddings.weight
-        with torch.no_grad():
-            weight.copy_(table.to(weight.dtype))
-        weight.requires_grad_(not self.config.freeze_entity_table)
+        if self.config.freeze_entity_table and delta is None:
+            self.entity_embeddings = MappedEntityTable(embeddings, embeddings.dim)
+        else:
+            table = (apply_delta(embeddings, delta) if delta is not None
+                     else torch.from_numpy(embeddings.padded_table()))
+            weight = getattr(self.entity_embeddings, "weight", None)
+            if weight is None or table.shape != weight.shape:
+                self.entity_embeddings = nn.Embedding(len(table), table.shape[1], padding_idx=0)
+                weight = self.entity_embeddings.weight
+            with torch.no_grad():
+                weight.copy_(table.to(weight.dtype))
+            weight.requires_grad_(not self.config.freeze_entity_table)
         self.config.num_entities = len(embeddings)
-        self.config.entity_table_sha256 = embeddings.content_hash()
+        self._entity_source = embeddings
         self.entity_vocab = embeddings.vocab
 
     def entity_row(self, entity_id: str) -> int:
@@ -258,6 +345,8 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
 
     def entity_table_hash(self) -> str:
         """:meth:`EntityEmbeddings.content_hash` of the table as it is now."""
+        if isinstance(self.entity_embeddings, MappedEntityTable):
+            return self.entity_embeddings.embeddings.content_hash()
         vectors = self.entity_embeddings.weight.detach()[1:].float().cpu().numpy()
         vocab = self.entity_vocab or EntityVocab()
         return EntityEmbeddings(vocab, np.asarray(vectors)).content_hash()

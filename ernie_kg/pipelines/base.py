@@ -36,8 +36,9 @@ from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.aliases import AliasTable
+from ernie_kg.modeling.entity_table import MappedEntityTable
 from ernie_kg.modeling.modeling import ENTITY_IDS_FILE
-from ernie_kg.processing.processor import PROCESSOR_FILE
+from ernie_kg.processing.processor import MODEL_TABLE_ROWS, PROCESSOR_FILE
 from ernie_kg.training.finetuning import finetune
 
 #: Settings file of a saved raw-text model (every task; ``format`` names the task).
@@ -201,14 +202,19 @@ class SavedTextModel:
         return self.score(self.features(examples, entities, progress), batch_size)
 
     # ------------------------------------------------------------------ storage
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write everything :meth:`load` needs into ``directory``."""
+    def save(self, directory: str | os.PathLike, include_entity_table: bool = False) -> Path:
+        """Write everything :meth:`load` needs into ``directory``. The entity table stays
+        where it was read from (path + hash); ``include_entity_table`` copies the rows
+        of the KG's entities into the directory (self-contained)."""
         directory = Path(directory)
+        keep = self.kg.entities if include_entity_table and self.kg is not None else None
         with no_save_progress_bars():
-            self.model.save_pretrained(directory)
+            self.model.save_pretrained(directory, include_entity_table=include_entity_table,
+                                       keep_entities=keep)
         shared = self.model.entity_vocab is not None and self.model.entity_vocab == \
-            self.processor.vocab  # then the model's entity_ids.json serves both
-        self.processor.save_pretrained(directory, ENTITY_IDS_FILE if shared else None)
+            self.processor.vocab  # then the model's vocabulary serves both
+        rows_file = MODEL_TABLE_ROWS if self.model.config.entity_table else ENTITY_IDS_FILE
+        self.processor.save_pretrained(directory, rows_file if shared else None)
         kg = None  # a KG read from a directory is referred to (path + hash), not copied
         if self.kg is not None:
             kg = self.kg.reference()
@@ -267,7 +273,7 @@ def _check_saved_files(directory: Path) -> None:
         raise SavedFileError(directory / "tokenizer.json", None, "missing: the tokenizer")
     settings = read_json(directory / PROCESSOR_FILE, what="the processor's settings")
     rows = settings.get("entity_rows") if isinstance(settings, dict) else None
-    if isinstance(rows, str):
+    if isinstance(rows, str) and rows != MODEL_TABLE_ROWS:
         read_json(directory / rows, what="the entity vocabulary (model table rows)")
 
 
@@ -321,5 +327,8 @@ def model_embeddings(model: torch.nn.Module) -> EntityEmbeddings | None:
     vocab = model.entity_vocab
     if vocab is None:
         return None
+    table = model.base_model.entity_embeddings
+    if isinstance(table, MappedEntityTable):  # the source itself: no copy of a mapped table
+        return table.embeddings
     table = model.base_model.entity_embeddings.weight.detach()[1:].float().cpu().numpy()
     return EntityEmbeddings(vocab, np.asarray(table))

@@ -38,7 +38,8 @@ from ernie_kg.processing.markers import (
 )
 from ernie_kg.spans import Span, check_span, strip_span, token_char_spans
 
-__all__ = ["DEFAULT_MARKERS", "PROCESSOR_FILE", "TASKS", "ErnieKGProcessor"]
+__all__ = ["DEFAULT_MARKERS", "MODEL_TABLE_ROWS", "PROCESSOR_FILE", "TASKS",
+           "ErnieKGProcessor"]
 
 TASKS = (None, "relation_classification", "entity_typing")
 #: The processor's own settings inside a saved directory.
@@ -47,6 +48,9 @@ PROCESSOR_FILE = "ernie_kg_processor.json"
 _ENTITY_IDS_FILE = "processor_entity_ids.json"
 #: A saved ErnieKG model's vocabulary (modeling's ENTITY_IDS_FILE), read when no other.
 _MODEL_ENTITY_IDS_FILE = "entity_ids.json"
+#: ``entity_rows`` of a processor saved with a model whose table is referred to: the
+#: rows are that table's (``config.entity_table``), not a file of the directory.
+MODEL_TABLE_ROWS = "config.json#entity_table"
 _LINKER_DIR = "linker"
 _TASK_SPANS = {
     None: (),
@@ -390,9 +394,18 @@ def _unbatch(args: dict[str, Any], size: int) -> list[dict[str, Any]]:
             for n in range(size)]
 
 
-def _saved_rows(directory: Path, name: str | None) -> list | dict:
+def _saved_rows(directory: Path, name: str | None) -> list | dict | EntityVocab:
     """The saved vocabulary (a JSON list of ids; older releases may have saved a
-    ``{id: row}`` object), else a saved model's ``entity_ids.json``."""
+    ``{id: row}`` object), the table a saved model refers to, else a saved model's
+    ``entity_ids.json``."""
+    if name == MODEL_TABLE_ROWS:
+        from ernie_kg.modeling.entity_table import find_table
+
+        reference = read_json(directory / "config.json").get("entity_table")
+        if not isinstance(reference, dict):
+            raise SavedFileError(directory / "config.json", None, "no entity_table: the "
+                                 "processor's entity rows are the model's table")
+        return find_table(reference, directory).vocab
     for path in ([directory / name] if name else []) + [directory / _MODEL_ENTITY_IDS_FILE]:
         if path.exists():
             rows = read_json(path)

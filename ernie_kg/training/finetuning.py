@@ -14,7 +14,6 @@ of Trainer's raw log dicts.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +29,6 @@ from transformers import (
     ProgressCallback,
     Trainer,
     TrainerCallback,
-    TrainerControl,
-    TrainerState,
     TrainingArguments,
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -46,6 +43,11 @@ from ernie_kg.training.checkpoints import (
     remove_staging,
     resumable_finetune_checkpoint,
     truncate_finetune_log,
+)
+from ernie_kg.training.log_callbacks import (  # noqa: F401  (re-exported)
+    JsonlLogCallback,
+    LogLineCallback,
+    ProgressLineCallback,
 )
 from ernie_kg.training.metrics import relation_metrics
 
@@ -170,9 +172,20 @@ class ErnieKGTrainer(Trainer):
         original = trainer_module.PreTrainedConfig
         trainer_module.PreTrainedConfig = config_class
         try:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
         finally:
             trainer_module.PreTrainedConfig = original
+        _restore_table(model if model is not None else self.model, resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        super()._load_best_model()  # weights only: a trained table's rows are beside them
+        _restore_table(self.model, self.state.best_model_checkpoint)
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        table = [k for k in load_result.missing_keys if k.endswith("entity_embeddings.weight")]
+        if table and getattr(self.model.config, "entity_table", None):  # referred to
+            load_result.missing_keys.remove(table[0])
+        super()._issue_warnings_after_load(load_result)
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """Trainer's hook: AdamW, ``knowledge_learning_rate`` for the fresh knowledge modules."""
@@ -200,84 +213,6 @@ class ErnieKGTrainer(Trainer):
         self.optimizer = optimizer_cls(param_groups, lr=self.args.learning_rate,
                                        **optimizer_kwargs)
         return self.optimizer
-
-
-class JsonlLogCallback(TrainerCallback):
-    """Appends every ``Trainer`` log record (loss, lr, eval metrics) to a JSONL file."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.started = time.perf_counter()
-
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        """Trainer's hook: append the record (with step, epoch, seconds) on the main process."""
-        if not state.is_world_process_zero or not logs:
-            return
-        record = {"step": state.global_step, "epoch": state.epoch,
-                  "seconds": round(time.perf_counter() - self.started, 2), **logs}
-        with open(self.path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(record, default=float) + "\n")
-
-
-class _LogLines:
-    """Trainer log records -> one line per evaluation and one for the finished run (the
-    records themselves go to ``log.jsonl``)."""
-
-    def __init__(self) -> None:
-        self.loss: float | None = None
-
-    def __call__(self, args: TrainingArguments, state: TrainerState,
-                 logs: Mapping[str, Any] | None) -> str | None:
-        logs = logs or {}
-        if "loss" in logs:
-            self.loss = float(logs["loss"])
-        if "train_runtime" in logs:
-            loss = logs.get("train_loss")
-            return (f"trained {state.global_step} steps in {logs['train_runtime']:.1f} s"
-                    + (f" · train loss {loss:.4g}" if loss is not None else ""))
-        if not any(k.startswith("eval_") for k in logs):
-            return None
-        parts = [f"loss {self.loss:.4g}"] if self.loss is not None else []
-        if "eval_loss" in logs:
-            parts.append(f"dev loss {logs['eval_loss']:.4g}")
-        metric = args.metric_for_best_model or "loss"
-        metric = metric.removeprefix("eval_")
-        if metric != "loss" and isinstance(logs.get(f"eval_{metric}"), (int, float)):
-            parts.append(f"dev {metric} {logs[f'eval_{metric}']:.4f}")
-        return f"epoch {round(state.epoch or 0, 2):g}: " + " · ".join(parts)
-
-
-class ProgressLineCallback(ProgressCallback):
-    """Trainer's progress bars, with a short line per evaluation instead of each raw log
-    dict."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines = _LogLines()
-
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        """Trainer's hook: write the line (if any) above the training bar."""
-        line = self.lines(args, state, logs)
-        if line and state.is_world_process_zero and self.training_bar is not None:
-            self.training_bar.write(line)
-
-
-class LogLineCallback(TrainerCallback):
-    """Without progress bars (``progress=False``): the same short lines, printed (in place
-    of Trainer's ``PrinterCallback`` and its raw dicts)."""
-
-    def __init__(self) -> None:
-        self.lines = _LogLines()
-
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        """Trainer's hook: print the line (if any) on the main process."""
-        line = self.lines(args, state, logs)
-        if line and state.is_world_process_zero:
-            print(line, flush=True)
 
 
 def relation_compute_metrics(
@@ -423,3 +358,8 @@ def set_threads(threads: int | None) -> None:
     """Torch intra-op threads (the CPU cores one run may use); None leaves the default."""
     if threads:
         torch.set_num_threads(threads)
+
+
+def _restore_table(model: nn.Module, checkpoint: str | None) -> None:
+    if checkpoint and hasattr(model, "restore_entity_table"):
+        model.restore_entity_table(checkpoint)
