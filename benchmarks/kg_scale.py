@@ -150,7 +150,26 @@ def _markdown(results: dict) -> str:
     for k, c in cold:
         lines += ["", f"`link` at {int(k):,} entities with no index yet (it builds one): "
                   f"{c['wall_s']} s, {c['peak_rss_gb']} GB peak RSS, gold {c['gold_found']}."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _companions()) + "\n"
+
+
+#: Other benchmarks at the same scale, shown below the KG table (their own reports,
+#: one level down): vector import, nearest entities, checkpoints, TransE and linking
+#: on several processes.
+COMPANIONS = ("import_scale", "faiss_scale", "entity_table_scale", "transe_distributed",
+              "link_cluster")
+
+
+def _companions() -> list[str]:
+    lines: list[str] = []
+    for name in COMPANIONS:
+        path = ROOT / "results" / f"{name}.md"
+        if path.is_file():
+            body = path.read_text(encoding="utf-8").strip().splitlines()
+            title = body[0].lstrip("# ") if body and body[0].startswith("# ") else name
+            lines += ["", f"## {title}", "", f"(`results/{name}.md`)", *[
+                "#" + line if line.startswith("#") else line for line in body[1:]]]
+    return lines
 
 
 def _plot(results: dict, path: Path) -> None:
