@@ -152,7 +152,7 @@ def relation_knowledge(
 
     kg, aliases = fewrel_knowledge(sources, background, hops)
     if embeddings is not None:
-        table = EntityEmbeddings.load(embeddings, mmap=False)
+        table = EntityEmbeddings.load(embeddings)
     else:
         cache = Path(cache_dir) if cache_dir is not None else PROJECT_ROOT / "cache" / "kg"
         table = cached_entity_embeddings(kg, cache, progress=progress, **embedding_settings)

@@ -44,8 +44,8 @@ def cached_entity_embeddings(
     full = {**DEFAULT_EMBEDDING_SETTINGS, **settings}
     key = kg_content_hash(kg, full)[:16]
     target = Path(cache_dir) / f"{full['model'].lower()}-{key}"
-    if (target / "embeddings.json").exists():
-        return EntityEmbeddings.load(target, mmap=False)
+    if (target / "embeddings.json").exists():  # mapped: models refer to it, not copy it
+        return EntityEmbeddings.load(target)
     embeddings = train_entity_embeddings(kg, evaluate=evaluate, progress=progress, **settings)
     temporary = target.with_name(target.name + ".tmp")
     if temporary.exists():
@@ -53,6 +53,6 @@ def cached_entity_embeddings(
     embeddings.save(temporary)
     if target.exists():  # another process finished first: keep its table
         shutil.rmtree(temporary)
-        return EntityEmbeddings.load(target, mmap=False)
-    temporary.rename(target)
-    return embeddings
+    else:
+        temporary.rename(target)
+    return EntityEmbeddings.load(target, verify=False)  # written just now
