@@ -138,6 +138,50 @@ def test_knowledge_off_is_the_backbone(backbone_dir, backbone, table, knowledge_
     assert off.entity_last_hidden_state is None
 
 
+@pytest.mark.parametrize("gate", ["layer", "token"])
+def test_a_closed_gate_makes_the_untrained_fused_model_the_backbone(backbone_dir, backbone,
+                                                                    table, gate):
+    model = build(ErnieKGForRelationClassification, backbone_dir, table, num_labels=5,
+                  knowledge_gate=gate, rc_classifier="entity_start").eval()
+    inputs = batch()
+    inputs["marker_positions"] = torch.tensor([[1, 4], [2, 6], [0, 3]])
+    with torch.no_grad():
+        expected = backbone(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state
+        fused = model.ernie(inputs["input_ids"], inputs["attention_mask"],
+                            entity_ids=inputs["entity_ids"])
+    assert torch.equal(fused.last_hidden_state, expected)  # entities present, none reach
+    assert fused.entity_last_hidden_state is not None  # ... though the entity stream runs
+    model.train()  # one step opens the gate, and then the entities count
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(**inputs, labels=torch.tensor([0, 1, 2])).loss.backward()
+    gates = [layer.entity_gate for layer in model.ernie.encoder.layer
+             if getattr(layer, "entity_gate", None) is not None]
+    assert len(gates) == 3 and all(g.scale.grad is not None for g in gates)
+    assert any(g.scale.grad != 0 for g in gates)
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        opened = model.ernie(inputs["input_ids"], inputs["attention_mask"],
+                             entity_ids=inputs["entity_ids"]).last_hidden_state
+        text_only = model.ernie(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state
+    assert not torch.equal(opened[0], text_only[0])  # row 0 has entities
+    assert torch.equal(opened[1], text_only[1])  # row 1 has none: nothing changes
+
+
+def test_the_papers_fusion_has_no_gate_and_is_what_old_configs_mean(backbone_dir, backbone,
+                                                                     table):
+    assert ErnieKGConfig().knowledge_gate == "none"
+    model = build(ErnieKGModel, backbone_dir, table, knowledge_gate="none").eval()
+    assert all(getattr(layer, "entity_gate", None) is None for layer in model.encoder.layer)
+    inputs = batch()
+    with torch.no_grad():
+        expected = backbone(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state
+        fused = model(**inputs).last_hidden_state
+    assert not torch.equal(fused[0], expected[0])  # full strength from the first step
+    with pytest.raises(Exception, match="knowledge_gate"):
+        ErnieKGConfig(knowledge_gate="sometimes")
+
+
 def test_entities_change_only_their_sequences_above_the_t_encoder(backbone_dir, table):
     model = build(ErnieKGModel, backbone_dir, table, knowledge_layers=2).eval()
     inputs = batch()

@@ -15,6 +15,10 @@ from ernie_kg.errors import SettingError
 LAYER_TYPES = ("sim", "mix", "norm")
 #: What a sentence-level head classifies: pooled [CLS], start markers, or mention starts.
 CLASSIFIER_INPUTS = ("cls", "markers", "entity_start")
+#: How much of an entity's ``W_e e_k + b_e`` reaches its token (see ErnieKGEntityGate):
+#: "none" all of it (the paper), "layer" a learned scale per layer starting at zero,
+#: "token" that scale times a learned per-token trust in the entity.
+KNOWLEDGE_GATES = ("none", "layer", "token")
 
 #: Keys of a backbone config that describe the checkpoint or its old task, not the encoder.
 _BACKBONE_ONLY_KEYS = ("model_type", "architectures", "_name_or_path", "transformers_version",
@@ -69,6 +73,11 @@ class ErnieKGConfig(BertConfig):
             when a saved model is loaded.
         entity_table: where a saved model's table lives when it is not in the weights
             (path, hash, size; see :mod:`ernie_kg.modeling.entity_table`); set on save.
+        knowledge_gate: one of :data:`KNOWLEDGE_GATES`. "layer" and "token" start at
+            zero, so an untrained fused model computes exactly the backbone's outputs and
+            the entity path grows only as far as training finds it useful. The class
+            default is the paper's "none" (configs saved before the gate existed mean
+            that); ``from_backbone`` builds new models with the recipe's gate.
     """
 
     model_type = "ernie_kg"
@@ -85,6 +94,7 @@ class ErnieKGConfig(BertConfig):
     entity_dropout: float = 0.0
     entity_table_sha256: str | None = None
     entity_table: dict | None = None
+    knowledge_gate: str = "none"
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.layer_types is None:
@@ -123,6 +133,9 @@ class ErnieKGConfig(BertConfig):
                              ("typing_classifier", self.typing_classifier)):
             if value not in CLASSIFIER_INPUTS:
                 raise SettingError(f"{field}={value!r}: expected one of {list(CLASSIFIER_INPUTS)}")
+        if self.knowledge_gate not in KNOWLEDGE_GATES:
+            raise SettingError(f"knowledge_gate={self.knowledge_gate!r}: expected one of "
+                               f"{list(KNOWLEDGE_GATES)}")
         if not 0.0 <= self.entity_dropout < 1.0:
             raise SettingError(f"entity_dropout={self.entity_dropout} must lie in [0, 1)")
         if not 0.0 < self.typing_threshold < 1.0:

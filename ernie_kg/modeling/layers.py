@@ -40,6 +40,7 @@ __all__ = [
     "ErnieKGAggregatorLayer",
     "ErnieKGEncoder",
     "ErnieKGEntityAttention",
+    "ErnieKGEntityGate",
     "ErnieKGEntityOutput",
 ]
 
@@ -154,6 +155,37 @@ class ErnieKGEntityOutput(nn.Module):
         return self.LayerNorm(entity_states + self.dropout(self.dense(fused)))
 
 
+class ErnieKGEntityGate(nn.Module):
+    """How much of ``W_e e_k + b_e`` reaches token j: ``tanh(a) * 2 sigmoid(w [h_j; e_k] + b)``
+    ("token") or ``tanh(a)`` ("layer"), with ``a = 0`` at the start.
+
+    Why: ERNIE adds every linked entity at full strength from the first step, through
+    fresh weights, so a model that has not yet learned what the entities mean is worse
+    than its backbone, and an entity the linker got wrong can never be ignored. With the
+    gate at zero the untrained fused model *is* the backbone (the token stream never
+    sees an entity), training opens it only as far as entities lower the loss, and the
+    per-token factor (1 at the start) lets the model close it for a token whose context
+    says the entity does not fit. Flamingo's tanh-gated cross-attention does the same.
+    """
+
+    def __init__(self, config: ErnieKGConfig) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(()))
+        self.trust = None
+        if config.knowledge_gate == "token":
+            self.trust = nn.Linear(config.hidden_size + config.entity_dim, 1)
+
+    def forward(self, knowledge: torch.Tensor, tokens: torch.Tensor,
+                entities: torch.Tensor) -> torch.Tensor:
+        """``knowledge`` ``[N, I]`` scaled per entity (``tokens`` ``[N, H]`` are the aligned
+        tokens' attention outputs, ``entities`` ``[N, entity_dim]`` their entities)."""
+        gate = torch.tanh(self.scale)
+        if self.trust is not None:
+            trust = self.trust(torch.cat([tokens, entities.to(tokens.dtype)], dim=-1))
+            gate = gate * 2 * torch.sigmoid(trust)
+        return knowledge * gate.to(knowledge.dtype)
+
+
 class ErnieKGAggregatorLayer(BertLayer):
     """A K-Encoder layer ("norm") or ERNIE's "mix" layer (no entity self-attention).
 
@@ -175,6 +207,8 @@ class ErnieKGAggregatorLayer(BertLayer):
         self.entity_attention = ErnieKGEntityAttention(config) if kind == "norm" else None
         self.entity_intermediate = nn.Linear(config.entity_dim, config.intermediate_size)
         self.entity_output = ErnieKGEntityOutput(config) if entity_output else None
+        self.entity_gate = (ErnieKGEntityGate(config) if config.knowledge_gate != "none"
+                            else None)
 
     def forward(
         self,
@@ -193,6 +227,9 @@ class ErnieKGAggregatorLayer(BertLayer):
         tokens = attention_output.reshape(-1, attention_output.shape[-1])  # [B*L, H]
         pre_tokens = self.intermediate.dense(tokens)  # W_t w_j + b_t, every token
         knowledge = self.entity_intermediate(entity_states).to(pre_tokens.dtype)  # W_e e_k + b_e
+        if self.entity_gate is not None:
+            knowledge = self.entity_gate(knowledge, tokens.index_select(0, layout.flat_index),
+                                         entity_states)
         intermediate, fused = _fuse(self.intermediate.intermediate_act_fn, pre_tokens,
                                     knowledge, layout.flat_index)
         layer_output = self.output(intermediate.view(*attention_output.shape[:-1], -1),

@@ -46,6 +46,7 @@ from ernie_kg.modeling.layers import (  # noqa: F401  (re-exported: the names on
     ErnieKGAggregatorLayer,
     ErnieKGEncoder,
     ErnieKGEntityAttention,
+    ErnieKGEntityGate,
     ErnieKGEntityOutput,
     _fuse,
     _FusedGelu,
@@ -74,6 +75,8 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, BertLMPredictionHead):
             init.zeros_(module.bias)
+        elif isinstance(module, ErnieKGEntityGate):
+            init.zeros_(module.scale)  # closed: the untrained model is the backbone
         elif isinstance(module, BertEmbeddings):
             positions = torch.arange(module.position_ids.shape[-1]).expand((1, -1))
             init.copy_(module.position_ids, positions)
@@ -150,7 +153,8 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
         model = cls(config)
         base = model.base_model
         missing, unexpected = base.load_state_dict(backbone.state_dict(), strict=False)
-        new_modules = ("entity_attention.", "entity_intermediate.", "entity_output.")
+        new_modules = ("entity_attention.", "entity_intermediate.", "entity_output.",
+                   "entity_gate.")
         not_loaded = [k for k in missing if k != "entity_embeddings.weight"
                       and not any(part in k for part in new_modules)]
         if not_loaded or [k for k in unexpected if not k.startswith("pooler.")]:

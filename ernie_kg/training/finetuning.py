@@ -52,7 +52,8 @@ from ernie_kg.training.log_callbacks import (  # noqa: F401  (re-exported)
 from ernie_kg.training.metrics import relation_metrics
 
 #: Name fragments of the parameters that start fresh in ERNIE-KG (the entity stream).
-KNOWLEDGE_PARAMETERS = ("entity_attention.", "entity_intermediate.", "entity_output.")
+KNOWLEDGE_PARAMETERS = ("entity_attention.", "entity_intermediate.", "entity_output.",
+                        "entity_gate.")
 
 #: Defaults sized for the packaged MiniLM on a CPU (see experiments/relation_classification.py).
 DEFAULT_FINETUNE_SETTINGS: dict[str, Any] = {
