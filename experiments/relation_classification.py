@@ -121,6 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=DEFAULT_MODEL_SETTINGS["rc_classifier"])
     p.add_argument("--entity-dropout", type=float, default=0.0,
                    help="share of entities dropped while training (ERNIE-KG)")
+    p.add_argument("--knowledge-gate", choices=("none", "layer", "token"), default="none",
+                   help="how entities enter their tokens (ErnieKGEntityGate): none = the "
+                        "paper, at full strength; layer / token start closed")
     p.add_argument("--train-entities", choices=("gold", "linker", "both"), default="both")
     p.add_argument("--hide-sole-facts", choices=("auto", "on", "off"), default="off",
                    help="hide training heads/tails the KG knows only through the "
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         "epochs": args.epochs, "learning_rate": args.lr, "knowledge_learning_rate":
             args.knowledge_lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
         "max_length": args.max_length, "rc_classifier": args.rc_classifier,
-        "entity_dropout": args.entity_dropout,
+        "entity_dropout": args.entity_dropout, "knowledge_gate": args.knowledge_gate,
         "train_entities": args.train_entities, "backbone": args.backbone or "MiniLM-L6-H384",
         "threads": torch.get_num_threads(), "python": sys.version.split()[0],
         "torch": torch.__version__, "platform": platform.platform(),
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
         LabelMap.from_examples(train), kg, embeddings, aliases,
         knowledge=args.model == "ernie", backbone=args.backbone, seed=args.seed,
         max_length=args.max_length, rc_classifier=args.rc_classifier,
-        entity_dropout=args.entity_dropout,
+        entity_dropout=args.entity_dropout, knowledge_gate=args.knowledge_gate,
     )
     metrics = train_relation_classifier(
         classifier, train, dev, out, train_entities=args.train_entities, log_path=log_path,
