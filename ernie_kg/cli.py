@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -17,9 +16,6 @@ from ernie_kg.hub import check_backbone
 from ernie_kg.io import (
     check_writable,
     claim_run_dir,
-    count_lines,
-    iter_jsonl,
-    write_atomic,
     write_json,
 )
 from ernie_kg.kg.embeddings import DEFAULT_EMBEDDING_SETTINGS
@@ -95,34 +91,46 @@ def kg_embed(
     lr: Annotated[float, typer.Option(callback=positive, help="Adam learning rate")] = _D[
         "learning_rate"],
     batch_size: Annotated[int, typer.Option(min=1, help="Training batch size")] = _D["batch_size"],
-    training_loop: Annotated[str, typer.Option(help="LCWA (1-vs-all) or sLCWA")] = _D[
-        "training_loop"
-    ],
+    training_loop: Annotated[str, typer.Option(
+        help="LCWA (1-vs-all) or sLCWA")] = _D["training_loop"],
     loss: Annotated[str, typer.Option(help="PyKEEN loss name")] = _D["loss"],
-    norm: Annotated[int, typer.Option(min=1, max=2, help="TransE distance norm (1 or 2)")] = _D[
-        "scoring_fct_norm"
-    ],
+    norm: Annotated[int, typer.Option(
+        min=1, max=2, help="TransE distance norm (1 or 2)")] = _D["scoring_fct_norm"],
     overwrite: Annotated[bool, typer.Option(
         help="Replace an earlier run in --out (it is moved aside to OUT.old-N)")] = False,
+    devices: Annotated[int, typer.Option(help="Processes per machine (>1: DDP)")] = 1,
+    num_nodes: Annotated[int, typer.Option(help="Machines (torchrun, srun: README)")] = 1,
+    accelerator: Annotated[str, typer.Option(help="cpu, gpu or auto (Lightning)")] = "cpu",
+    lightning: Annotated[bool, typer.Option(help="Lightning on 1 process (checkpoints)")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue a Lightning run in --out")] = False,
+    sparse: Annotated[bool, typer.Option(help="Sparse tables + SparseAdam: for large KGs "
+                                              "(README)")] = _D["sparse"],
 ) -> None:
     """Train entity embeddings with PyKEEN, evaluate on test.txt, write OUT/metrics.json."""
     from ernie_kg.kg import KnowledgeGraph, train_entity_embeddings
+    from ernie_kg.kg import distributed_embedding as ddp
     from ernie_kg.kg.embeddings import check_pykeen_names
 
     check_pykeen_names({"model": model, "training_loop": training_loop, "loss": loss})
-    _moved_aside(claim_run_dir(out, overwrite=overwrite))
-    graph = KnowledgeGraph.load(triples_dir)
-    console.print(f"[bold]{graph}[/bold]")
-    embeddings = train_entity_embeddings(
-        graph, model=model, dim=dim, epochs=epochs, seed=seed, learning_rate=lr,
-        batch_size=batch_size, training_loop=training_loop, loss=loss,
-        scoring_fct_norm=norm,
-    )
-    embeddings.save(out)
-    metrics = dict(embeddings.metrics)
-    write_json(out / "metrics.json", {**metrics, "config": embeddings.config})
-    summary = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-    console.print(f"[green]wrote {out}[/green]: {summary}")
+    settings = dict(model=model, dim=dim, epochs=epochs, seed=seed, learning_rate=lr,
+                    batch_size=batch_size, training_loop=training_loop, loss=loss,
+                    scoring_fct_norm=norm, sparse=sparse)
+    distributed = lightning or resume or devices * num_nodes != 1 or accelerator != "cpu"
+    if not distributed or ddp.global_rank(devices) == 0:  # torchrun/srun: every rank is here
+        _moved_aside(claim_run_dir(out, resume=resume, overwrite=overwrite))
+    if distributed:  # Lightning: rank 0 writes OUT and alone gets the table back
+        embeddings = ddp.train_entity_embeddings_distributed(
+            triples_dir, out, devices=devices, num_nodes=num_nodes, accelerator=accelerator,
+            resume=resume, **settings)
+    else:
+        graph = KnowledgeGraph.load(triples_dir)
+        console.print(f"[bold]{graph}[/bold]")
+        embeddings = train_entity_embeddings(graph, **settings)
+        embeddings.save(out)
+        write_json(out / "metrics.json", {**embeddings.metrics, "config": embeddings.config})
+    if embeddings is not None:
+        summary = ", ".join(f"{k}={v:.4f}" for k, v in embeddings.metrics.items())
+        console.print(f"[green]wrote {out}[/green]: {summary}")
 
 
 @kg_app.command("import-embeddings")
@@ -199,16 +207,23 @@ def link(
     nil_threshold: Annotated[float | None, typer.Option(help="Least score to link")] = None,
     fuzzy: Annotated[bool, typer.Option(help="faiss near-miss candidates")] = False,
     ner: Annotated[bool, typer.Option(help="Extra recall from a spaCy NER model")] = False,
+    engine: Annotated[str, typer.Option(callback=one_of("local", "dask"), help="local: here; "
+                                        "dask: in shards on a Dask cluster")] = "local",
+    address: Annotated[str | None, typer.Option(help="Dask scheduler to join (default: "
+                                                "start a local cluster)")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Local cluster's worker "
+                                                "processes (default: usable cores)")] = None,
+    shard_lines: Annotated[int | None, typer.Option(min=1, help="Input lines per shard "
+                                                    "(default: 10000)")] = None,
 ) -> None:
-    """Link every line of a JSONL file to KG entities; prints the throughput."""
-    import time
-
-    from tqdm import tqdm
-
+    """Link every line of a JSONL file to KG entities; prints the throughput. With
+    --engine dask, rerunning a stopped run resumes it."""
     from ernie_kg.errors import DataFormatError
     from ernie_kg.kg import EntityEmbeddings
     from ernie_kg.linking import EntityLinker
     from ernie_kg.linking.alias_build import default_workers
+    from ernie_kg.linking.cluster import LinkerSpec, cluster_linker
+    from ernie_kg.linking.files import link_jsonl, summary
 
     if not input.is_file():
         raise DataFormatError(input, None, "missing: no such input file")
@@ -216,36 +231,18 @@ def link(
     settings: dict = {"fuzzy": fuzzy, "use_ner": ner}
     if nil_threshold is not None:
         settings["nil_threshold"] = nil_threshold
-    table = EntityEmbeddings.load(embeddings) if embeddings is not None else None
-    linker = EntityLinker.from_kg_dir(kg, table, linker_dir, progress=True,
-                                      workers=default_workers(), **settings)
-    linker.detector  # build the matcher before the clock starts  # noqa: B018
-    total = count_lines([input])
-    texts = mentions = 0
-    started = time.perf_counter()
-
-    expected = 'an object with "text" (a string) or "tokens" (a list of strings)'
-
-    def write_linked(sink) -> None:  # a bad line raises here: no output file is left
-        nonlocal texts, mentions
-        records = iter_jsonl(input, DataFormatError, expected)
-        for number, record in tqdm(records, total=total, unit="line", desc="link"):
-            text, tokens = record.get("text"), record.get("tokens")
-            if isinstance(text, str):
-                found = linker(text)
-            elif isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
-                found = linker.link_tokens(tokens)
-            else:
-                raise DataFormatError(input, number, f"expected {expected}")
-            record["mentions"] = [m.to_json() for m in found]
-            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-            texts += 1
-            mentions += len(found)
-
-    write_atomic(output, write_linked)
-    seconds = max(time.perf_counter() - started, 1e-9)
-    console.print(f"[green]wrote {output}[/green]: {texts} texts, {mentions} mentions in "
-                  f"{seconds:.2f} s ({texts / seconds:.1f} texts/s)")
+    cluster = cluster_linker(engine, lambda: LinkerSpec.of(kg, embeddings, linker_dir,
+                                                           **settings), address, workers,
+                             shard_lines, say=lambda line: console.print(line, markup=False))
+    if cluster is not None:
+        stats = cluster.link_file(input, output)
+    else:
+        table = EntityEmbeddings.load(embeddings) if embeddings is not None else None
+        linker = EntityLinker.from_kg_dir(kg, table, linker_dir, progress=True,
+                                          workers=default_workers(), **settings)
+        linker.detector  # build the matcher before the clock starts  # noqa: B018
+        stats = link_jsonl(linker, input, output)
+    console.print(f"[green]wrote {output}[/green]: {summary(stats)}")
 
 
 _RELATION_FORMATS = ("fewrel", "semeval", "tacred", "jsonl")

@@ -55,20 +55,33 @@ def prepare(
     shard_size: Annotated[int, typer.Option(min=1, help="Instances per shard")] = 4096,
     overwrite: Annotated[bool, typer.Option(
         help="Replace earlier data in --out (it is moved aside to OUT.old-N)")] = False,
+    engine: Annotated[str, typer.Option(
+        callback=one_of("local", "dask"),
+        help="Link here (local) or in shards on a Dask cluster (dask)")] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="Dask scheduler to join (default: start a local cluster)")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Worker processes of the local cluster (default: usable cores)")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="Continue in --out: the shards a stopped dask linking finished are kept")] = False,
 ) -> None:
     """Sentences -> linked entities -> NSP sentence pairs -> shards in OUT."""
     from transformers import AutoTokenizer
 
     from ernie_kg.data.pretraining import prepare_pretraining_data
     from ernie_kg.linking import EntityLinker
+    from ernie_kg.linking.cluster import LinkerSpec, cluster_linker
     from ernie_kg.paths import default_backbone
 
     check_backbone(backbone or default_backbone())
-    aside = claim_run_dir(out, overwrite=overwrite)  # prepared data can take hours
+    linker = cluster_linker(engine, lambda: LinkerSpec.of(kg, lang=lang), address, workers,
+                            say=lambda line: typer.echo(line, err=True))
+    aside = claim_run_dir(out, resume=resume, overwrite=overwrite)  # can take hours
     if aside is not None:
         typer.echo(f"moved the earlier data aside to {aside}", err=True)
     tokenizer = AutoTokenizer.from_pretrained(backbone or default_backbone())
-    linker = EntityLinker.from_kg_dir(kg, lang=lang)
+    if linker is None:
+        linker = EntityLinker.from_kg_dir(kg, lang=lang)
     manifest = prepare_pretraining_data(corpus, linker, tokenizer, out, max_length=max_length,
                                         seed=seed, shard_size=shard_size, lang=lang)
     summary = {k: manifest[k] for k in ("num_instances", "documents", "sentences",

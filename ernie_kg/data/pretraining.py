@@ -22,7 +22,9 @@ each shard holding ``input_ids``, ``token_type_ids``, ``entity_ids`` (vocab inde
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -100,6 +102,20 @@ def split_documents(
     documents: Iterable[str], linker: Any, lang: str = "en", batch_size: int = 64
 ) -> Iterator[list[Sentence]]:
     """Per document, its sentences with words and linked (non-NIL) mentions."""
+    for texts, words in _split(documents, lang, batch_size):
+        linked = linker.pipe(texts) if linker is not None else ([] for _ in texts)
+        yield [_sentence(text, spans, ((m.start, m.end, m.entity_id) for m in mentions))
+               for text, spans, mentions in zip(texts, words, linked)]
+
+
+def _sentence(text: str, words: tuple, mentions: Iterable[tuple]) -> Sentence:
+    """A sentence with its linked ``(start, end, entity_id)``, NIL mentions dropped."""
+    return Sentence(text, words, tuple(m for m in mentions if m[2] is not None))
+
+
+def _split(documents: Iterable[str], lang: str, batch_size: int = 64,
+           ) -> Iterator[tuple[list[str], list[tuple]]]:
+    """Per document with any, its sentences and their words (char spans)."""
     nlp = sentence_splitter(lang)
     for doc in nlp.pipe(documents, batch_size=batch_size):
         texts, words = [], []
@@ -113,15 +129,43 @@ def split_documents(
                 (t.idx - offset, t.idx - offset + len(t.text)) for t in sent
                 if not t.is_space and t.idx >= offset
             ))
-        if not texts:
-            continue
-        linked = linker.pipe(texts) if linker is not None else ([] for _ in texts)
-        yield [
-            Sentence(text, spans, tuple(
-                (m.start, m.end, m.entity_id) for m in mentions if m.entity_id is not None
-            ))
-            for text, spans, mentions in zip(texts, words, linked)
-        ]
+        if texts:
+            yield texts, words
+
+
+def _linked_on_cluster(paths: Sequence[str | Path], linker: Any, lang: str, out: Path,
+                       progress: bool) -> list[list[Sentence]]:
+    """The corpus's sentences linked by a :class:`~ernie_kg.linking.cluster.ClusterLinker`:
+    written to ``OUT/.linking/sentences.jsonl``, linked into ``linked.jsonl`` (in shards,
+    resumable) and read back in order. The sentence file is replaced only when its
+    content changed, so a rerun resumes the linking."""
+    import filecmp
+    import os
+
+    from tqdm.auto import tqdm
+
+    split = [part for path in paths for part in _split(
+        tqdm(read_documents(path), desc=f"splitting {Path(path).name}", unit="doc",
+             disable=not progress), lang)]
+    work = out / ".linking"
+    sentences, linked = work / "sentences.jsonl", work / "linked.jsonl"
+    fresh = work / "sentences.jsonl.new"
+    write_atomic(fresh, lambda sink: sink.writelines(
+        json.dumps({"text": text}, ensure_ascii=False) + "\n"
+        for texts, _ in split for text in texts))
+    if sentences.is_file() and filecmp.cmp(fresh, sentences, shallow=False):
+        fresh.unlink()
+    else:
+        os.replace(fresh, sentences)
+    linker.link_file(sentences, linked, progress=progress)
+    documents = []
+    with open(linked, encoding="utf-8") as lines:
+        for texts, words in split:
+            records = [json.loads(next(lines)) for _ in texts]
+            documents.append([_sentence(text, spans, (
+                (m["start"], m["end"], m["entity_id"]) for m in record["mentions"]))
+                for text, spans, record in zip(texts, words, records)])
+    return documents
 
 
 # ---------------------------------------------------------------------- instances
@@ -211,9 +255,13 @@ def prepare_pretraining_data(
     """Turn corpus file(s) into instance shards in ``out``; returns the manifest.
 
     Deterministic for a seed. The manifest is written last (atomically), so a directory
-    with a manifest is complete.
+    with a manifest is complete. ``linker`` is an entity linker, or a
+    :class:`~ernie_kg.linking.cluster.ClusterLinker` that links the sentences on a Dask
+    cluster (the same instances; an interrupted linking resumes on the next call).
     """
     from tqdm.auto import tqdm
+
+    from ernie_kg.linking.cluster import ClusterLinker
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,11 +272,14 @@ def prepare_pretraining_data(
     if not paths:
         raise ValueError("no corpus files given")
     documents: list[list[Sentence]] = []
-    for path in paths:
-        texts = read_documents(path)
-        found = split_documents(tqdm(texts, desc=f"linking {Path(path).name}", unit="doc",
-                                     disable=not progress), linker, lang)
-        documents.extend(doc for doc in found if doc)
+    if isinstance(linker, ClusterLinker):
+        documents = _linked_on_cluster(paths, linker, lang, out, progress)
+    else:
+        for path in paths:
+            texts = read_documents(path)
+            found = split_documents(tqdm(texts, desc=f"linking {Path(path).name}",
+                                         unit="doc", disable=not progress), linker, lang)
+            documents.extend(doc for doc in found if doc)
     if not documents:
         raise DataFormatError(paths[0], None, "no sentences found in the corpus")
     vocab = EntityVocab()  # the data set's own vocabulary, grown as ids are seen
@@ -261,6 +312,7 @@ def prepare_pretraining_data(
         "shards": shards,
     }
     write_json(out / MANIFEST, manifest, indent=None)
+    shutil.rmtree(out / ".linking", ignore_errors=True)  # the cluster's sentence files
     return manifest
 
 

@@ -24,6 +24,7 @@ from ernie_kg.checks import check_number, check_settings
 from ernie_kg.errors import SavedFileError, SettingError, UnknownIdError
 from ernie_kg.io import read_json, write_atomic, write_json
 from ernie_kg.kg.graph import KnowledgeGraph
+from ernie_kg.kg.sparse import make_sparse, optimizer_name
 from ernie_kg.kg.vocab import NO_ENTITY, TRIE_FILE, EntityVocab, MappedEntityVocab
 
 #: Settings tuned on CoDEx-S (benchmarks/transe_codex_s.py, results/transe_codex_s.md):
@@ -43,6 +44,8 @@ DEFAULT_EMBEDDING_SETTINGS: dict[str, Any] = {
     "inverse_triples": True,
     "num_negs_per_pos": 64,
     "normalize_entities": False,
+    #: Sparse tables + SparseAdam (ernie_kg.kg.sparse): the setting for large tables.
+    "sparse": False,
 }
 
 _VECTORS = "entity_vectors.npy"
@@ -344,7 +347,7 @@ def train_entity_embeddings(
         "model": model,
         "model_kwargs": model_kwargs,
         "loss": config["loss"],
-        "optimizer": "Adam",
+        "optimizer": optimizer_name(config),
         "optimizer_kwargs": {"lr": config["learning_rate"]},
         "training_loop": config["training_loop"],
         "training_kwargs": {
@@ -369,6 +372,12 @@ def train_entity_embeddings(
                                                    torch_max_mem=logging.ERROR):
         warnings.filterwarnings("ignore", message=".*pin_memory.*")
         warnings.filterwarnings("ignore", message=".*memory utilization maximization.*")
+        if config["sparse"]:  # PyKEEN builds the model (as pipeline would); we mark it sparse
+            from pykeen.models import model_resolver
+
+            kwargs["model"] = make_sparse(model_resolver.make(
+                model, triples_factory=train, random_seed=seed, loss=kwargs.pop("loss"),
+                **kwargs.pop("model_kwargs")).to(device))
         result = pipeline(**kwargs)
     seconds = time.perf_counter() - started
 
