@@ -125,3 +125,13 @@ def test_cli_embed_writes_metrics(tmp_path, tiny_kg):
     assert metrics["config"]["seed"] == 3
     loaded = EntityEmbeddings.load(tmp_path / "out")
     assert loaded.dim == 8 and len(loaded) == len(tiny_kg.entities)
+
+
+def test_cache_key_ignores_a_later_setting_at_its_default(nations):
+    from ernie_kg.kg.cache import kg_content_hash
+
+    settings = {"dim": 16, "epochs": 2}
+    assert kg_content_hash(nations, {**settings, "sparse": False}) == kg_content_hash(
+        nations, settings)
+    assert kg_content_hash(nations, {**settings, "sparse": True}) != kg_content_hash(
+        nations, settings)

@@ -16,9 +16,15 @@ from typing import Any
 from ernie_kg.kg.embeddings import DEFAULT_EMBEDDING_SETTINGS, EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
 
+#: Settings added after tables were first cached, with their defaults: at the default
+#: they stay out of the key, so adding a setting does not orphan every cached table.
+_LATER_SETTINGS = {"sparse": False}
+
 
 def kg_content_hash(kg: KnowledgeGraph, settings: dict[str, Any] | None = None) -> str:
     """SHA-256 over the sorted training triples, the entity ids and ``settings``."""
+    settings = {k: v for k, v in (settings or {}).items()
+                if not (k in _LATER_SETTINGS and v == _LATER_SETTINGS[k])}
     digest = hashlib.sha256()
     for head, relation, tail in sorted(kg.train):
         digest.update(f"{head}\t{relation}\t{tail}\n".encode())
