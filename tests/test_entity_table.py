@@ -127,7 +127,7 @@ def test_trained_table_is_saved_as_the_rows_that_changed(backbone_dir, saved_tab
     assert weight.requires_grad
     with torch.no_grad():
         weight[[3, 7]] += 0.5  # rows of Q2 and Q6 moved in training
-    model.save_pretrained(tmp_path / "model")
+    model.save_pretrained(tmp_path / "model", state_dict=model.state_dict())  # as Trainer
     from safetensors.torch import load_file
 
     delta = load_file(str(tmp_path / "model" / DELTA_FILE))

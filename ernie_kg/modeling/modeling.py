@@ -207,9 +207,10 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
         if main and source.directory is not None:
             self.config.entity_table = {**table_reference(source, directory), "delta": delta}
             self.config.entity_table_sha256 = source.content_hash()
-        prefix = "entity_embeddings.weight"
-        kwargs.setdefault("state_dict", {k: v for k, v in self.state_dict().items()
-                                         if not k.endswith(prefix)})
+        state = kwargs.get("state_dict")  # Trainer passes its own: the table leaves it too
+        kwargs["state_dict"] = {k: v for k, v in (state if state is not None else
+                                                  self.state_dict()).items()
+                                if not k.endswith("entity_embeddings.weight")}
         result = super().save_pretrained(directory, *args, **kwargs)
         if main:
             (directory / ENTITY_IDS_FILE).unlink(missing_ok=True)  # an earlier save's
