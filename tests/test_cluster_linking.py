@@ -263,3 +263,13 @@ def test_prepared_pretraining_data_is_identical(cluster, corpus):
     assert len(files) > 2 and "manifest.json" in files
     for name in files:
         assert (outs["local"] / name).read_bytes() == (outs["dask"] / name).read_bytes()
+
+
+def test_workers_rebuild_their_linker_when_the_kg_changed_at_the_same_path(tmp_path):
+    from dataclasses import replace
+
+    from ernie_kg.linking.cluster import LinkerSpec
+
+    spec = LinkerSpec.of(tmp_path / "kg", contents="a")
+    assert spec.key != replace(spec, contents="b").key  # workers cache linkers by key
+    assert spec.key == LinkerSpec.of(tmp_path / "kg", contents="a").key

@@ -3,6 +3,7 @@ trained rows are saved as a delta; a self-contained copy is asked for explicitly
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -13,7 +14,7 @@ from test_modeling import backbone_dir as tiny_backbone_fixture
 
 from ernie_kg.errors import ErnieKGError, SavedFileError
 from ernie_kg.kg.embeddings import EntityEmbeddings
-from ernie_kg.kg.vocab import MappedEntityVocab
+from ernie_kg.kg.vocab import EntityVocab, MappedEntityVocab
 from ernie_kg.modeling import ErnieKGForRelationClassification, ErnieKGModel
 from ernie_kg.modeling.entity_table import DELTA_FILE, TABLE_DIR, MappedEntityTable
 from ernie_kg.modeling.modeling import ENTITY_IDS_FILE
@@ -150,3 +151,54 @@ def test_a_model_without_table_ids_keeps_the_table_in_its_weights(backbone_dir, 
     loaded = ErnieKGModel.from_pretrained(tmp_path / "model")
     assert loaded.config.entity_table is None
     assert torch.equal(loaded.entity_embeddings.weight, model.entity_embeddings.weight)
+
+
+def test_a_fresh_model_gets_a_checkpoints_trained_table_back(backbone_dir, saved_table,
+                                                             tmp_path):
+    """Resuming (or another DDP rank) restores from the checkpoint, not from memory."""
+    in_memory = EntityEmbeddings.random([f"Q{i}" for i in range(NUM_ENTITIES)],
+                                        dim=ENTITY_DIM, seed=5)
+    for name, table in (("referred", saved_table), ("copied", in_memory)):
+        model = build(backbone_dir, table, ErnieKGForRelationClassification,
+                      freeze_entity_table=False)
+        with torch.no_grad():
+            model.ernie.entity_embeddings.weight[[2, 5]] -= 0.25
+        model.save_pretrained(tmp_path / name)
+        assert (tmp_path / name / (DELTA_FILE if name == "referred" else TABLE_DIR)).exists()
+        fresh = build(backbone_dir, table, ErnieKGForRelationClassification,
+                      freeze_entity_table=False)
+        parameter = fresh.ernie.entity_embeddings.weight
+        fresh.restore_entity_table(tmp_path / name)
+        assert fresh.ernie.entity_embeddings.weight is parameter  # the optimizer's own
+        assert torch.equal(parameter, model.ernie.entity_embeddings.weight)
+        assert fresh.ernie._entity_source is table  # not the checkpoint's copy
+
+
+def test_the_mapped_table_is_no_buffer_yet_moves_with_the_model(backbone_dir, saved_table):
+    model = build(backbone_dir, saved_table)
+    assert not [n for n, _ in model.named_buffers() if "entity_embeddings" in n]  # DDP
+    model.to(torch.float64)
+    assert model.entity_embeddings.vectors.dtype == torch.float64
+    assert model.entity_embeddings(torch.tensor([0, 1])).dtype == torch.float64
+
+
+def test_mapped_vocab_saves_as_a_list_and_a_wrong_table_does_not_hide_the_right_one(
+        backbone_dir, saved_table, tmp_path):
+    saved_table.vocab.save(tmp_path / "ids.json")
+    assert EntityVocab.load(tmp_path / "ids.json") == saved_table.vocab
+    build(backbone_dir, saved_table).save_pretrained(tmp_path / "a" / "model")
+    moved = tmp_path / "b" / "model"
+    shutil.move(tmp_path / "a" / "model", moved)
+    EntityEmbeddings.random(["x"], dim=ENTITY_DIM).save(tmp_path / "b" / "table")  # wrong
+    assert ErnieKGModel.from_pretrained(moved).entity_row("Q3") == 4  # the absolute path
+
+
+def test_a_published_checkpoint_refers_to_the_table_from_where_it_is(backbone_dir,
+                                                                      saved_table, tmp_path):
+    from ernie_kg.training.checkpoints import publish_staged_checkpoint
+
+    staging = tmp_path / "run" / ".tmp-checkpoint-1"
+    build(backbone_dir, saved_table).save_pretrained(staging / "checkpoint-1")
+    target = publish_staged_checkpoint(staging, tmp_path / "run" / "checkpoint-1")
+    reference = json.loads((target / "config.json").read_text())["entity_table"]
+    assert (target / reference["path"]).resolve() == (tmp_path / "table").resolve()

@@ -233,6 +233,10 @@ class MappedEntityVocab(EntityVocab):
             for key in self._row_keys[start:start + 65_536].tolist():
                 yield restore(key)
 
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the ids as a JSON list (row order), as :meth:`EntityVocab.save` does."""
+        return write_json(path, list(self), indent=None)
+
     def __repr__(self) -> str:
         return f"MappedEntityVocab({len(self)} entities)"
 

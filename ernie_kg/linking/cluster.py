@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,10 @@ class LinkerSpec:
     embeddings: str | None = None
     linker_dir: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    #: What the paths held when the driver looked (KG, table and linker contents): part
+    #: of the workers' cache key and of a resume's identity, so a KG rebuilt at the same
+    #: path is neither linked with a worker's old linker nor mixed with old shards.
+    contents: str = ""
 
     @classmethod
     def of(cls, kg_dir: str | os.PathLike, embeddings: str | os.PathLike | None = None,
@@ -89,6 +93,20 @@ class LinkerSpec:
         table = EntityEmbeddings.load(self.embeddings) if self.embeddings else None
         return EntityLinker.from_kg_dir(self.kg_dir, table, self.linker_dir,
                                         progress=progress, workers=workers, **self.settings)
+
+
+def _contents(spec: LinkerSpec, linker: Any) -> str:
+    """A hash of what the spec's paths hold now (see :attr:`LinkerSpec.contents`)."""
+    parts = [linker.kg.store.content_hash if linker.kg is not None and linker.kg.store
+             is not None else ""]
+    if spec.embeddings:
+        from ernie_kg.kg import EntityEmbeddings
+
+        parts.append(EntityEmbeddings.load(spec.embeddings, verify=False).content_hash())
+    if spec.linker_dir:
+        parts += [f"{p.relative_to(spec.linker_dir)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                  for p in sorted(Path(spec.linker_dir).rglob("*")) if p.is_file()]
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------- worker side
@@ -217,6 +235,7 @@ class ClusterLinker:
             # here first: the index is built once, the settings checked, the KG hashed
             linker = self.spec.build(progress=progress, workers=default_workers())
             ranges = shard_ranges(source, self.shard_lines)
+            self.spec = replace(self.spec, contents=_contents(self.spec, linker))
             identity = {"format": _FORMAT,
                         "input": [str(source), stat.st_size, stat.st_mtime_ns],
                         "kg_content_hash": linker.kg.store.content_hash if linker.kg else None,

@@ -34,7 +34,8 @@ from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.store import cache_root
 
 __all__ = ["DELTA_FILE", "TABLE_DIR", "MappedEntityTable", "apply_delta", "find_table",
-           "save_delta", "table_copy", "table_reference"]
+           "rebase_reference", "restore_trained_table", "save_delta", "table_copy",
+           "table_reference"]
 
 #: A self-contained copy of the table inside a checkpoint (``include_entity_table``).
 TABLE_DIR = "entity_table"
@@ -47,8 +48,10 @@ _MAX_META_BYTES = 16 << 20  # larger embeddings.json files (an id list inside) a
 
 class MappedEntityTable(nn.Module):
     """A frozen table ``[num_entities, dim]`` looked up by model row (row ``r`` is
-    ``vectors[r - 1]``; row 0, "no entity", is zero). The vectors are a non-persistent
-    buffer: no parameter, never in ``state_dict``, shared with the source's memory map."""
+    ``vectors[r - 1]``; row 0, "no entity", is zero). The vectors are a plain tensor
+    attribute shared with the source's memory map: no parameter, nothing in
+    ``state_dict``, and no buffer either, since DDP broadcasts buffers (into a read-only
+    map, or 2 GB a step); ``.to()`` / ``.half()`` still move it (:meth:`_apply`)."""
 
     def __init__(self, embeddings: EntityEmbeddings | None, dim: int) -> None:
         super().__init__()
@@ -58,7 +61,12 @@ class MappedEntityTable(nn.Module):
             with warnings.catch_warnings():  # a read-only map: the buffer is never written
                 warnings.filterwarnings("ignore", message=".*not writable.*")
                 vectors = torch.from_numpy(np.asarray(embeddings.vectors))
-        self.register_buffer("vectors", vectors, persistent=False)
+        self.vectors = vectors
+
+    def _apply(self, fn: Any, recurse: bool = True) -> MappedEntityTable:
+        """``.to()``, ``.cuda()``, ``.half()``: applied to the vectors as to a buffer."""
+        self.vectors = fn(self.vectors)
+        return super()._apply(fn, recurse)
 
     @property
     def num_entities(self) -> int:
@@ -140,6 +148,19 @@ def apply_delta(source: EntityEmbeddings, path: Path) -> torch.Tensor:
     return table
 
 
+def rebase_reference(checkpoint: Path) -> None:
+    """After a saved checkpoint was moved (a trainer's staging directory renamed into
+    place): make ``config.entity_table``'s relative path start from where it is now."""
+    from ernie_kg.io import write_json
+
+    config_path = Path(checkpoint) / "config.json"
+    config = read_json(config_path) if config_path.is_file() else None
+    reference = config.get("entity_table") if isinstance(config, dict) else None
+    if isinstance(reference, dict) and reference.get("absolute"):
+        reference["path"] = os.path.relpath(reference["absolute"], Path(checkpoint).resolve())
+        write_json(config_path, config)
+
+
 # ---------------------------------------------------------------------- loading
 def find_table(reference: dict[str, Any], checkpoint: Path | None,
                given: EntityEmbeddings | str | os.PathLike | None = None) -> EntityEmbeddings:
@@ -159,19 +180,45 @@ def find_table(reference: dict[str, Any], checkpoint: Path | None,
     if given is None:
         places.append(Path(str(reference.get("absolute", ""))))
     places = list(dict.fromkeys(place.resolve() for place in places))
-    for place in places:
+    refused: SavedFileError | None = None
+    for place in places:  # a place holding another table does not hide the next one
         if (place / _META).is_file():
-            return _open_checked(place, reference)
+            try:
+                return _open_checked(place, reference)
+            except SavedFileError as problem:
+                refused = refused or problem
     if given is None:
         found = _search_cache(expected)
         if found is not None:
             return _open_checked(found, reference)
+    if refused is not None:
+        raise refused
     looked = ", ".join(str(p) for p in places) + ("" if given else f", {cache_root()}")
     raise SavedFileError(places[0] if places else Path("."), None, (
         f"missing: the entity table this model refers to ({reference.get('entities')} x "
         f"{reference.get('dim')}, sha256 {expected[:12]}...); looked in {looked}. Pass "
         "entity_embeddings=DIR, put the table back, or save the model with "
         "include_entity_table=True"))
+
+
+def restore_trained_table(base: nn.Module, checkpoint: Path) -> None:
+    """Put back the trainable table of ``checkpoint`` (its changed rows, or its copy) into
+    the base model ``base``, as the checkpoint's config.json says (see
+    ``ErnieKGPreTrainedModel.restore_entity_table``)."""
+    config_path = checkpoint / "config.json"
+    if isinstance(base.entity_embeddings, MappedEntityTable) or not config_path.is_file():
+        return  # a frozen table never changes
+    reference = read_json(config_path).get("entity_table")
+    if not isinstance(reference, dict):
+        return  # the table was in the weights, and came back with them
+    source = base._entity_source
+    if source is None or source.content_hash() != reference.get("sha256"):
+        source = find_table(reference, checkpoint)
+    delta = checkpoint / reference["delta"] if reference.get("delta") else None
+    keep = base._entity_source  # a copy inside the checkpoint must not become the source
+    base.attach_entity_table(source, delta)
+    if delta is None and keep is not None:
+        base._entity_source = keep
 
 
 def _open_checked(directory: Path, reference: dict[str, Any]) -> EntityEmbeddings:

@@ -37,6 +37,7 @@ from ernie_kg.modeling.entity_table import (
     MappedEntityTable,
     apply_delta,
     find_table,
+    restore_trained_table,
     save_delta,
     table_copy,
     table_reference,
@@ -198,7 +199,8 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
         delta = None
         if include_entity_table or source.directory is None:
             table = source if mapped else EntityEmbeddings(
-                base.entity_vocab, base.entity_embeddings.weight.detach()[1:].float().numpy())
+                base.entity_vocab,
+                base.entity_embeddings.weight.detach()[1:].float().cpu().numpy())
             source = table_copy(table, directory / TABLE_DIR, keep_entities) if main else table
         elif not mapped:  # trained: only the rows that moved
             delta = DELTA_FILE
@@ -252,12 +254,11 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
         return loaded
 
     def restore_entity_table(self, checkpoint: str | os.PathLike) -> None:
-        """After a trainer loaded ``checkpoint``'s weights (which hold no referred
-        table): put back the trained rows saved beside them."""
-        reference = self.config.entity_table
-        source = self.base_model._entity_source
-        if reference and reference.get("delta") and source is not None:
-            self.base_model.attach_entity_table(source, Path(checkpoint) / reference["delta"])
+        """After a trainer loaded ``checkpoint``'s weights, which hold no trainable table
+        saved by reference: put that checkpoint's table back (its changed rows, or its
+        copy), as its own config.json says; this model may never have saved (a resumed
+        run, a DDP rank other than 0). A frozen table never changes: nothing to do."""
+        restore_trained_table(self.base_model, Path(checkpoint))
 
 
 def _resolve_entity_ids_file(name_or_path: str | os.PathLike, kwargs: dict) -> str | None:
@@ -326,14 +327,18 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
                 f"entity embeddings have dim {embeddings.dim}, the model expects entity_dim="
                 f"{self.config.entity_dim}"
             )
+        old = self.entity_embeddings
+        device = old.vectors.device if isinstance(old, MappedEntityTable) else old.weight.device
+        device = torch.device("cpu") if device.type == "meta" else device  # HF's placeholder
         if self.config.freeze_entity_table and delta is None:
-            self.entity_embeddings = MappedEntityTable(embeddings, embeddings.dim)
+            self.entity_embeddings = MappedEntityTable(embeddings, embeddings.dim).to(device)
         else:
             table = (apply_delta(embeddings, delta) if delta is not None
                      else torch.from_numpy(embeddings.padded_table()))
             weight = getattr(self.entity_embeddings, "weight", None)
             if weight is None or table.shape != weight.shape:
-                self.entity_embeddings = nn.Embedding(len(table), table.shape[1], padding_idx=0)
+                self.entity_embeddings = nn.Embedding(len(table), table.shape[1], padding_idx=0,
+                                                      device=device)
                 weight = self.entity_embeddings.weight
             with torch.no_grad():
                 weight.copy_(table.to(weight.dtype))

@@ -25,6 +25,7 @@ from torch import nn
 
 from ernie_kg.errors import ErnieKGError, SavedFileError
 from ernie_kg.io import iter_jsonl, read_json, write_atomic, write_json
+from ernie_kg.modeling.entity_table import rebase_reference
 
 __all__ = [
     "FINISHED_FILE",
@@ -145,6 +146,7 @@ def publish_staged_checkpoint(staging: Path, target: Path) -> Path:
         shutil.rmtree(target)
     os.replace(staging / target.name, target)
     shutil.rmtree(staging, ignore_errors=True)
+    rebase_reference(target)  # its entity table's relative path was from the staging dir
     return target
 
 
