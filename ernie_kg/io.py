@@ -182,15 +182,24 @@ def iter_jsonl(path: str | os.PathLike, error: ErrorClass = SavedFileError,
     path = Path(path)
     repair = SurrogateRepair(path)
     for number, line in iter_text_lines(path, error):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as problem:
-            raise error(path, number, f"invalid JSON: {problem.msg}") from None
-        if not isinstance(record, dict):
-            raise error(path, number, f"expected {expected}")
-        yield number, repair(record, line, number)
+        record = jsonl_record(line, path, number, error, expected, repair)
+        if record is not None:
+            yield number, record
+
+
+def jsonl_record(line: str, path: Path, number: int, error: type[ErnieKGError],
+                 expected: str, repair: SurrogateRepair) -> dict | None:
+    """One decoded JSONL line as a dict (None for a blank one): the rule of
+    :func:`iter_jsonl`, for readers that get their lines another way (a shard's bytes)."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as problem:
+        raise error(path, number, f"invalid JSON: {problem.msg}") from None
+    if not isinstance(record, dict):
+        raise error(path, number, f"expected {expected}")
+    return repair(record, line, number)
 
 
 def count_lines(paths: Iterable[str | os.PathLike]) -> int:

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ernie_kg.kg import Entity, KnowledgeGraph, Relation
 from ernie_kg.paths import default_backbone
+
+
+@pytest.fixture(scope="session")
+def nations_dir(tmp_path_factory) -> Path:
+    """PyKEEN's built-in Nations written as a KG directory (train/valid/test)."""
+    from pykeen.datasets import Nations
+
+    dataset = Nations()
+
+    def rows(factory):
+        return [tuple(t) for t in factory.triples]
+
+    directory = tmp_path_factory.mktemp("nations")
+    KnowledgeGraph.from_triples(rows(dataset.training), rows(dataset.validation),
+                                rows(dataset.testing)).save(directory)
+    return directory
 
 
 @pytest.fixture

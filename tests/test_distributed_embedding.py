@@ -29,21 +29,6 @@ FAST = {"dim": 32, "learning_rate": 0.01, "batch_size": 128, "num_negs_per_pos":
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def nations_dir(tmp_path_factory) -> Path:
-    from pykeen.datasets import Nations
-
-    dataset = Nations()
-
-    def rows(factory):
-        return [tuple(t) for t in factory.triples]
-
-    directory = tmp_path_factory.mktemp("nations")
-    KnowledgeGraph.from_triples(rows(dataset.training), rows(dataset.validation),
-                                rows(dataset.testing)).save(directory)
-    return directory
-
-
 def _embed(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``ernie-kg kg embed ARGS`` in a fresh process (DDP ranks are processes)."""
     return subprocess.run([sys.executable, "-m", "ernie_kg", "kg", "embed", *args],

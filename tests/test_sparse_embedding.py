@@ -8,7 +8,6 @@ Real training on PyKEEN's Nations (14 entities, 1592 training triples).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,21 +24,6 @@ FAST = {"dim": 32, "learning_rate": 0.01, "batch_size": 128, "num_negs_per_pos":
 # (pipeline) and 0.508-0.513 (Lightning). An untrained model scores ~0.28. The floor
 # allows sparse 0.02 below the lowest dense run.
 MRR_FLOOR = 0.511 - 0.02
-
-
-@pytest.fixture(scope="module")
-def nations_dir(tmp_path_factory) -> Path:
-    from pykeen.datasets import Nations
-
-    dataset = Nations()
-
-    def rows(factory):
-        return [tuple(t) for t in factory.triples]
-
-    directory = tmp_path_factory.mktemp("nations")
-    KnowledgeGraph.from_triples(rows(dataset.training), rows(dataset.validation),
-                                rows(dataset.testing)).save(directory)
-    return directory
 
 
 def test_cli_sparse_one_process_reaches_the_dense_mrr(nations_dir, tmp_path):

@@ -46,7 +46,14 @@ from typing import Any
 import numpy as np
 
 from ernie_kg.errors import DataFormatError, ErnieKGError, SettingError
-from ernie_kg.io import SurrogateRepair, check_writable, decode_line, read_json, write_atomic
+from ernie_kg.io import (
+    SurrogateRepair,
+    check_writable,
+    decode_line,
+    jsonl_record,
+    read_json,
+    write_atomic,
+)
 from ernie_kg.linking.files import EXPECTED, linked_line
 
 __all__ = ["ENGINES", "ClusterLinker", "LinkerSpec", "cluster_linker", "shard_ranges"]
@@ -97,12 +104,10 @@ class LinkerSpec:
 
 def _contents(spec: LinkerSpec, linker: Any) -> str:
     """A hash of what the spec's paths hold now (see :attr:`LinkerSpec.contents`)."""
-    parts = [linker.kg.store.content_hash if linker.kg is not None and linker.kg.store
-             is not None else ""]
-    if spec.embeddings:
-        from ernie_kg.kg import EntityEmbeddings
-
-        parts.append(EntityEmbeddings.load(spec.embeddings, verify=False).content_hash())
+    store = linker.kg.store if linker.kg is not None else None
+    parts = [store.content_hash if store is not None else ""]
+    if linker.embeddings is not None:  # the driver's linker has the table loaded already
+        parts.append(linker.embeddings.content_hash())
     if spec.linker_dir:
         parts += [f"{p.relative_to(spec.linker_dir)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                   for p in sorted(Path(spec.linker_dir).rglob("*")) if p.is_file()]
@@ -156,15 +161,10 @@ def _link_shard(spec: LinkerSpec, source: str, first_byte: int, end_byte: int,
             linker = _worker_linker(spec)
             for number, row in enumerate(rows, start=first_line):
                 line = decode_line(row, path, number, DataFormatError).rstrip("\r\n")
-                if not line.strip():
+                record = jsonl_record(line, path, number, DataFormatError, EXPECTED, repair)
+                if record is None:
                     continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as problem:
-                    raise DataFormatError(path, number, f"invalid JSON: {problem.msg}") from None
-                if not isinstance(record, dict):
-                    raise DataFormatError(path, number, f"expected {EXPECTED}")
-                text, found = linked_line(linker, repair(record, line, number), path, number)
+                text, found = linked_line(linker, record, path, number)
                 out.append(text)
                 mentions += found
     except DataFormatError as error:

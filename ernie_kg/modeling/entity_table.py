@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ernie_kg.errors import ErnieKGError, SavedFileError
-from ernie_kg.io import read_json
+from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.store import cache_root
 
@@ -151,8 +151,6 @@ def apply_delta(source: EntityEmbeddings, path: Path) -> torch.Tensor:
 def rebase_reference(checkpoint: Path) -> None:
     """After a saved checkpoint was moved (a trainer's staging directory renamed into
     place): make ``config.entity_table``'s relative path start from where it is now."""
-    from ernie_kg.io import write_json
-
     config_path = Path(checkpoint) / "config.json"
     config = read_json(config_path) if config_path.is_file() else None
     reference = config.get("entity_table") if isinstance(config, dict) else None
