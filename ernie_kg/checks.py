@@ -23,6 +23,7 @@ RANGES: dict[str, tuple[float | None, bool, float | None]] = {
     "gradient_accumulation_steps": (1, False, None),
     "learning_rate": (0, True, None),
     "knowledge_learning_rate": (0, True, None),
+    "gate_learning_rate": (0, True, None),
     "warmup_ratio": (0, False, 1),
     "weight_decay": (0, False, None),
     "max_grad_norm": (0, True, None),

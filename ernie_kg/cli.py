@@ -288,6 +288,14 @@ def finetune_command(
     knowledge_lr: Annotated[float | None, typer.Option(
         callback=positive_or_none,
         help="Learning rate of the fresh knowledge modules (default: --lr)")] = None,
+    knowledge_gate: Annotated[str | None, typer.Option(
+        callback=one_of("none", "layer", "token"),
+        help="How entities enter their tokens: token or layer gates start closed (the "
+             "untrained model is its backbone); none: the paper, at full strength "
+             "(default: the recipe's, token)")] = None,
+    gate_lr: Annotated[float | None, typer.Option(
+        callback=positive_or_none,
+        help="Learning rate of the gates' openings (default: the recipe's)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per step")] = 32,
     grad_accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation steps")] = 1,
     max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per sequence")] = 128,
@@ -325,12 +333,14 @@ def finetune_command(
         LabelMap.from_examples(train_examples), graph, table, aliases,
         knowledge=model == "ernie", backbone=backbone, seed=seed, max_length=max_length,
         min_kg_coverage=min_kg_coverage,
+        **({"knowledge_gate": knowledge_gate} if knowledge_gate else {}),
     )
     metrics = train_relation_classifier(
         classifier, train_examples, dev_examples, output_dir, train_entities=entities,
         log_path=output_dir / "log.jsonl", resume_from_checkpoint=True if resume else None,
         epochs=epochs, learning_rate=lr, knowledge_learning_rate=knowledge_lr,
         batch_size=batch_size, gradient_accumulation_steps=grad_accum, seed=seed,
+        **({"gate_learning_rate": gate_lr} if gate_lr else {}),
     )
     write_json(output_dir / "metrics.json", metrics)
     summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("accuracy", "macro_f1", "micro_f1")

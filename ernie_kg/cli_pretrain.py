@@ -103,7 +103,13 @@ def run(
     gradient_accumulation_steps: Annotated[int, typer.Option(
         min=1, help="Micro-batches per step")] = 1,
     learning_rate: Annotated[float, typer.Option(
-        callback=positive, help="AdamW peak learning rate")] = 5e-5,
+        callback=positive, help="AdamW peak learning rate of the backbone")] = 5e-5,
+    head_learning_rate: Annotated[float, typer.Option(
+        callback=positive, help="Peak learning rate of the heads and knowledge "
+                                "modules")] = 1e-3,
+    head_warmup_steps: Annotated[int, typer.Option(
+        min=0, help="First steps that train only the heads and knowledge modules "
+                    "(backbone frozen)")] = 50,
     save_steps: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     num_knowledge_layers: Annotated[int | None, typer.Option(
@@ -134,7 +140,8 @@ def run(
     settings = PretrainingSettings(  # checked before an earlier run is moved aside
         max_steps=max_steps, batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps,
-        learning_rate=learning_rate, save_steps=save_steps, seed=seed,
+        learning_rate=learning_rate, head_learning_rate=head_learning_rate,
+        head_warmup_steps=head_warmup_steps, save_steps=save_steps, seed=seed,
         whole_word_masking=whole_word, whole_entity_masking=whole_entity, dea=dea, nsp=nsp,
         mixed_precision=mixed_precision,
     )

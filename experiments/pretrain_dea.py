@@ -10,7 +10,11 @@ pre-training on FewRel-16's training sentences, then fine-tuned on FewRel-16.
    linker (no gold ids), prepared as in ``ernie-kg pretrain prepare``. FewRel sentences
    have no neighbours, so next-sentence prediction is off (MLM with whole-word
    masking + dEA only).
-3. Pre-training: ``ernie_kg.training.pretrain`` from the packaged MiniLM.
+3. Pre-training: ``ernie_kg.training.pretrain`` from the packaged MiniLM, with its
+   defaults: the missing MLM head starts as the identity path with the corpus' unigram
+   prior (``ernie_kg.modeling.mlm_head``), the first ``head_warmup_steps`` train only
+   the heads, knowledge modules and gates, then the backbone joins at its own, lower
+   rate (``ernie_kg.training.pretrain_schedule``).
 4. Fine-tuning, per seed: ERNIE-KG from the pre-trained weights vs ERNIE-KG from the
    plain backbone (same seeds, data, settings); dev and test scored by the model's own
    linker.
@@ -56,6 +60,8 @@ from ernie_kg.pipelines.relation import (  # noqa: E402
 )
 from ernie_kg.training.pretrain import PretrainingSettings, pretrain  # noqa: E402
 
+DEFAULTS = PretrainingSettings()
+
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -66,7 +72,12 @@ def parse_args() -> argparse.Namespace:
                    default=PROJECT_ROOT.parent / "shared/data/codex/codex-m")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate,
+                   help="the backbone's peak rate")
+    p.add_argument("--head-learning-rate", type=float, default=DEFAULTS.head_learning_rate,
+                   help="the heads' and knowledge modules' peak rate")
+    p.add_argument("--head-warmup-steps", type=int, default=DEFAULTS.head_warmup_steps,
+                   help="first steps with the backbone frozen")
     p.add_argument("--max-length", type=int, default=96)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=float, default=FINETUNE["epochs"])
@@ -152,7 +163,9 @@ def main() -> None:
         torch.manual_seed(0)
         model = ErnieKGForPreTraining.from_backbone(backbone, embeddings)
         settings = PretrainingSettings(max_steps=args.steps, batch_size=args.batch_size,
-                                       learning_rate=args.learning_rate, nsp=False,
+                                       learning_rate=args.learning_rate,
+                                       head_learning_rate=args.head_learning_rate,
+                                       head_warmup_steps=args.head_warmup_steps, nsp=False,
                                        save_steps=100)
         pretrain(data_dir, model, pretrained, tokenizer, settings)
     curve = [json.loads(line) for line in (pretrained / "log.jsonl").read_text().splitlines()]
@@ -231,7 +244,10 @@ def report(args: argparse.Namespace, curve: list[dict], runs: dict, seconds: flo
     (args.results / "pretrain_dea.md").write_text(
         "# Knowledge-aware pre-training (dEA) before FewRel-16 fine-tuning\n\n"
         f"`python experiments/pretrain_dea.py` ({done['max_steps']} pre-training steps, "
-        f"batch {done['batch_size']}, lr {done['learning_rate']}, whole-word MLM + dEA, no "
+        f"batch {done['batch_size']}, lr {done['learning_rate']} (backbone) / "
+        f"{done.get('head_learning_rate', done['learning_rate'])} (heads, knowledge) / "
+        f"{done.get('gate_learning_rate', done['learning_rate'])} (gates), "
+        f"{done.get('head_warmup_steps', 0)} head warm-up steps, whole-word MLM + dEA, no "
         f"NSP; fine-tuning seeds {args.seeds}; this invocation {seconds / 60:.0f} min on "
         f"{platform.platform()}, {torch.get_num_threads()} threads).\n\n"
         f"dEA accuracy over the last 10% of steps: "

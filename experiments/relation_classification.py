@@ -16,6 +16,9 @@ The KG:
   ERNIE, whose Wikidata held the test facts.
 * ``--kg-extra FILE.json`` (repeatable) adds a FewRel file's facts and mention names to
   the KG and the alias table (how the closed setting reaches a separate test file).
+* ``--no-train-facts`` keeps TRAIN's own facts out of the KG, for data whose ids are not
+  KG ids (SemEval-2010 Task 8, ``experiments/run_semeval.sh``: the KG comes from
+  ``--kg-extra``).
 
 The alias table holds the KG's names plus every mention of the files whose facts are in
 the KG. Only the CoDEx-M triples within ``--background-hops`` (1) of the FewRel
@@ -72,6 +75,7 @@ from ernie_kg.data.features import LabelMap
 from ernie_kg.data.fewrel import load_fewrel, read_fewrel, split_fewrel
 from ernie_kg.data.knowledge import hide_sole_fact_entities, relation_knowledge
 from ernie_kg.io import write_json
+from ernie_kg.modeling.configuration import DEFAULT_KNOWLEDGE_GATE, KNOWLEDGE_GATES
 from ernie_kg.paths import PROJECT_ROOT
 from ernie_kg.pipelines.relation import (
     DEFAULT_MODEL_SETTINGS,
@@ -87,7 +91,7 @@ TRANSE = {"dim": 100, "epochs": 30, "num_negs_per_pos": 32, "batch_size": 1024,
 BACKGROUND_HOPS = 1
 #: Fine-tuning defaults sized for about 10 minutes per FewRel-16 run on 2 CPU cores.
 FINETUNE = {"epochs": 2.0, "learning_rate": 5e-5, "knowledge_learning_rate": 5e-4,
-            "batch_size": 32, "max_length": 128}
+            "gate_learning_rate": None, "batch_size": 32, "max_length": 128}
 DEV_FRACTION = 0.15
 
 
@@ -102,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=FINETUNE["epochs"])
     p.add_argument("--kg-extra", type=Path, action="append", default=[],
                    help="FewRel file whose facts and names join the KG (repeatable)")
+    p.add_argument("--no-train-facts", action="store_true",
+                   help="keep TRAIN's facts and names out of the KG (data whose ids are not "
+                        "KG ids, such as SemEval's nouns: give the KG with --kg-extra)")
     p.add_argument("--codex-dir", type=Path,
                    default=Path(os.environ.get("ERNIE_KG_CODEX",
                                                PROJECT_ROOT.parent / "shared/data/codex/codex-m")),
@@ -114,6 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=FINETUNE["learning_rate"])
     p.add_argument("--knowledge-lr", type=float, default=FINETUNE["knowledge_learning_rate"],
                    help="learning rate of the fresh entity-side modules")
+    p.add_argument("--gate-lr", type=float, default=FINETUNE["gate_learning_rate"],
+                   help="learning rate of the knowledge gates' openings (default: "
+                        "--knowledge-lr)")
     p.add_argument("--batch-size", type=int, default=FINETUNE["batch_size"])
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--max-length", type=int, default=FINETUNE["max_length"])
@@ -121,9 +131,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=DEFAULT_MODEL_SETTINGS["rc_classifier"])
     p.add_argument("--entity-dropout", type=float, default=0.0,
                    help="share of entities dropped while training (ERNIE-KG)")
-    p.add_argument("--knowledge-gate", choices=("none", "layer", "token"), default="none",
+    p.add_argument("--knowledge-gate", choices=KNOWLEDGE_GATES,
+                   default=DEFAULT_KNOWLEDGE_GATE,
                    help="how entities enter their tokens (ErnieKGEntityGate): none = the "
-                        "paper, at full strength; layer / token start closed")
+                        "paper, at full strength; layer / token start closed (default)")
     p.add_argument("--train-entities", choices=("gold", "linker", "both"), default="both")
     p.add_argument("--hide-sole-facts", choices=("auto", "on", "off"), default="off",
                    help="hide training heads/tails the KG knows only through the "
@@ -155,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     train, dev = read_fewrel(train_data), read_fewrel(dev_data)
 
     # ---- knowledge: KG facts of the right splits + CoDEx-M, TransE, aliases
-    sources = [train_data] + ([dev_data] if args.kg_setting == "closed" else [])
+    sources = [] if args.no_train_facts else [train_data]
+    sources += [dev_data] if args.kg_setting == "closed" else []
     sources += [load_fewrel(path) for path in args.kg_extra]
     background = None if str(args.codex_dir) == "none" else args.codex_dir
     kg_started = time.perf_counter()
@@ -168,11 +180,13 @@ def main(argv: list[str] | None = None) -> dict:
     settings = {
         "train": str(args.train), "dev": str(args.dev) if args.dev else f"held out {DEV_FRACTION}",
         "kg_setting": args.kg_setting, "model": args.model, "seed": args.seed,
-        "kg_extra": [str(p) for p in args.kg_extra], "background": str(background),
+        "kg_extra": [str(p) for p in args.kg_extra], "train_facts": not args.no_train_facts,
+        "background": str(background),
         "background_hops": args.background_hops,
         "kg": repr(kg), "transe": {**TRANSE, "dim": args.kg_dim, "epochs": args.kg_epochs},
         "epochs": args.epochs, "learning_rate": args.lr, "knowledge_learning_rate":
-            args.knowledge_lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
+            args.knowledge_lr, "gate_learning_rate": args.gate_lr,
+        "batch_size": args.batch_size, "grad_accum": args.grad_accum,
         "max_length": args.max_length, "rc_classifier": args.rc_classifier,
         "entity_dropout": args.entity_dropout, "knowledge_gate": args.knowledge_gate,
         "train_entities": args.train_entities, "backbone": args.backbone or "MiniLM-L6-H384",
@@ -202,8 +216,8 @@ def main(argv: list[str] | None = None) -> dict:
         resume_from_checkpoint=True if resume else None, progress=not args.no_progress,
         epochs=args.epochs, learning_rate=args.lr,
         knowledge_learning_rate=args.knowledge_lr if args.model == "ernie" else None,
-        batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
-        seed=args.seed,
+        gate_learning_rate=args.gate_lr, batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum, seed=args.seed,
     )
     metrics.update(kg_seconds=kg_seconds, total_seconds=time.perf_counter() - started,
                    load_average=os.getloadavg(), settings=settings)

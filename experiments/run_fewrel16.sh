@@ -17,7 +17,9 @@
 # Runs whose metrics.json (and test_metrics.json) exist are skipped, so the grid can be
 # built over several sessions; a killed run resumes from its last epoch checkpoint.
 # Environment: SEEDS ("0 1 2"), SETTINGS ("open closed"), MODELS ("baseline ernie"),
-# FEWREL16 (data file), RUNS, RESULTS (output prefix), EPOCHS, EXTRA_ARGS (passed to the experiment), PYTHON.
+# FEWREL16 (data file), SPLIT_SEED (0), DATASET (its name in the results, "FewRel-16"),
+# NOTE (a paragraph under the results' title), RUNS, RESULTS (output prefix), EPOCHS,
+# EXTRA_ARGS (passed to the experiment), PYTHON.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -35,7 +37,8 @@ if [[ -n "${EPOCHS:-}" ]]; then EPOCHS_ARGS=(--epochs "$EPOCHS"); fi
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 
 if [[ ! -f "$SPLIT/test.json" ]]; then
-  "$PYTHON" experiments/split_fewrel.py --data "$DATA" --output-dir "$SPLIT" --seed 0
+  "$PYTHON" experiments/split_fewrel.py --data "$DATA" --output-dir "$SPLIT" \
+    --seed "${SPLIT_SEED:-0}"
 fi
 
 for seed in $SEEDS; do
@@ -64,4 +67,5 @@ for seed in $SEEDS; do
   done
 done
 
-"$PYTHON" experiments/summarize_fewrel16.py --runs "$RUNS" --output "$RESULTS"
+"$PYTHON" experiments/summarize_fewrel16.py --runs "$RUNS" --output "$RESULTS" \
+  --dataset "${DATASET:-FewRel-16}" --split-seed "${SPLIT_SEED:-0}" --note "${NOTE:-}"

@@ -66,7 +66,10 @@ def table() -> EntityEmbeddings:
 
 
 def build(cls, backbone_dir, table, knowledge_layers=2, **overrides):
+    """The paper's fusion unless a gate is named: the fusion's mechanics are tested at
+    full strength (an untrained gated model is its backbone)."""
     torch.manual_seed(1)
+    overrides.setdefault("knowledge_gate", "none")
     return cls.from_backbone(backbone_dir, table, num_knowledge_layers=knowledge_layers,
                              entity_attention_heads=2, **overrides)
 
@@ -490,16 +493,20 @@ def test_minilm_knowledge_off_matches_hf_automodel():
     encoded = tokenizer(["Paris is the capital of France.", "Berlin lies on the Spree."],
                         padding=True, return_tensors="pt")
     reference = AutoModel.from_pretrained(path).eval()
-    model = ErnieKGModel.from_backbone(path, num_knowledge_layers=3, num_entities=4).eval()
+    model = ErnieKGModel.from_backbone(path, num_knowledge_layers=3, num_entities=4,
+                                       knowledge_gate="none").eval()
+    gated = ErnieKGModel.from_backbone(path, num_knowledge_layers=3, num_entities=4).eval()
+    entity_ids = torch.zeros_like(encoded["input_ids"])
+    entity_ids[0, 1], entity_ids[0, 6] = 1, 2
     with torch.no_grad():
         expected = reference(**encoded).last_hidden_state
         off = model(**encoded).last_hidden_state
-        entity_ids = torch.zeros_like(encoded["input_ids"])
-        entity_ids[0, 1], entity_ids[0, 6] = 1, 2
         on = model(**encoded, entity_ids=entity_ids).last_hidden_state
+        gated_on = gated(**encoded, entity_ids=entity_ids).last_hidden_state
     torch.testing.assert_close(off, expected, atol=1e-5, rtol=0)
     assert model.config.layer_types == ["sim", "sim", "mix", "norm", "norm", "norm"]
     assert torch.equal(on[1], off[1]) and not torch.allclose(on[0], off[0])
+    torch.testing.assert_close(gated_on, expected, atol=1e-5, rtol=0)  # starts as MiniLM
 
 
 def test_entity_dropout_only_acts_in_training(backbone_dir, table):
@@ -514,3 +521,36 @@ def test_entity_dropout_only_acts_in_training(backbone_dir, table):
     torch.testing.assert_close(dropped, without.last_hidden_state)
     with pytest.raises(Exception, match="entity_dropout"):  # HF wraps config errors
         ErnieKGConfig(entity_dropout=1.0)
+
+
+@pytest.mark.parametrize("gate_lr", [None, 1e-2])
+def test_the_gates_openings_train_at_their_rate_without_weight_decay(backbone_dir, table,
+                                                                    tmp_path, gate_lr):
+    from ernie_kg.training.finetuning import ErnieKGTrainer, training_arguments
+
+    model = build(ErnieKGForRelationClassification, backbone_dir, table, num_labels=5,
+                  knowledge_gate="token", rc_classifier="entity_start")
+    args = training_arguments(tmp_path, learning_rate=5e-5, weight_decay=0.01,
+                              use_cpu=True, progress=False, eval_strategy="no",
+                              load_best_model_at_end=False)
+    optimizer = ErnieKGTrainer(model=model, args=args, knowledge_learning_rate=5e-4,
+                               gate_learning_rate=gate_lr).create_optimizer()
+    rate = {id(p): (group["lr"], group["weight_decay"])
+            for group in optimizer.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    scales = [n for n in named if n.endswith("entity_gate.scale")]
+    expected = (gate_lr or 5e-4, 0.0)  # default: the knowledge rate
+    assert len(scales) == 3 and all(rate[id(named[n])] == expected for n in scales)
+    trust = next(n for n in named if "entity_gate.trust.weight" in n)
+    assert rate[id(named[trust])] == (5e-4, 0.01)  # the trust is a knowledge module
+    assert rate[id(named["ernie.embeddings.word_embeddings.weight"])] == (5e-5, 0.01)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(named)
+
+
+def test_new_models_get_the_recipes_gate_and_an_explicit_choice_wins(backbone_dir, table):
+    from ernie_kg.modeling.configuration import DEFAULT_KNOWLEDGE_GATE
+
+    assert ErnieKGModel.from_backbone(backbone_dir, table).config.knowledge_gate \
+        == DEFAULT_KNOWLEDGE_GATE == "token"
+    assert ErnieKGModel.from_backbone(backbone_dir, table,
+                                      knowledge_gate="layer").config.knowledge_gate == "layer"

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from torch.nn import functional as F
+from transformers import AutoTokenizer, BertConfig, BertForPreTraining, BertModel
 from typer.testing import CliRunner
 
 from ernie_kg.cli import app
@@ -34,8 +35,15 @@ from ernie_kg.errors import DataFormatError, ErnieKGError
 from ernie_kg.kg import Entity, EntityEmbeddings, KnowledgeGraph
 from ernie_kg.linking import EntityLinker
 from ernie_kg.modeling import ErnieKGForPreTraining, ErnieKGForRelationClassification
+from ernie_kg.modeling.mlm_head import OUTPUT_GAIN
 from ernie_kg.paths import default_backbone, demo_kg_dir, kg_data_dir
-from ernie_kg.training.pretrain import global_batches
+from ernie_kg.training.finetuning import DEFAULT_FINETUNE_SETTINGS
+from ernie_kg.training.pretrain import PretrainingSettings, global_batches, pretrain
+from ernie_kg.training.pretrain_schedule import (
+    parameter_role,
+    pretraining_optimizer,
+    start_mlm_prior,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,7 +204,9 @@ def _run(workspace, output: Path, max_steps: int, extra: list[str] = ()) -> list
 def test_pretrain_run_logs_saves_and_resumes_exactly(workspace):
     torch.set_num_threads(1)
     full_dir = workspace["root"] / "run-full"
-    full = _run(workspace, full_dir, 6)
+    warmup = ["--head-warmup-steps", "4"]  # the resumed run crosses the warm-up's end
+    full = _run(workspace, full_dir, 6, warmup)
+    assert [r["learning_rate"] > 0 for r in full] == [False] * 4 + [True] * 2
     assert [r["step"] for r in full] == list(range(1, 7))
     for record in full:
         assert {"mlm_loss", "nsp_loss", "dea_loss", "dea_accuracy", "dea_chance"} <= set(record)
@@ -210,7 +220,7 @@ def test_pretrain_run_logs_saves_and_resumes_exactly(workspace):
                     resumed_dir / "checkpoints" / "checkpoint-3")
     (resumed_dir / "log.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in full[:5]))  # two lines past the checkpoint
-    resumed = _run(workspace, resumed_dir, 6)
+    resumed = _run(workspace, resumed_dir, 6, warmup)
     assert [r["step"] for r in resumed] == list(range(1, 7))
     for a, b in zip(full[3:], resumed[3:]):
         for key in ("mlm_loss", "nsp_loss", "dea_loss"):
@@ -241,7 +251,8 @@ def test_pretrain_without_nsp_and_resume_guard(workspace):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
 def test_two_processes_match_one(workspace):
     """torchrun with 2 CPU processes (gloo) = 1 process over the same global batch."""
-    single = _run(workspace, workspace["root"] / "ddp-1", 3, ["--save-steps", "100"])
+    single = _run(workspace, workspace["root"] / "ddp-1", 3,
+                  ["--save-steps", "100", "--head-warmup-steps", "1"])
     output = workspace["root"] / "ddp-2"
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
@@ -252,7 +263,7 @@ def test_two_processes_match_one(workspace):
         "--data", str(workspace["shards"]), "--kg", str(workspace["kg"]),
         "--output", str(output), "--backbone", str(workspace["backbone"]),
         "--max-steps", "3", "--batch-size", "4", "--save-steps", "100",
-        "--learning-rate", "1e-3", "--num-knowledge-layers", "1",
+        "--learning-rate", "1e-3", "--num-knowledge-layers", "1", "--head-warmup-steps", "1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300,
@@ -306,3 +317,83 @@ def test_pretraining_with_a_kg_that_misses_the_data_is_refused(workspace):
     assert result.exit_code != 0
     assert "none of its" in str(result.exception) and "--kg" in str(result.exception)
     assert not (output / "log.jsonl").exists()
+
+
+def _masked_batch(workspace, tokenizer):
+    data = PretrainingShards(workspace["shards"])
+    rows = np.arange(len(data.entity_vocab) + 1)
+    collator = PretrainingCollator(MaskingVocab.from_tokenizer(tokenizer), rows,
+                                   pad_token_id=tokenizer.pad_token_id, dea=False)
+    batch = collator([data[i] for i in range(len(data))])
+    return data, {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids",
+                                        "labels")}
+
+
+def test_missing_mlm_head_starts_as_identity_path_with_unigram_prior(workspace, tokenizer):
+    """The tiny backbone has no MLM head: the transform passes the state on (GELU in its
+    linear range, LayerNorm at OUTPUT_GAIN), and the data's token counts give the bias;
+    the first MLM loss is far below a random head's."""
+    torch.set_num_threads(1)
+    model = ErnieKGForPreTraining.from_backbone(workspace["backbone"]).eval()
+    transform = model.cls.predictions.transform
+    states = torch.randn(5, model.config.hidden_size) * 2
+    expected = OUTPUT_GAIN * F.layer_norm(states, states.shape[-1:], eps=1e-12)
+    torch.testing.assert_close(transform(states), expected, atol=1e-3, rtol=1e-3)
+    data, batch = _masked_batch(workspace, tokenizer)
+    special = MaskingVocab.from_tokenizer(tokenizer).special_ids
+    assert start_mlm_prior(model, data, len(tokenizer), special)
+    assert not start_mlm_prior(model, data, len(tokenizer), special)  # a trained bias stays
+    bias = model.cls.predictions.bias
+    assert torch.equal(model.cls.predictions.decoder.bias, bias)  # tied: the logits see it
+    assert bias[tokenizer.convert_tokens_to_ids("the")] > bias[tokenizer.cls_token_id]
+    with torch.no_grad():
+        ours = float(model(**batch).mlm_loss)
+        model.cls.predictions.transform.apply(model._init_weights)  # a random head
+        model.cls.predictions.bias.zero_()
+        random_head = float(model(**batch).mlm_loss)
+    assert random_head > 0.95 * np.log(len(tokenizer))
+    assert ours < random_head - 3
+
+
+def test_a_backbone_with_an_mlm_head_keeps_it(workspace, tmp_path):
+    torch.manual_seed(1)
+    with_head = BertForPreTraining(BertConfig.from_pretrained(workspace["backbone"]))
+    with_head.save_pretrained(tmp_path)
+    model = ErnieKGForPreTraining.from_backbone(str(tmp_path))
+    ours = model.cls.predictions.transform.state_dict()
+    for name, value in with_head.cls.predictions.transform.state_dict().items():
+        assert torch.equal(ours[name], value)
+
+
+def test_head_warmup_freezes_the_backbone_then_trains_it(workspace, tokenizer):
+    """Backbone weights unchanged through ``head_warmup_steps``, changed one step later;
+    heads, knowledge modules and gates learn from the first step, the gates at
+    fine-tuning's gate rate."""
+    torch.set_num_threads(1)
+    embeddings = EntityEmbeddings.load(workspace["kg"] / "embeddings")
+    finals = {}
+    for steps in (2, 3):
+        torch.manual_seed(0)
+        model = ErnieKGForPreTraining.from_backbone(workspace["backbone"], embeddings,
+                                                    num_knowledge_layers=1)
+        initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+        settings = PretrainingSettings(max_steps=steps, head_warmup_steps=2, batch_size=4,
+                                       learning_rate=1e-3, save_steps=100, progress=False)
+        gates = [g for g in pretraining_optimizer(model, settings).param_groups
+                 if g["role"] == "gate"]
+        assert [g["lr"] for g in gates] == [DEFAULT_FINETUNE_SETTINGS["gate_learning_rate"]]
+        assert gates[0]["weight_decay"] == 0.0 and gates[0]["params"]
+        history = pretrain(workspace["shards"], model, workspace["root"] / f"warmup-{steps}",
+                           tokenizer, settings, resume=False)["history"]
+        assert history[0]["gate_learning_rate"] > history[0]["head_learning_rate"] > 0
+        assert history[-1]["gate_opening"] != 0
+        finals[steps] = {n: (initial[n], p.detach()) for n, p in model.named_parameters()}
+    roles = {n: parameter_role(n) for n in finals[2]}
+    assert {"backbone", "head", "knowledge", "gate"} <= set(roles.values())
+    for name, (before, after) in finals[2].items():
+        if roles[name] == "backbone":
+            assert torch.equal(before, after), name
+        elif "entity_gate.scale" in name or name.startswith("cls.predictions.transform"):
+            assert not torch.equal(before, after), name
+    encoder = [n for n, role in roles.items() if role == "backbone" and ".layer." in n]
+    assert encoder and all(not torch.equal(*finals[3][n]) for n in encoder)

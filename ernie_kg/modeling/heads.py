@@ -14,11 +14,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import BertForPreTraining, PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.models.bert.modeling_bert import BertPreTrainingHeads
 from transformers.utils import logging as hf_logging
 
 from ernie_kg.modeling.configuration import ErnieKGConfig
+from ernie_kg.modeling.mlm_head import init_mlm_head, mlm_head_missing
 from ernie_kg.modeling.modeling import ErnieKGModel, ErnieKGPreTrainedModel
 from ernie_kg.modeling.outputs import ErnieKGClassifierOutput, ErnieKGPreTrainingOutput
 
@@ -129,14 +131,24 @@ class ErnieKGForEntityTyping(_ErnieKGClassifierHead):
         return torch.sigmoid(logits) > self.config.typing_threshold
 
 
+class _EntityLayerNorm(nn.LayerNorm):
+    """The dEA head's LayerNorm (a class of its own for its initial gain)."""
+
+
 class ErnieKGEntityPredictionHead(nn.Module):
-    """dEA transform (ERNIE's ``BertEntPredictionHead``): token state -> entity space."""
+    """dEA transform (ERNIE's ``BertEntPredictionHead``): token state -> entity space.
+
+    Its LayerNorm gain starts at ``1/sqrt(entity_dim)`` (unit-norm outputs), so a logit
+    is about one entity-vector component, not ``sqrt(entity_dim)`` of them: with gain 1
+    and the TransE table of experiments/pretrain_dea.py (norm 10) the first dEA loss was
+    25 against ln(candidates) = 4.4, and its gradients as large.
+    """
 
     def __init__(self, config: ErnieKGConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.entity_dim)
         self.transform_act_fn = ACT2FN[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.entity_dim, eps=config.layer_norm_eps)
+        self.LayerNorm = _EntityLayerNorm(config.entity_dim, eps=config.layer_norm_eps)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """Token states ``[..., hidden]`` -> entity space ``[..., entity_dim]``."""
@@ -160,6 +172,13 @@ class ErnieKGForPreTraining(ErnieKGPreTrainedModel):
         "cls.predictions.decoder.bias": "cls.predictions.bias",
     }
 
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, _EntityLayerNorm):  # instead of the generic LayerNorm init
+            init.constant_(module.weight, module.weight.shape[0] ** -0.5)
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
     def __init__(self, config: ErnieKGConfig) -> None:
         super().__init__(config)
         self.ernie = ErnieKGModel(config)
@@ -178,7 +197,8 @@ class ErnieKGForPreTraining(ErnieKGPreTrainedModel):
 
     @classmethod
     def _load_backbone(cls, path: str) -> tuple[PreTrainedModel, dict[str, Any]]:
-        """Reuse the checkpoint's MLM/NSP heads when it has them (BERT-base does)."""
+        """Reuse the checkpoint's MLM/NSP heads when it has them (BERT-base does); start
+        a missing MLM head as the identity path (:mod:`ernie_kg.modeling.mlm_head`)."""
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # MiniLM has no heads: silence "newly initialized"
         try:
@@ -186,6 +206,9 @@ class ErnieKGForPreTraining(ErnieKGPreTrainedModel):
         finally:
             hf_logging.set_verbosity(verbosity)
         missing = set(info["missing_keys"])
+        if mlm_head_missing(missing):
+            init_mlm_head(full.cls.predictions)
+            missing = {k for k in missing if not k.startswith("cls.predictions.")}
         heads = {f"cls.{k}": v for k, v in full.cls.state_dict().items()
                  if f"cls.{k}" not in missing and not k.startswith("predictions.decoder")}
         return full.bert, heads

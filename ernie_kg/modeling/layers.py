@@ -155,6 +155,13 @@ class ErnieKGEntityOutput(nn.Module):
         return self.LayerNorm(entity_states + self.dropout(self.dense(fused)))
 
 
+#: Name fragments of the parameters that start fresh in ERNIE-KG (the entity stream).
+KNOWLEDGE_PARAMETERS = ("entity_attention.", "entity_intermediate.", "entity_output.",
+                        "entity_gate.")
+#: Name fragment of the knowledge gates' openings (:attr:`ErnieKGEntityGate.scale`).
+GATE_PARAMETERS = ("entity_gate.scale",)
+
+
 class ErnieKGEntityGate(nn.Module):
     """How much of ``W_e e_k + b_e`` reaches token j: ``tanh(a) * 2 sigmoid(w [h_j; e_k] + b)``
     ("token") or ``tanh(a)`` ("layer"), with ``a = 0`` at the start.

@@ -43,6 +43,7 @@ from ernie_kg.modeling.entity_table import (
     table_reference,
 )
 from ernie_kg.modeling.layers import (  # noqa: F401  (re-exported: the names once lived here)
+    KNOWLEDGE_PARAMETERS,
     EntityLayout,
     ErnieKGAggregatorLayer,
     ErnieKGEncoder,
@@ -154,10 +155,8 @@ class ErnieKGPreTrainedModel(PreTrainedModel):
         model = cls(config)
         base = model.base_model
         missing, unexpected = base.load_state_dict(backbone.state_dict(), strict=False)
-        new_modules = ("entity_attention.", "entity_intermediate.", "entity_output.",
-                   "entity_gate.")
         not_loaded = [k for k in missing if k != "entity_embeddings.weight"
-                      and not any(part in k for part in new_modules)]
+                      and not any(part in k for part in KNOWLEDGE_PARAMETERS)]
         if not_loaded or [k for k in unexpected if not k.startswith("pooler.")]:
             raise ValueError(
                 f"backbone {path!r} does not fit ErnieKG: missing {not_loaded[:5]}, "
@@ -283,7 +282,10 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
 
     ``entity_ids`` ``[B, L]`` holds entity-table rows (0 = no entity; ERNIE aligns a
     mention to its first wordpiece). ``entity_ids=None`` (or all zeros) is knowledge off:
-    the text-only baseline, identical to the backbone.
+    the text-only baseline, identical to the backbone. Unlike the paper, whose fusion adds
+    every entity at full strength, new models gate it (``config.knowledge_gate``,
+    :class:`ErnieKGEntityGate`): closed at the start, so the untrained model is its
+    backbone even with entities, and opened by training only where they lower the loss.
     """
 
     def __init__(self, config: ErnieKGConfig, add_pooling_layer: bool = True) -> None:

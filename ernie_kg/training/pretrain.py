@@ -25,7 +25,6 @@ files are :mod:`ernie_kg.training.checkpoints`.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import warnings
@@ -55,6 +54,14 @@ from ernie_kg.training.checkpoints import (  # latest_checkpoint: also this modu
     truncate_log,
     write_finished,
 )
+from ernie_kg.training.pretrain_schedule import (
+    check_schedule_resume,
+    hold_backbone,
+    pretraining_optimizer,
+    pretraining_scheduler,
+    schedule_record,
+    start_mlm_prior,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +70,17 @@ OBJECTIVES = ("mlm", "nsp", "dea")
 
 @dataclass
 class PretrainingSettings:
-    """Every knob of a run; saved with each checkpoint and checked on resume."""
+    """Every knob of a run; saved with each checkpoint and checked on resume. Rates and
+    warm-up by role: :mod:`ernie_kg.training.pretrain_schedule`."""
 
     max_steps: int = 1000
     batch_size: int = 32  # global batch: per process x processes x accumulation
     gradient_accumulation_steps: int = 1
-    learning_rate: float = 5e-5  # ERNIE's run_pretrain.py
+    learning_rate: float = 5e-5  # the backbone's (ERNIE's run_pretrain.py)
+    head_learning_rate: float = 1e-3  # the fresh heads and knowledge modules
+    gate_learning_rate: float = 1e-2  # gates open here so dEA trains the entity path
+    head_warmup_steps: int = 50  # backbone frozen while the heads learn its states
+    mlm_prior: bool = True  # an untrained MLM head's bias: the data's log token counts
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -92,6 +104,8 @@ class PretrainingSettings:
         check_number("mlm_probability", self.mlm_probability, 0, True, 1)
         check_number("save_total_limit", self.save_total_limit, 1)
         check_number("min_entity_coverage", self.min_entity_coverage, 0, False, 1)
+        check_number("head_learning_rate", self.head_learning_rate, 0, True)
+        check_number("head_warmup_steps", self.head_warmup_steps, 0)
         if self.mixed_precision not in ("auto", "no"):
             raise SettingError(f"mixed_precision={self.mixed_precision!r}: expected 'auto' "
                                "(bf16 autocast on CUDA) or 'no'")
@@ -153,26 +167,6 @@ def global_batches(
         chunk = order[position * batch_size:(position + 1) * batch_size]
         yield [(epoch, int(i)) for i in chunk]
         step += 1
-
-
-def _optimizer(model: nn.Module, settings: PretrainingSettings) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.learning_rate,
-    )
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, settings: PretrainingSettings):
-    from transformers import get_linear_schedule_with_warmup
-
-    warmup = int(math.ceil(settings.warmup_ratio * settings.max_steps))
-    return get_linear_schedule_with_warmup(optimizer, warmup, settings.max_steps)
 
 
 def _micro_batches(
@@ -246,15 +240,18 @@ def pretrain(
         dea=settings.dea,
         seed=settings.seed,
     )
-    model.to(context.device)
-    optimizer = _optimizer(model, settings)
-    scheduler = _scheduler(optimizer, settings)
     start_step = 0
     checkpoint = latest_checkpoint(output_dir) if resume else None
+    if checkpoint is None and settings.mlm_prior:  # every process counts the same tokens
+        start_mlm_prior(model, data, len(tokenizer), collator.vocab.special_ids)
+    model.to(context.device)
+    optimizer = pretraining_optimizer(model, settings)
+    scheduler = pretraining_scheduler(optimizer, settings)
     if checkpoint is not None:
         start_step, saved = restore_checkpoint(checkpoint, model, optimizer, scheduler,
                                                context.device)
         check_resume(checkpoint, saved, asdict(settings))
+        check_schedule_resume(checkpoint, saved, asdict(settings))
     engine: nn.Module = model
     if context.distributed:
         engine = nn.parallel.DistributedDataParallel(
@@ -292,12 +289,14 @@ def pretrain(
             if loss is not None:
                 loss.backward()
             totals += sums
+        hold_backbone(optimizer, step, settings)
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
         optimizer.step()
+        rates = schedule_record(optimizer, model)  # this step's rates
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         totals = context.sum(totals)
-        record = _record(step + 1, totals, counts, scheduler.get_last_lr()[0], started)
+        record = _record(step + 1, totals, counts, rates, started)
         history.append(record)
         if context.is_main:
             append_log(output_dir, record)
@@ -379,8 +378,8 @@ def _weighted_loss(
     return loss, sums
 
 
-def _record(step: int, totals: torch.Tensor, counts: dict[str, float], lr: float,
-            started: float) -> dict[str, Any]:
+def _record(step: int, totals: torch.Tensor, counts: dict[str, float],
+            rates: dict[str, float], started: float) -> dict[str, Any]:
     record: dict[str, Any] = {"step": step}
     loss = 0.0
     for k, name in enumerate(OBJECTIVES):
@@ -392,7 +391,7 @@ def _record(step: int, totals: torch.Tensor, counts: dict[str, float], lr: float
     if counts.get("dea"):
         record["dea_accuracy"] = float(totals[3]) / counts["dea"]
         record["dea_chance"] = float(totals[4]) / counts["dea"]
-    record["learning_rate"] = lr
+    record.update(rates)
     record["seconds"] = time.perf_counter() - started
     return record
 

@@ -1,0 +1,136 @@
+"""Who learns how fast in pre-training: parameter roles, learning rates, head warm-up.
+
+Why: the backbone is pre-trained, the heads (MLM transform, NSP, dEA) and the knowledge
+modules are not. Trained together at one rate from step 0, the fresh heads' large,
+random gradients reach the encoder first (150 steps of MLM + dEA at 1e-4 from MiniLM
+cost 1.3 FewRel-16 macro-F1, results/pretrain_dea.md). So:
+
+* **Head warm-up** (``head_warmup_steps``): the backbone (embeddings, encoder, pooler,
+  the word embeddings the MLM decoder is tied to) gets no gradient, so AdamW neither
+  moves it nor keeps moments for it, while the heads, the knowledge modules and the
+  gates learn on the frozen states. Its rate then warms up and decays from there.
+* **Rates by role**: ``learning_rate`` for the backbone, ``head_learning_rate`` for the
+  heads and the knowledge modules (fresh weights), and fine-tuning's
+  ``gate_learning_rate`` (no weight decay) for the knowledge gates' openings, which
+  start closed and need a large rate to open within a short run
+  (:class:`~ernie_kg.training.finetuning.ErnieKGTrainer` says why) - so dEA actually
+  trains the entity path before fine-tuning trusts it.
+
+Everything is a function of the step and the settings, so a resume and N processes
+stay exact.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ernie_kg.data.pretraining import PretrainingShards
+from ernie_kg.errors import ErnieKGError
+from ernie_kg.modeling.mlm_head import set_unigram_bias
+from ernie_kg.training.finetuning import GATE_PARAMETERS, KNOWLEDGE_PARAMETERS
+
+#: Settings beyond checkpoints.RESUME_KEYS that a resumed run must share.
+SCHEDULE_RESUME_KEYS = ("head_warmup_steps", "head_learning_rate", "gate_learning_rate",
+                        "mlm_prior")
+
+
+def parameter_role(name: str, prefix: str = "ernie") -> str:
+    """``gate``, ``knowledge`` (fresh fusion modules), ``backbone`` (the rest of the
+    encoder under ``prefix``) or ``head`` (everything outside it)."""
+    if any(part in name for part in GATE_PARAMETERS):
+        return "gate"
+    if any(part in name for part in KNOWLEDGE_PARAMETERS):
+        return "knowledge"
+    return "backbone" if name.startswith(prefix + ".") else "head"
+
+
+def pretraining_optimizer(model: nn.Module, settings: Any) -> torch.optim.Optimizer:
+    """AdamW with one group per (role, decayed); each group's ``role`` is kept in it."""
+    rates = {"backbone": settings.learning_rate, "head": settings.head_learning_rate,
+             "knowledge": settings.head_learning_rate, "gate": settings.gate_learning_rate}
+    prefix = getattr(model, "base_model_prefix", "ernie")
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            role = parameter_role(name, prefix)
+            decayed = role != "gate" and parameter.ndim >= 2 and "LayerNorm" not in name
+            groups.setdefault((role, decayed), []).append(parameter)
+    return torch.optim.AdamW(
+        [{"params": params, "lr": rates[role], "role": role,
+          "weight_decay": settings.weight_decay if decayed else 0.0}
+         for (role, decayed), params in sorted(groups.items())],
+        lr=settings.learning_rate)
+
+
+def _factor(step: int, start: int, warmup_ratio: float, total: int) -> float:
+    """0 before ``start``; then linear warm-up over ``warmup_ratio`` of the remaining
+    steps (the first step already > 0) and linear decay to 0 at ``total``."""
+    if step < start:
+        return 0.0
+    step, span = step - start, total - start
+    warmup = int(math.ceil(warmup_ratio * span))
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (span - step) / max(1, span - warmup))
+
+
+def pretraining_scheduler(optimizer: torch.optim.Optimizer, settings: Any
+                          ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per group: the backbone's schedule starts after ``head_warmup_steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [
+        partial(_factor, start=settings.head_warmup_steps if g["role"] == "backbone" else 0,
+                warmup_ratio=settings.warmup_ratio, total=settings.max_steps)
+        for g in optimizer.param_groups])
+
+
+def hold_backbone(optimizer: torch.optim.Optimizer, step: int, settings: Any) -> None:
+    """During the head warm-up, drop the backbone's gradients (call after backward):
+    AdamW skips a parameter without one, so the backbone stays exactly as loaded."""
+    if step < settings.head_warmup_steps:
+        for group in optimizer.param_groups:
+            if group["role"] == "backbone":
+                for parameter in group["params"]:
+                    parameter.grad = None
+
+
+def schedule_record(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, float]:
+    """Each role's current rate and the gates' mean opening, for the log."""
+    record = {("learning_rate" if g["role"] == "backbone" else f"{g['role']}_learning_rate"):
+              g["lr"] for g in optimizer.param_groups}
+    openings = [float(torch.tanh(p.detach())) for name, p in model.named_parameters()
+                if any(part in name for part in GATE_PARAMETERS)]
+    if openings:
+        record["gate_opening"] = sum(openings) / len(openings)
+    return record
+
+
+def start_mlm_prior(model: nn.Module, data: PretrainingShards, vocab_size: int,
+                    special_ids: tuple[int, ...], max_instances: int = 20_000) -> bool:
+    """Give an untrained MLM head (output bias all 0) the data's log token frequencies,
+    counted over up to ``max_instances`` evenly spaced instances; True when it did."""
+    predictions = getattr(getattr(model, "cls", None), "predictions", None)
+    if predictions is None or bool(predictions.bias.detach().any()):
+        return False
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    stride = max(1, len(data) // max_instances)
+    for index in range(0, len(data), stride):
+        counts += np.bincount(data[index]["input_ids"], minlength=vocab_size)[:vocab_size]
+    counts[list(special_ids)] = 0  # never a masked-LM target
+    set_unigram_bias(predictions, torch.from_numpy(counts))
+    return True
+
+
+def check_schedule_resume(checkpoint: Any, saved: dict[str, Any], current: dict[str, Any]
+                          ) -> None:
+    """Refuse to resume when a :data:`SCHEDULE_RESUME_KEYS` setting changed."""
+    changed = [f"{k}: {saved[k]!r} -> {current[k]!r}" for k in SCHEDULE_RESUME_KEYS
+               if k in saved and saved[k] != current[k]]
+    if changed:
+        raise ErnieKGError(f"{checkpoint}: cannot resume with other settings "
+                           f"({', '.join(changed)}); use the checkpoint's settings")
