@@ -60,6 +60,15 @@ def collect(runs: Path) -> list[dict[str, Any]]:
     return records
 
 
+def earlier_baselines(summary_file: Path, records: list[dict[str, Any]]
+                      ) -> list[dict[str, Any]]:
+    """The baseline runs of an earlier summary for the seeds ``records`` lacks one of."""
+    have = {r["seed"] for r in records if r["model"] == "baseline"}
+    earlier = json.loads(summary_file.read_text(encoding="utf-8"))["runs"]
+    return [{**r, "log": [], "run": f"{r['run']} ({summary_file.name})"} for r in earlier
+            if r["model"] == "baseline" and r["seed"] not in have]
+
+
 def _stats(values: list[float]) -> dict[str, Any]:
     values = [v for v in values if v is not None]
     if not values:
@@ -256,6 +265,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--runs", type=Path, default=Path("runs/fewrel16"))
     p.add_argument("--output", type=Path, default=Path("results/fewrel16"))
     p.add_argument("--note", default="", help="a paragraph put under the title")
+    p.add_argument("--baseline-from", type=Path, default=None,
+                   help="an earlier OUTPUT_summary.json of the same split: its baseline runs "
+                        "stand for the seeds RUNS has no baseline run of (the baseline reads "
+                        "no KG, so a new fusion recipe leaves it unchanged)")
     p.add_argument("--dataset", default="FewRel-16", help="the data's name in titles")
     p.add_argument("--split-seed", type=int, default=0, help="the split's seed, as stated")
     p.add_argument("--relation-names", type=Path,
@@ -263,6 +276,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    / "shared/data/fewrel/pid2name.json")
     args = p.parse_args(argv)
     records = collect(args.runs)
+    if args.baseline_from is not None:
+        records += earlier_baselines(args.baseline_from, records)
     summary = aggregate(records)
     summary["recipe"] = recipe(records)
     summary["note"] = args.note

@@ -5,7 +5,7 @@ under each ``--runs`` directory (gate, gate learning rate, entity dropout, hidin
 sole-fact entities; runs from before the gate had a learning rate of its own trained it
 at the knowledge learning rate), and, for the gate "none" (the paper's fusion) and the
 baseline, the dev numbers of earlier grids in
-``results/fewrel16_summary.json`` (dropout 0) and ``results/fewrel16_entity_dropout_summary.json``
+``results/fewrel16_paper_fusion_summary.json`` (dropout 0) and ``results/fewrel16_entity_dropout_summary.json``
 (dropout 0.3): the same split, recipe and code path. Only dev is read: test numbers are
 not looked at when a recipe is chosen. Writes ``--output``.json and .md.
 
@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EARLIER = {0.0: ROOT / "results" / "fewrel16_summary.json",
+EARLIER = {0.0: ROOT / "results" / "fewrel16_paper_fusion_summary.json",
            0.3: ROOT / "results" / "fewrel16_entity_dropout_summary.json"}
 SPLIT = "split/train.json"  # every run of the comparison trains on split seed 0's file
 

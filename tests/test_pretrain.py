@@ -37,7 +37,6 @@ from ernie_kg.linking import EntityLinker
 from ernie_kg.modeling import ErnieKGForPreTraining, ErnieKGForRelationClassification
 from ernie_kg.modeling.mlm_head import OUTPUT_GAIN
 from ernie_kg.paths import default_backbone, demo_kg_dir, kg_data_dir
-from ernie_kg.training.finetuning import DEFAULT_FINETUNE_SETTINGS
 from ernie_kg.training.pretrain import PretrainingSettings, global_batches, pretrain
 from ernie_kg.training.pretrain_schedule import (
     parameter_role,
@@ -381,7 +380,7 @@ def test_head_warmup_freezes_the_backbone_then_trains_it(workspace, tokenizer):
                                        learning_rate=1e-3, save_steps=100, progress=False)
         gates = [g for g in pretraining_optimizer(model, settings).param_groups
                  if g["role"] == "gate"]
-        assert [g["lr"] for g in gates] == [DEFAULT_FINETUNE_SETTINGS["gate_learning_rate"]]
+        assert [g["lr"] for g in gates] == [PretrainingSettings().gate_learning_rate]
         assert gates[0]["weight_decay"] == 0.0 and gates[0]["params"]
         history = pretrain(workspace["shards"], model, workspace["root"] / f"warmup-{steps}",
                            tokenizer, settings, resume=False)["history"]
