@@ -285,9 +285,9 @@ def finetune_command(
                                                       "packaged MiniLM)")] = None,
     epochs: Annotated[float, typer.Option(callback=positive, help="Training epochs")] = 3,
     lr: Annotated[float, typer.Option(callback=positive, help="Peak learning rate")] = 5e-5,
-    knowledge_lr: Annotated[float | None, typer.Option(
-        callback=positive_or_none,
-        help="Learning rate of the fresh knowledge modules (default: --lr)")] = None,
+    knowledge_lr: Annotated[float, typer.Option(
+        callback=positive,
+        help="Learning rate of the fresh knowledge modules (the FewRel-16 recipe's)")] = 5e-4,
     knowledge_gate: Annotated[str | None, typer.Option(
         callback=one_of("none", "layer", "token"),
         help="How entities enter their tokens: token or layer gates start closed (the "
@@ -295,7 +295,7 @@ def finetune_command(
              "(default: the recipe's, token)")] = None,
     gate_lr: Annotated[float | None, typer.Option(
         callback=positive_or_none,
-        help="Learning rate of the gates' openings (default: the recipe's)")] = None,
+        help="Learning rate of the gates' openings (default: --knowledge-lr)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per step")] = 32,
     grad_accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation steps")] = 1,
     max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per sequence")] = 128,

@@ -59,7 +59,8 @@ from ernie_kg.training.metrics import relation_metrics
 DEFAULT_FINETUNE_SETTINGS: dict[str, Any] = {
     "epochs": 3,
     "learning_rate": 5e-5,
-    "knowledge_learning_rate": None,  # None: same as learning_rate
+    # the fresh entity modules (None: learning_rate); 5e-4: the FewRel-16 recipe's
+    "knowledge_learning_rate": 5e-4,
     "gate_learning_rate": None,  # None: knowledge_learning_rate (see ErnieKGTrainer)
     "batch_size": 32,
     "eval_batch_size": 64,
@@ -321,7 +322,8 @@ def finetune(
         data_collator = ErnieKGCollator()
     if compute_metrics is None and id2label is not None:
         compute_metrics = relation_compute_metrics(id2label)
-    knowledge_lr = settings.get("knowledge_learning_rate")
+    knowledge_lr = settings.get("knowledge_learning_rate",
+                                DEFAULT_FINETUNE_SETTINGS["knowledge_learning_rate"])
     gate_lr = settings.get("gate_learning_rate")
     if eval_dataset is None:
         settings.setdefault("eval_strategy", "no")
