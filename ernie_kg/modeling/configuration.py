@@ -20,7 +20,7 @@ CLASSIFIER_INPUTS = ("cls", "markers", "entity_start")
 #: "token" that scale times a learned per-token trust in the entity.
 KNOWLEDGE_GATES = ("none", "layer", "token")
 #: The gate new models get (``from_backbone``), chosen on FewRel-16 dev over 3 seeds
-#: (results/fewrel16_ablation.md); a config without the key means the paper's "none".
+#: (results/fewrel16_gate_dev.md); a config without the key means the paper's "none".
 DEFAULT_KNOWLEDGE_GATE = "token"
 
 #: Keys of a backbone config that describe the checkpoint or its old task, not the encoder.
