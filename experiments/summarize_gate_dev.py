@@ -5,9 +5,10 @@ under each ``--runs`` directory (gate, gate learning rate, entity dropout, hidin
 sole-fact entities; runs from before the gate had a learning rate of its own trained it
 at the knowledge learning rate), and, for the gate "none" (the paper's fusion) and the
 baseline, the dev numbers of earlier grids in
-``results/fewrel16_paper_fusion_summary.json`` (dropout 0) and ``results/fewrel16_entity_dropout_summary.json``
-(dropout 0.3): the same split, recipe and code path. Only dev is read: test numbers are
-not looked at when a recipe is chosen. Writes ``--output``.json and .md.
+``results/fewrel16_paper_fusion_summary.json`` (dropout 0) and
+``results/fewrel16_entity_dropout_summary.json`` (dropout 0.3): the same split, recipe
+and code path. Only dev is read: test numbers are not looked at when a recipe is chosen.
+Writes ``--output``.json and .md.
 
     python experiments/summarize_gate_dev.py --runs runs/g17 runs/g17b \
         --output results/fewrel16_gate_dev

@@ -58,7 +58,8 @@ STAGING_PREFIX = ".tmp-"
 #: corruption or the schedule would silently change.
 RESUME_KEYS = ("batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio",
                "seed", "mlm_probability", "whole_word_masking", "whole_entity_masking",
-               "dea", "nsp", "max_steps")
+               "dea", "nsp", "max_steps", "head_warmup_steps", "head_learning_rate",
+               "gate_learning_rate", "mlm_prior")
 
 
 def _step_of(path: Path) -> int:

@@ -55,7 +55,6 @@ from ernie_kg.training.checkpoints import (  # latest_checkpoint: also this modu
     write_finished,
 )
 from ernie_kg.training.pretrain_schedule import (
-    check_schedule_resume,
     hold_backbone,
     pretraining_optimizer,
     pretraining_scheduler,
@@ -251,7 +250,6 @@ def pretrain(
         start_step, saved = restore_checkpoint(checkpoint, model, optimizer, scheduler,
                                                context.device)
         check_resume(checkpoint, saved, asdict(settings))
-        check_schedule_resume(checkpoint, saved, asdict(settings))
     engine: nn.Module = model
     if context.distributed:
         engine = nn.parallel.DistributedDataParallel(

@@ -10,11 +10,10 @@ cost 1.3 FewRel-16 macro-F1, results/pretrain_dea.md). So:
   moves it nor keeps moments for it, while the heads, the knowledge modules and the
   gates learn on the frozen states. Its rate then warms up and decays from there.
 * **Rates by role**: ``learning_rate`` for the backbone, ``head_learning_rate`` for the
-  heads and the knowledge modules (fresh weights), and fine-tuning's
-  ``gate_learning_rate`` (no weight decay) for the knowledge gates' openings, which
-  start closed and need a large rate to open within a short run
-  (:class:`~ernie_kg.training.finetuning.ErnieKGTrainer` says why) - so dEA actually
-  trains the entity path before fine-tuning trusts it.
+  heads and the knowledge modules (fresh weights), and ``gate_learning_rate`` (1e-2, no
+  weight decay) for the knowledge gates' openings, which start closed and move about one
+  rate per step (:class:`~ernie_kg.training.finetuning.ErnieKGTrainer` says why) - so
+  dEA actually trains the entity path before fine-tuning trusts it.
 
 Everything is a function of the step and the settings, so a resume and N processes
 stay exact.
@@ -31,13 +30,8 @@ import torch
 from torch import nn
 
 from ernie_kg.data.pretraining import PretrainingShards
-from ernie_kg.errors import ErnieKGError
+from ernie_kg.modeling.layers import GATE_PARAMETERS, KNOWLEDGE_PARAMETERS
 from ernie_kg.modeling.mlm_head import set_unigram_bias
-from ernie_kg.training.finetuning import GATE_PARAMETERS, KNOWLEDGE_PARAMETERS
-
-#: Settings beyond checkpoints.RESUME_KEYS that a resumed run must share.
-SCHEDULE_RESUME_KEYS = ("head_warmup_steps", "head_learning_rate", "gate_learning_rate",
-                        "mlm_prior")
 
 
 def parameter_role(name: str, prefix: str = "ernie") -> str:
@@ -125,12 +119,3 @@ def start_mlm_prior(model: nn.Module, data: PretrainingShards, vocab_size: int,
     set_unigram_bias(predictions, torch.from_numpy(counts))
     return True
 
-
-def check_schedule_resume(checkpoint: Any, saved: dict[str, Any], current: dict[str, Any]
-                          ) -> None:
-    """Refuse to resume when a :data:`SCHEDULE_RESUME_KEYS` setting changed."""
-    changed = [f"{k}: {saved[k]!r} -> {current[k]!r}" for k in SCHEDULE_RESUME_KEYS
-               if k in saved and saved[k] != current[k]]
-    if changed:
-        raise ErnieKGError(f"{checkpoint}: cannot resume with other settings "
-                           f"({', '.join(changed)}); use the checkpoint's settings")
