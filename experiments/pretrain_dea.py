@@ -52,6 +52,7 @@ from ernie_kg.modeling import (  # noqa: E402
     ErnieKGForPreTraining,
     ErnieKGForRelationClassification,
 )
+from ernie_kg.modeling.configuration import DEFAULT_KNOWLEDGE_GATE  # noqa: E402
 from ernie_kg.paths import PROJECT_ROOT, default_backbone, kg_data_dir  # noqa: E402
 from ernie_kg.pipelines.relation import (  # noqa: E402
     DEFAULT_MODEL_SETTINGS,
@@ -122,7 +123,9 @@ def grid_run(args: argparse.Namespace, seed: int) -> dict | None:
             and s.get("max_length") == FINETUNE["max_length"]
             and s.get("train_entities") == "both"
             and s.get("rc_classifier") == DEFAULT_MODEL_SETTINGS["rc_classifier"]
-            and s.get("kg_extra") == [] and not s.get("entity_dropout"))
+            and s.get("kg_extra") == [] and not s.get("entity_dropout")
+            and s.get("knowledge_gate", "none") == DEFAULT_KNOWLEDGE_GATE
+            and not s.get("gate_learning_rate") and not s.get("hide_sole_facts"))
     if not same:
         print(f"{run}: another recipe, trained here instead")
         return None
