@@ -83,7 +83,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     for record in records:
         grouped[record["setting"], record["model"]].append(record)
     for setting in SETTINGS:  # the baseline reads no KG: share its runs across settings
-        if not grouped.get((setting, "baseline")):
+        if not grouped.get((setting, "baseline")) and grouped.get((setting, "ernie")):
             for other in SETTINGS:
                 if grouped.get((other, "baseline")):
                     grouped[setting, "baseline"] = grouped[other, "baseline"]
@@ -144,7 +144,7 @@ def recipe(records: list[dict[str, Any]]) -> str:
     ernie = [r for r in records if r["model"] == "ernie"]
     for key in ernie_keys:  # settings only ERNIE-KG reads
         values = {json.dumps(r["settings"].get(key) or 0) for r in ernie}
-        if values != {"0"}:
+        if values and values != {"0"}:
             parts.append(f"ERNIE-KG {key}={' / '.join(sorted(values))}"
                          + (" (DIFFERS)" if len(values) > 1 else ""))
     return ", ".join(parts)
@@ -158,9 +158,10 @@ def markdown(summary: dict[str, Any], name: str = "fewrel16") -> str:
         *([summary["note"], ""] if summary.get("note") else []),
         f"Test split (20%, stratified, split seed {summary.get('split_seed', 0)}), entities "
         "linked by each model's own "
-        "linker (no gold QIDs). Mean ± std over seeds, in points (%). Open KG: training "
-        "facts + CoDEx-M; closed: also the test facts (ERNIE's setting). The baseline reads "
-        "no KG; its runs stand for both settings unless run in each.",
+        "linker (no gold QIDs). Mean ± std over seeds, in points (%). "
+        + ("Open KG: training facts + CoDEx-M; closed: also the test facts (ERNIE's "
+           "setting). " if summary.get("dataset", "FewRel-16") == "FewRel-16" else "")
+        + "The baseline reads no KG; its runs stand for both settings unless run in each.",
         "",
         f"Recipe (`experiments/run_fewrel16.sh`): {summary['recipe']}.",
         "",
