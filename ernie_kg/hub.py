@@ -80,7 +80,10 @@ def _hub_problem(endpoint: str, name: str, timeout: float) -> str | None:
                              "or set HF_TOKEN)")
         except (OSError, ValueError) as error:
             reason = getattr(error, "reason", error)
-            found.append(f"the hub ({endpoint}) could not be reached ({reason})")
+            if isinstance(reason, TimeoutError):  # the socket's timer beat join()'s
+                found.append(f"the hub ({endpoint}) did not answer within {timeout:g} s")
+            else:
+                found.append(f"the hub ({endpoint}) could not be reached ({reason})")
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
