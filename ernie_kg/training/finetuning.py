@@ -116,9 +116,9 @@ def training_arguments(output_dir: str | Path, **settings: Any) -> TrainingArgum
 
 
 class ErnieKGTrainer(Trainer):
-    """``Trainer`` whose AdamW gives the fresh knowledge modules (and, when asked, the
-    knowledge gates' openings) their own learning rates, whose checkpoints appear only
-    complete, and whose console shows short lines.
+    """``Trainer`` whose AdamW gives the fresh knowledge modules and the knowledge gates'
+    openings their own learning rates, whose checkpoints appear only complete, and whose
+    console shows short lines.
 
     The gates train at ``knowledge_learning_rate`` unless ``gate_learning_rate`` is given.
     AdamW moves a parameter by about one learning rate per step, so the rate sets how far
@@ -211,8 +211,8 @@ class ErnieKGTrainer(Trainer):
         names = [name for name, p in model.named_parameters() if p.requires_grad]
         has_gates = any(self._role(name) == "gate" for name in names)
         if self.optimizer is not None or (self.knowledge_learning_rate is None
-                                          and (self.gate_learning_rate is None
-                                               or not has_gates)):
+                                          and self.gate_learning_rate is None
+                                          and not has_gates):
             return super().create_optimizer(model)
         rates = {"backbone": self.args.learning_rate,
                  "knowledge": self.knowledge_learning_rate or self.args.learning_rate,
