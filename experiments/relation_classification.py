@@ -54,8 +54,10 @@ fact, which TransE has folded into their vectors):
 
 FewRel-16, open KG, seed 0 (dev / test macro-F1): no knob 87.4 / 86.9; dropout 0.3
 89.2 / 87.7; hiding 88.9 / 87.2; both 88.8 / 87.3; the baseline 88.9 / 86.7
-(results/fewrel16_entity_dropout_probe.md). Both default to off, so the contract
-command is the recipe of results/fewrel16.md.
+(results/fewrel16_entity_dropout_probe.md; the paper's fusion, before the gate). Both
+default to off, so the contract command is the recipe of results/fewrel16.md: the
+knowledge gate new models get (``--knowledge-gate token``, opened at ``--knowledge-lr``;
+chosen on dev, results/fewrel16_gate_dev.md).
 """
 
 from __future__ import annotations
