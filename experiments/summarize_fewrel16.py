@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RUN_NAME = re.compile(r"^(?P<setting>open|closed)-(?P<model>ernie|baseline)-seed(?P<seed>\d+)$")
 METRICS = ("accuracy", "macro_f1", "micro_f1")
 SETTINGS = ("open", "closed")
@@ -55,9 +57,22 @@ def collect(runs: Path) -> list[dict[str, Any]]:
             "train_samples_per_second": dev.get("train_samples_per_second"),
             "entities_per_example": dev.get("train_entities_per_example"),
             "log": log,
-            "settings": dev.get("settings", {}),
+            "settings": _relative_paths(dev.get("settings", {})),
         })
     return records
+
+
+def _relative_paths(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with absolute paths written relative to the project root (results
+    must not name this machine's directories)."""
+    def relative(value: Any) -> Any:
+        if isinstance(value, list):
+            return [relative(v) for v in value]
+        if isinstance(value, str) and Path(value).is_absolute():
+            return os.path.relpath(value, PROJECT_ROOT)
+        return value
+
+    return {key: relative(value) for key, value in settings.items()}
 
 
 def earlier_baselines(summary_file: Path, records: list[dict[str, Any]]
@@ -273,7 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dataset", default="FewRel-16", help="the data's name in titles")
     p.add_argument("--split-seed", type=int, default=0, help="the split's seed, as stated")
     p.add_argument("--relation-names", type=Path,
-                   default=Path(__file__).resolve().parents[1].parent
+                   default=PROJECT_ROOT.parent
                    / "shared/data/fewrel/pid2name.json")
     args = p.parse_args(argv)
     records = collect(args.runs)

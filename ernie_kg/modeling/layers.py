@@ -162,6 +162,14 @@ KNOWLEDGE_PARAMETERS = ("entity_attention.", "entity_intermediate.", "entity_out
 GATE_PARAMETERS = ("entity_gate.scale",)
 
 
+def knowledge_role(name: str) -> str | None:
+    """"gate" (a gate's opening), "knowledge" (another fresh entity-stream parameter) or
+    None (the backbone's, or a head's), from a parameter's name: the optimizers' groups."""
+    if any(part in name for part in GATE_PARAMETERS):
+        return "gate"
+    return "knowledge" if any(part in name for part in KNOWLEDGE_PARAMETERS) else None
+
+
 class ErnieKGEntityGate(nn.Module):
     """How much of ``W_e e_k + b_e`` reaches token j: ``tanh(a) * 2 sigmoid(w [h_j; e_k] + b)``
     ("token") or ``tanh(a)`` ("layer"), with ``a = 0`` at the start.

@@ -38,6 +38,7 @@ from ernie_kg.hub import no_save_progress_bars
 from ernie_kg.modeling.layers import (  # noqa: F401  (also this module's API)
     GATE_PARAMETERS,
     KNOWLEDGE_PARAMETERS,
+    knowledge_role,
 )
 from ernie_kg.training.checkpoints import (
     STATE_FILE,
@@ -238,9 +239,7 @@ class ErnieKGTrainer(Trainer):
 
     @staticmethod
     def _role(name: str) -> str:
-        if any(part in name for part in GATE_PARAMETERS):
-            return "gate"
-        return "knowledge" if any(part in name for part in KNOWLEDGE_PARAMETERS) else "backbone"
+        return knowledge_role(name) or "backbone"
 
 
 def relation_compute_metrics(

@@ -30,17 +30,16 @@ import torch
 from torch import nn
 
 from ernie_kg.data.pretraining import PretrainingShards
-from ernie_kg.modeling.layers import GATE_PARAMETERS, KNOWLEDGE_PARAMETERS
+from ernie_kg.modeling.layers import GATE_PARAMETERS, knowledge_role
 from ernie_kg.modeling.mlm_head import set_unigram_bias
 
 
 def parameter_role(name: str, prefix: str = "ernie") -> str:
     """``gate``, ``knowledge`` (fresh fusion modules), ``backbone`` (the rest of the
     encoder under ``prefix``) or ``head`` (everything outside it)."""
-    if any(part in name for part in GATE_PARAMETERS):
-        return "gate"
-    if any(part in name for part in KNOWLEDGE_PARAMETERS):
-        return "knowledge"
+    role = knowledge_role(name)
+    if role is not None:
+        return role
     return "backbone" if name.startswith(prefix + ".") else "head"
 
 
