@@ -95,6 +95,8 @@ BACKGROUND_HOPS = 1
 FINETUNE = {"epochs": 2.0, "learning_rate": 5e-5, "knowledge_learning_rate": 5e-4,
             "gate_learning_rate": None, "batch_size": 32, "max_length": 128}
 DEV_FRACTION = 0.15
+#: Seed of the draw of training instances whose facts stay out of the KG.
+FACT_DRAW_SEED = 17
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -142,6 +144,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="hide training heads/tails the KG knows only through the "
                         "example's own fact (auto: in the open setting, where test facts "
                         "are not in the KG)")
+    p.add_argument("--train-fact-share", type=float, default=1.0,
+                   help="share of TRAIN's instances whose facts and names enter the KG "
+                        "(the rest, a fixed stratified draw, show the model pairs the KG "
+                        "knows nothing of, as open-KG test pairs are)")
     p.add_argument("--kg-epochs", type=int, default=TRANSE["epochs"])
     p.add_argument("--kg-dim", type=int, default=TRANSE["dim"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
@@ -168,7 +174,13 @@ def main(argv: list[str] | None = None) -> dict:
     train, dev = read_fewrel(train_data), read_fewrel(dev_data)
 
     # ---- knowledge: KG facts of the right splits + CoDEx-M, TransE, aliases
-    sources = [] if args.no_train_facts else [train_data]
+    if not 0.0 < args.train_fact_share <= 1.0:
+        raise SystemExit(f"--train-fact-share must be in (0, 1], got {args.train_fact_share}")
+    known = train_data
+    if args.train_fact_share < 1.0:  # seed fixed: every model and seed shares one TransE
+        share = args.train_fact_share
+        known = split_fewrel(train_data, (share, 1.0 - share), seed=FACT_DRAW_SEED)[0]
+    sources = [] if args.no_train_facts else [known]
     sources += [dev_data] if args.kg_setting == "closed" else []
     sources += [load_fewrel(path) for path in args.kg_extra]
     background = None if str(args.codex_dir) == "none" else args.codex_dir
@@ -183,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train": str(args.train), "dev": str(args.dev) if args.dev else f"held out {DEV_FRACTION}",
         "kg_setting": args.kg_setting, "model": args.model, "seed": args.seed,
         "kg_extra": [str(p) for p in args.kg_extra], "train_facts": not args.no_train_facts,
+        "train_fact_share": args.train_fact_share,
         "background": str(background),
         "background_hops": args.background_hops,
         "kg": repr(kg), "transe": {**TRANSE, "dim": args.kg_dim, "epochs": args.kg_epochs},

@@ -28,6 +28,7 @@ from ernie_kg.modeling import (
     default_layer_types,
 )
 from ernie_kg.modeling.entity_table import TABLE_DIR, MappedEntityTable
+from ernie_kg.modeling.layers import knowledge_role, shut_knowledge_gates
 from ernie_kg.modeling.modeling import _fuse, _FusedGelu
 
 VOCAB, HIDDEN, LAYERS, ENTITY_DIM, NUM_ENTITIES = 99, 32, 4, 8, 20
@@ -521,6 +522,49 @@ def test_entity_dropout_only_acts_in_training(backbone_dir, table):
     torch.testing.assert_close(dropped, without.last_hidden_state)
     with pytest.raises(Exception, match="entity_dropout"):  # HF wraps config errors
         ErnieKGConfig(entity_dropout=1.0)
+
+
+def test_shutting_the_gates_makes_a_model_its_backbone_again(backbone_dir, table):
+    model = build(ErnieKGModel, backbone_dir, table, knowledge_gate="token").eval()
+    inputs = batch()
+    with torch.no_grad():
+        text_only = model(inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        for name, parameter in model.named_parameters():
+            if name.endswith("entity_gate.scale"):
+                parameter.fill_(1.0)  # as pre-training leaves them: open
+        opened = model(**inputs).last_hidden_state
+        assert not torch.allclose(opened, text_only.last_hidden_state)
+        assert shut_knowledge_gates(model) == 3  # the mix layer and two norm layers
+        torch.testing.assert_close(model(**inputs).last_hidden_state,
+                                   text_only.last_hidden_state)
+
+
+def test_a_shut_gate_trains_step_for_step_as_its_text_only_twin(backbone_dir, table):
+    """Same seed, same batches: with the gates held shut, the model fed entities and the
+    one fed none stay equal through training with dropout on (the entity modules draw
+    their dropout from a stream of their own, :mod:`ernie_kg.modeling.random_streams`)."""
+    inputs, labels = batch(), torch.tensor([0, 3, 1])
+    twins = []
+    for entity_ids in (inputs["entity_ids"], None):
+        model = build(ErnieKGForRelationClassification, backbone_dir, table, num_labels=5,
+                      knowledge_gate="token", rc_classifier="cls", entity_dropout=0.3).train()
+        trained = [p for n, p in model.named_parameters() if not n.endswith("gate.scale")]
+        optimizer = torch.optim.SGD(trained, lr=0.5)
+        torch.manual_seed(5)
+        for _ in range(3):
+            model(inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                  entity_ids=entity_ids, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        twins.append(model)
+    fed, text_only = (dict(m.named_parameters()) for m in twins)
+    backbone = [n for n in fed if knowledge_role(n) is None]
+    assert len(backbone) > 20
+    for name in backbone:
+        torch.testing.assert_close(fed[name], text_only[name], atol=1e-6, rtol=0)
+    assert not torch.equal(fed["classifier.weight"], build(
+        ErnieKGForRelationClassification, backbone_dir, table, num_labels=5,
+        knowledge_gate="token", rc_classifier="cls").classifier.weight)
 
 
 @pytest.mark.parametrize("gate_lr", [None, 1e-2])

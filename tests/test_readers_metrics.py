@@ -93,6 +93,17 @@ def test_relation_metrics_by_hand():
     assert metrics["micro_f1_no_negative"] == pytest.approx(2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))
 
 
+def test_semeval_official_score_by_hand():
+    gold = ["CE(e1,e2)", "CE(e2,e1)", "CE(e1,e2)", "MC(e1,e2)", "Other"]
+    predicted = ["CE(e1,e2)", "CE(e1,e2)", "MC(e2,e1)", "MC(e1,e2)", "CE(e2,e1)"]
+    metrics = relation_metrics(gold, predicted)
+    # CE: exact 1 (row 0; row 1 has the wrong direction), predicted CE 3, gold CE 3:
+    #     P = R = 1/3, F1 = 1/3. MC: exact 1, predicted MC 2, gold MC 1: P = 1/2, R = 1,
+    #     F1 = 2/3. Other is left out: (1/3 + 2/3) / 2 = 1/2.
+    assert metrics["semeval_official_macro_f1"] == pytest.approx(0.5)
+    assert "semeval_official_macro_f1" not in relation_metrics(["a", "b"], ["a", "a"])
+
+
 def test_typing_metrics_by_hand():
     gold = np.array([[1, 0, 1], [0, 1, 0]])
     predicted = np.array([[1, 0, 1], [1, 0, 0]])

@@ -23,6 +23,7 @@ Why they are built this way:
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from transformers.activations import GELUActivation
 from transformers.models.bert.modeling_bert import BertLayer
 
 from ernie_kg.modeling.configuration import ErnieKGConfig
+from ernie_kg.modeling.random_streams import entity_random_stream
 
 __all__ = [
     "EntityLayout",
@@ -42,6 +44,7 @@ __all__ = [
     "ErnieKGEntityAttention",
     "ErnieKGEntityGate",
     "ErnieKGEntityOutput",
+    "shut_knowledge_gates",
 ]
 
 
@@ -162,6 +165,25 @@ KNOWLEDGE_PARAMETERS = ("entity_attention.", "entity_intermediate.", "entity_out
 GATE_PARAMETERS = ("entity_gate.scale",)
 
 
+def shut_knowledge_gates(model: nn.Module) -> int:
+    """Close every knowledge gate of ``model`` (opening 0), keeping all other weights;
+    returns how many were closed.
+
+    Why: a gate's opening is how far *this task* trusts the entities. A model pre-trained
+    with dEA has opened its gates for predicting entities from a KG that holds every
+    fact; fine-tuned on a task as it is, it starts with that trust, and where the task's
+    KG lacks the test facts (the open setting) it is worse than its backbone (FewRel-16,
+    results/pretrain_dea.md). Closed, the fine-tuned model again starts at its
+    (post-trained) backbone's outputs and opens the gates only as far as the task's
+    entities help, now onto pre-trained entity modules.
+    """
+    scales = [p for n, p in model.named_parameters() if any(g in n for g in GATE_PARAMETERS)]
+    with torch.no_grad():
+        for scale in scales:
+            scale.zero_()
+    return len(scales)
+
+
 def knowledge_role(name: str) -> str | None:
     """"gate" (a gate's opening), "knowledge" (another fresh entity-stream parameter) or
     None (the backbone's, or a head's), from a parameter's name: the optimizers' groups."""
@@ -218,6 +240,7 @@ class ErnieKGAggregatorLayer(BertLayer):
         entity_output: bool = True,
     ) -> None:
         super().__init__(config, layer_idx=layer_idx)
+        self.layer_idx = layer_idx
         self.kind = kind
         self.entity_attention = ErnieKGEntityAttention(config) if kind == "norm" else None
         self.entity_intermediate = nn.Linear(config.entity_dim, config.intermediate_size)
@@ -237,8 +260,10 @@ class ErnieKGAggregatorLayer(BertLayer):
         if entity_states is None or layout is None:  # knowledge off: the backbone layer itself
             return BertLayer.forward(self, hidden_states, attention_mask, **kwargs), None, None
         attention_output, _ = self.attention(hidden_states, attention_mask, **kwargs)
+        entity_stream = self._entity_stream(hidden_states.device)
         if self.entity_attention is not None:
-            entity_states = self.entity_attention(entity_states, layout)
+            with entity_stream(0):
+                entity_states = self.entity_attention(entity_states, layout)
         tokens = attention_output.reshape(-1, attention_output.shape[-1])  # [B*L, H]
         pre_tokens = self.intermediate.dense(tokens)  # W_t w_j + b_t, every token
         knowledge = self.entity_intermediate(entity_states).to(pre_tokens.dtype)  # W_e e_k + b_e
@@ -251,8 +276,18 @@ class ErnieKGAggregatorLayer(BertLayer):
                                    attention_output)
         next_entity_states = None
         if self.entity_output is not None:
-            next_entity_states = self.entity_output(fused, entity_states)
+            with entity_stream(1):
+                next_entity_states = self.entity_output(fused, entity_states)
         return layer_output, next_entity_states, entity_states
+
+    def _entity_stream(self, device: torch.device) -> Any:
+        """The entity modules' random numbers (:mod:`.random_streams`): while training, a
+        stream of their own per layer and call site, so the token stream's dropout masks
+        are the text-only backbone's; nothing to draw otherwise."""
+        layer = self.layer_idx or 0
+        if not self.training:
+            return lambda site: nullcontext()
+        return lambda site: entity_random_stream(device, salt=2 * layer + site)
 
 
 def _gelu_approximation(activation: nn.Module) -> str | None:

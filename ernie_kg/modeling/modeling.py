@@ -54,6 +54,7 @@ from ernie_kg.modeling.layers import (  # noqa: F401  (re-exported: the names on
     _FusedGelu,
 )
 from ernie_kg.modeling.outputs import ErnieKGModelOutput
+from ernie_kg.modeling.random_streams import drop_entities
 
 #: Written next to the weights by ``save_pretrained``: the KG id of every table row >= 1.
 ENTITY_IDS_FILE = "entity_ids.json"
@@ -406,8 +407,7 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
             config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
         )
         if self.training and self.config.entity_dropout and entity_ids is not None:
-            kept = torch.rand(entity_ids.shape, device=entity_ids.device)
-            entity_ids = entity_ids * (kept >= self.config.entity_dropout)
+            entity_ids = drop_entities(entity_ids, self.config.entity_dropout)
         layout = self.entity_layout(entity_ids, input_ids.shape, embedding_output.dtype)
         entity_states = None
         if layout is not None:
