@@ -20,8 +20,8 @@ DROPPED_KEYS = ("length",)
 class ErnieKGCollator:
     """Pads ``input_ids`` (``pad_token_id``), ``attention_mask``/``token_type_ids`` and
     ``entity_ids`` (0) to the batch's longest sequence (rounded up to
-    ``pad_to_multiple_of``); stacks ``marker_positions`` and ``labels`` (class ids, or
-    multi-hot float rows for multi-label typing)."""
+    ``pad_to_multiple_of``); stacks ``marker_positions`` and ``labels`` (class ids,
+    multi-hot float rows for multi-label typing, or float scores for regression)."""
 
     def __init__(self, pad_token_id: int = 0, pad_to_multiple_of: int | None = None) -> None:
         self.pad_token_id = pad_token_id
@@ -52,7 +52,9 @@ class ErnieKGCollator:
         if "labels" in features[0] and features[0]["labels"] is not None:
             labels = [torch.as_tensor(f["labels"]) for f in features]
             stacked = torch.stack(labels)
-            batch["labels"] = stacked.float() if stacked.dim() > 1 else stacked.long()
+            # float rows (multi-label) or float scores (regression) stay float
+            batch["labels"] = (stacked.float() if stacked.dim() > 1
+                               or stacked.is_floating_point() else stacked.long())
         for key in features[0]:
             if key not in batch and key not in DROPPED_KEYS and key != "labels":
                 batch[key] = torch.stack([torch.as_tensor(f[key]) for f in features])

@@ -37,6 +37,16 @@ class RelationExample:
 
 
 @dataclass(frozen=True)
+class PairExample:
+    """A text, an optional second text (segment B of a BERT sentence pair, e.g. an
+    auxiliary question about an aspect) and the label; entities come from the linker."""
+
+    text: str
+    text_pair: str | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
 class TypingExample:
     """A sentence, one mention span, optional KG id, and its (multi-label) types."""
 

@@ -1,10 +1,11 @@
-"""Relation and typing examples -> model features, built by an :class:`ErnieKGProcessor`.
+"""Relation, typing and text-pair examples -> model features, built by an
+:class:`ErnieKGProcessor`.
 
 Why one place: training, evaluation and one-call inference must turn text into inputs
 the same way, and must agree on where entities come from:
 
 * ``"gold"``   the dataset's own KG ids for head and tail (FewRel QIDs) or the typed
-               mention, nothing else;
+               mention, nothing else (none for text pairs, which carry no ids);
 * ``"linker"`` the processor's linker over the text (task spans included), no ids;
 * ``"both"``   the linker's entities, with the dataset's ids overriding the task spans;
 * ``"none"``   no entities at all: knowledge off, the text-only baseline.
@@ -18,7 +19,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from ernie_kg.data.examples import RelationExample, TypingExample
+from ernie_kg.data.examples import PairExample, RelationExample, TypingExample
 from ernie_kg.errors import ErnieKGError, SettingError
 
 ENTITY_SOURCES = ("gold", "linker", "both", "none")
@@ -115,7 +116,7 @@ def check_entity_source(entities: str) -> str:
 
 
 def task_features(
-    examples: Sequence[RelationExample] | Sequence[TypingExample],
+    examples: Sequence[RelationExample] | Sequence[TypingExample] | Sequence[PairExample],
     processor: Any,
     label_map: LabelMap | None = None,
     entities: str = "gold",
@@ -125,7 +126,7 @@ def task_features(
     """Encode ``examples`` with ``processor`` (an ``ErnieKGProcessor`` for their task),
     taking entities from ``entities`` (see the module docstring).
 
-    With ``label_map``, a relation example's label becomes its class id (an unknown
+    With ``label_map``, a relation or pair example's label becomes its class id (an unknown
     label raises :class:`UnknownLabelError`; unlabelled examples get no ``labels`` key)
     and a typing example's types become a multi-hot float row (types outside the map are
     dropped, so a model can be scored on the types it knows).
@@ -143,9 +144,10 @@ def task_features(
     return FeatureDataset(features)
 
 
-#: The two tasks' names for :func:`task_features` (one implementation).
+#: The tasks' names for :func:`task_features` (one implementation).
 relation_features = task_features
 typing_features = task_features
+pair_features = task_features
 
 
 #: The example field holding the KG id of each task span the processor marks.
@@ -153,15 +155,23 @@ _ID_FIELDS = {"head": "head_id", "tail": "tail_id", "mention": "entity_id"}
 
 
 def encode_examples(
-    processor: Any, examples: Sequence[RelationExample | TypingExample], entities: str
+    processor: Any, examples: Sequence[RelationExample | TypingExample | PairExample],
+    entities: str,
 ) -> list[dict[str, list[int]]]:
     """One unpadded feature dict per example (``input_ids``, ``attention_mask``,
     ``token_type_ids``, ``entity_ids``, ``marker_positions``); the task spans' ids are
-    passed for ``"gold"`` and ``"both"``, the linker runs for ``"linker"`` and ``"both"``."""
+    passed for ``"gold"`` and ``"both"``, the linker runs for ``"linker"`` and ``"both"``.
+    A :class:`PairExample` with a ``text_pair`` becomes a sentence pair (segment ids 0/1)."""
     check_entity_source(entities)
     if not examples:
         return []
-    kwargs: dict[str, Any] = {}
+    paired = [getattr(e, "text_pair", None) is not None for e in examples]
+    if any(paired) and not all(paired):  # pairs and single texts: each kind on its own
+        groups = [[e for e, p in zip(examples, paired) if p is flag] for flag in (False, True)]
+        encoded = [iter(encode_examples(processor, group, entities)) for group in groups]
+        return [next(encoded[p]) for p in paired]
+    kwargs: dict[str, Any] = {"text_pair": [e.text_pair for e in examples]} if any(
+        paired) else {}
     for role in processor.task_roles:
         kwargs[role] = [getattr(e, role) for e in examples]
         if entities in ("gold", "both"):

@@ -1,8 +1,9 @@
 """ERNIE-KG fusion encoder: config, layers, base model, heads, outputs (HF classes).
 
 Importing this package registers ``model_type="ernie_kg"`` with ``AutoConfig``,
-``AutoModel``, ``AutoModelForSequenceClassification`` (relation classification) and
-``AutoModelForPreTraining``.
+``AutoModel``, ``AutoModelForSequenceClassification`` (text / text-pair classification;
+a saved relation classifier still loads as :class:`ErnieKGForRelationClassification`)
+and ``AutoModelForPreTraining``.
 """
 
 from transformers import (
@@ -18,6 +19,7 @@ from ernie_kg.modeling.heads import (
     ErnieKGForEntityTyping,
     ErnieKGForPreTraining,
     ErnieKGForRelationClassification,
+    ErnieKGForSequenceClassification,
 )
 from ernie_kg.modeling.layers import (
     EntityLayout,
@@ -35,7 +37,7 @@ from ernie_kg.modeling.outputs import (
 AutoConfig.register(ErnieKGConfig.model_type, ErnieKGConfig, exist_ok=True)
 AutoModel.register(ErnieKGConfig, ErnieKGModel, exist_ok=True)
 AutoModelForSequenceClassification.register(
-    ErnieKGConfig, ErnieKGForRelationClassification, exist_ok=True
+    ErnieKGConfig, ErnieKGForSequenceClassification, exist_ok=True
 )
 AutoModelForPreTraining.register(ErnieKGConfig, ErnieKGForPreTraining, exist_ok=True)
 
@@ -52,6 +54,7 @@ __all__ = [
     "ErnieKGForEntityTyping",
     "ErnieKGForPreTraining",
     "ErnieKGForRelationClassification",
+    "ErnieKGForSequenceClassification",
     "ErnieKGModel",
     "ErnieKGModelOutput",
     "ErnieKGPreTrainedModel",

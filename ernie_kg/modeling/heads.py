@@ -1,13 +1,17 @@
 """Task heads: thin subclasses over :class:`ErnieKGModel`, as in Hugging Face models.
 
-Marker tokens (the paper's [HD]/[TL] around head and tail, [ENT] around a typed mention)
-are inserted by the feature builder; a head only needs their positions when it
-classifies from marker states (``config.rc_classifier`` / ``typing_classifier`` =
-``"markers"``) instead of the pooled [CLS] state (the paper).
+Sequence (and sentence-pair) classification reads the pooled [CLS] state, as
+``BertForSequenceClassification`` does; relation classification is the same head over
+marked text, with the option to read marker states instead. Marker tokens (the paper's
+[HD]/[TL] around head and tail, [ENT] around a typed mention) are inserted by the
+feature builder; a head only needs their positions when it classifies from marker
+states (``config.rc_classifier`` / ``typing_classifier`` = ``"markers"``) instead of the
+pooled [CLS] state (the paper).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -28,13 +32,15 @@ from ernie_kg.modeling.outputs import ErnieKGClassifierOutput, ErnieKGPreTrainin
 class _ErnieKGClassifierHead(ErnieKGPreTrainedModel):
     """Shared body of the sentence-level heads: features, dropout, one linear layer."""
 
-    _classifier_field = "rc_classifier"
+    #: The config field choosing the classifier input; None: always the pooled [CLS].
+    _classifier_field: str | None = "rc_classifier"
     _num_markers = 2
 
     def __init__(self, config: ErnieKGConfig) -> None:
         super().__init__(config)
         self.num_labels = config.num_labels
-        choice = getattr(config, self._classifier_field)
+        field = self._classifier_field
+        choice = "cls" if field is None else getattr(config, field)
         self.use_markers = choice in ("markers", "entity_start")
         # "entity_start" reads the first wordpiece after each start marker: the mention's
         # first wordpiece, where its entity is fused (the marker only sees it by attention)
@@ -100,10 +106,74 @@ class _ErnieKGClassifierHead(ErnieKGPreTrainedModel):
         return result if return_dict else result.to_tuple()
 
 
-class ErnieKGForRelationClassification(_ErnieKGClassifierHead):
+class ErnieKGForSequenceClassification(_ErnieKGClassifierHead):
+    """A text or a text pair -> classes, from the pooled [CLS] state (dropout + linear),
+    as ``BertForSequenceClassification``; with no entities it is exactly that model.
+
+    ``labels`` follow BERT's ``config.problem_type`` (set from the first labels when
+    None): one label is regression (MSE), class ids ``[B]`` single-label cross-entropy,
+    float rows ``[B, C]`` multi-label BCE. The Auto class of ``ernie_kg`` configs: a saved
+    subclass head (a relation classifier) loads as the class it was saved from.
+    """
+
+    _classifier_field = None
+    _num_markers = 0
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args,
+                        **kwargs):
+        """HF ``from_pretrained``; a checkpoint whose ``config.architectures`` names a
+        subclass of this class (e.g. a saved relation classifier, whose marker readout
+        this head lacks) is loaded as that subclass, so the Auto class keeps loading it."""
+        config = kwargs.get("config")
+        if not isinstance(config, ErnieKGConfig):
+            hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+            config = ErnieKGConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+        saved = _subclass_named(cls, (config.architectures or [None])[0])
+        if saved is not None:
+            return saved.from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        if config.problem_type is None:  # as BERT decides it
+            if self.num_labels == 1:
+                config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                config.problem_type = "single_label_classification"
+            else:
+                config.problem_type = "multi_label_classification"
+        if config.problem_type == "regression":
+            labels = labels.to(logits.dtype)
+            if self.num_labels == 1:
+                return F.mse_loss(logits.squeeze(), labels.squeeze())
+            return F.mse_loss(logits, labels)
+        if config.problem_type == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1).long())
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+#: ``from_pretrained`` keywords that say where (and how) to read a config.
+_HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "subfolder",
+               "force_download", "proxies")
+
+
+def _subclass_named(cls: type, name: str | None) -> type | None:
+    """The strict subclass of ``cls`` called ``name`` (None when there is none)."""
+    pending = list(cls.__subclasses__())
+    while pending:
+        sub = pending.pop()
+        if sub.__name__ == name:
+            return sub
+        pending.extend(sub.__subclasses__())
+    return None
+
+
+class ErnieKGForRelationClassification(ErnieKGForSequenceClassification):
     """Relation classification: pooled [CLS] (ERNIE) or the head/tail start-marker states
     concatenated (``rc_classifier="markers"``, ``marker_positions`` ``[B, 2]``); ``labels``
-    ``[B]`` class ids, cross-entropy."""
+    ``[B]`` class ids, cross-entropy. A sequence classifier over marked text, so the
+    Auto class loads a saved one as this class."""
 
     _classifier_field = "rc_classifier"
     _num_markers = 2

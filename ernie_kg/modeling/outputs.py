@@ -26,8 +26,9 @@ class ErnieKGModelOutput(ModelOutput):
 
 @dataclass
 class ErnieKGClassifierOutput(ModelOutput):
-    """Relation classification (``logits`` ``[B, C]``, cross-entropy) or entity typing
-    (``logits`` ``[B, C]``, multi-label BCE); states only with ``output_hidden_states``."""
+    """Text (pair) or relation classification (``logits`` ``[B, C]``, cross-entropy; see
+    ErnieKGForSequenceClassification for regression) or entity typing (``logits``
+    ``[B, C]``, multi-label BCE); states only with ``output_hidden_states``."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None

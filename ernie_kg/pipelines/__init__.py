@@ -1,5 +1,6 @@
 """Saved raw-text models (the inference home, as Hugging Face pipelines): build / fit /
-evaluate / predict / save / load for relation classification and entity typing.
+evaluate / predict / save / load for relation classification, entity typing and text
+(pair) classification.
 
 Heavy names (the models, ``Trainer``) are imported on first use.
 """
@@ -17,6 +18,9 @@ _LAZY = {
     "EntityTyper": "ernie_kg.pipelines.entity_typing",
     "build_entity_typer": "ernie_kg.pipelines.entity_typing",
     "train_entity_typer": "ernie_kg.pipelines.entity_typing",
+    "PairClassifier": "ernie_kg.pipelines.pair",
+    "build_pair_classifier": "ernie_kg.pipelines.pair",
+    "train_pair_classifier": "ernie_kg.pipelines.pair",
 }
 
 __all__ = list(_LAZY)

@@ -6,7 +6,9 @@ puts each entity's row on its first wordpiece (:mod:`ernie_kg.processing.alignme
 truncates around the marked spans so they survive, pads, and returns a
 :class:`~transformers.BatchEncoding` with ``input_ids``, ``attention_mask``,
 ``token_type_ids``, ``entity_ids`` and, for a task, ``marker_positions``, so that
-``model(**processor(...))`` works for every ERNIE-KG head.
+``model(**processor(...))`` works for every ERNIE-KG head. ``processor(text, text_pair)``
+builds a sentence pair as BERT does (:mod:`ernie_kg.processing.templates`), with the
+entities of both segments.
 
 Markers default to plain vocabulary characters, as ERNIE did ('#' around the head, '$'
 around the tail; '@' around a typed mention), so no embedding resize is needed.
@@ -27,6 +29,7 @@ from ernie_kg.io import read_json, write_json
 from ernie_kg.kg.vocab import EntityVocab
 from ernie_kg.linking.linker import EntityLinker
 from ernie_kg.processing.alignment import EntitySpan, RowLookup, align_offsets, row_lookup
+from ernie_kg.processing.arguments import is_single, pair_texts, unbatch
 from ernie_kg.processing.entities import other_spans, resolve_entities
 from ernie_kg.processing.markers import (
     DEFAULT_MARKERS,
@@ -36,6 +39,7 @@ from ernie_kg.processing.markers import (
     token_at,
     truncation_window,
 )
+from ernie_kg.processing.templates import SegmentTemplate, pair_features
 from ernie_kg.spans import Span, check_span, strip_span, token_char_spans
 
 __all__ = ["DEFAULT_MARKERS", "MODEL_TABLE_ROWS", "PROCESSOR_FILE", "TASKS",
@@ -85,7 +89,7 @@ class ErnieKGProcessor:
         task: None, ``"relation_classification"`` (``head`` and ``tail`` required,
             ``marker_positions`` ``[B, 2]``) or ``"entity_typing"`` (``mention``,
             ``marker_positions`` ``[B, 1]``).
-        max_length: wordpieces per sequence, special tokens included.
+        max_length: wordpieces per sequence (or sentence pair), special tokens included.
         markers: overrides of :data:`DEFAULT_MARKERS`; each must be one token of the
             tokenizer's vocabulary (add new ones with ``tokenizer.add_tokens`` and resize
             the model's embeddings).
@@ -113,27 +117,13 @@ class ErnieKGProcessor:
         self.linker = linker
         self.task = task
         self.markers = {**DEFAULT_MARKERS, **(markers or {})}
-        self._prefix, self._suffix, self._content_type = self._special_template()
-        if max_length <= len(self._prefix) + len(self._suffix):
+        self._template = SegmentTemplate.of(tokenizer)
+        self._pair_template = SegmentTemplate.of(tokenizer, pair=True)
+        if max_length <= self._template.num_special:
             raise ValueError(f"max_length={max_length} leaves no room for text")
         self.max_length = int(max_length)
         self._lookup = row_lookup(entity_rows)
         check_marker_tokens(self.tokenizer, self.markers, self.task_roles)
-
-    # ------------------------------------------------------------------ setup
-    def _special_template(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int]:
-        """(id, type id) of the special tokens before and after one sequence's text."""
-        probe = self.tokenizer("a", return_special_tokens_mask=True, return_token_type_ids=True,
-                               verbose=False)
-        ids, mask = probe["input_ids"], probe["special_tokens_mask"]
-        types = probe.get("token_type_ids") or [0] * len(ids)
-        content = [i for i, m in enumerate(mask) if not m]
-        if not content:
-            raise ValueError("the tokenizer turned 'a' into special tokens only")
-        first, last = content[0], content[-1]
-        prefix = list(zip(ids[:first], types[:first]))
-        suffix = list(zip(ids[last + 1:], types[last + 1:]))
-        return prefix, suffix, types[first]
 
     @property
     def task_roles(self) -> tuple[str, ...]:
@@ -144,8 +134,11 @@ class ErnieKGProcessor:
     def __call__(
         self,
         text: str | Sequence[str] | Sequence[Sequence[str]],
+        text_pair: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
         entity_spans: Any = None,
         entity_ids: Any = None,
+        entity_spans_pair: Any = None,
+        entity_ids_pair: Any = None,
         head: Any = None,
         tail: Any = None,
         mention: Any = None,
@@ -166,30 +159,43 @@ class ErnieKGProcessor:
         rows (int) or None (link that span). ``head_id``/``tail_id``/``mention_id``
         override what the linker would pick. Bad spans raise
         :class:`~ernie_kg.errors.SpanError` naming the span.
+
+        ``text_pair`` (one per text for a batch) makes sentence pairs as BERT reads them,
+        ``[CLS] text [SEP] text_pair [SEP]`` with ``token_type_ids`` 0 on the first
+        segment and 1 on the second. Each segment is linked on its own;
+        ``entity_spans_pair``/``entity_ids_pair`` are the second segment's spans (offsets
+        into ``text_pair``) and ids, as ``entity_spans``/``entity_ids`` are the first's.
+        A pair longer than ``max_length`` is truncated longest-first (Hugging Face's
+        ``truncation="longest_first"``), so both segments keep wordpieces. Pairs take no
+        task spans.
         """
-        single = _is_single(text, is_split_into_words)
+        single = is_single(text, is_split_into_words)
         args = {"entity_spans": entity_spans, "entity_ids": entity_ids, "head": head,
                 "tail": tail, "mention": mention, "head_id": head_id, "tail_id": tail_id,
                 "mention_id": mention_id}
-        if single:
-            texts = [text]
-            per_text = [args]
-        else:
-            texts = list(text)
-            per_text = _unbatch(args, len(texts))
-        examples = [
-            self._example(t, kw, None if single else n, is_split_into_words)
-            for n, (t, kw) in enumerate(zip(texts, per_text))
-        ]
+        texts = [text] if single else list(text)
+        examples = self._examples(texts, args, single, is_split_into_words, "text")
         limit = self.max_length if max_length is None else int(max_length)
-        features = self._features(examples, truncation, limit)
+        if text_pair is None and entity_spans_pair is None and entity_ids_pair is None:
+            features = self._features(examples, truncation, limit)
+        else:  # the second segments: no task spans, their own entities
+            pair_args = {**dict.fromkeys(args), "entity_spans": entity_spans_pair,
+                         "entity_ids": entity_ids_pair}
+            seconds = self._examples(pair_texts(text_pair, single, len(texts), self.task),
+                                     pair_args, single, is_split_into_words, "text_pair")
+            features = pair_features(self._pair_template, self._encode(examples),
+                                     self._encode(seconds), truncation, limit)
         return self._pad(features, padding, limit, return_tensors, single)
 
+    def _examples(self, texts: list[Any], args: dict[str, Any], single: bool,
+                  split: bool, name: str) -> list[_Example]:
+        per_text = [args] if single else unbatch(args, len(texts))
+        where = ["" if name == "text" else f"{name}: "] if single else [
+            f"{name} {n}: " for n in range(len(texts))]  # error messages name the text
+        return [self._example(t, kw, w, split) for t, kw, w in zip(texts, per_text, where)]
+
     # ------------------------------------------------------------------ linking
-    def _example(
-        self, raw: Any, kw: dict[str, Any], index: int | None, split: bool
-    ) -> _Example:
-        where = "" if index is None else f"text {index}: "
+    def _example(self, raw: Any, kw: dict[str, Any], where: str, split: bool) -> _Example:
         words: list[str] | None = None
         if split:
             if isinstance(raw, str) or not all(isinstance(w, str) for w in raw):
@@ -230,40 +236,38 @@ class ErnieKGProcessor:
         return example
 
     # ------------------------------------------------------------------ features
-    def _features(
-        self, examples: list[_Example], truncation: bool, max_length: int
-    ) -> list[dict[str, list[int]]]:
+    def _encode(self, examples: list[_Example]) -> list[tuple[list[int], list[int], dict]]:
+        """Per example, without special tokens: its wordpiece ids, the entity row of each
+        (offsets relative to the example's own text) and the wordpiece of each marker."""
         marked = [insert_markers(e.text, e.task_spans, self.markers) for e in examples]
         encoded = self.tokenizer(
             [m[0] for m in marked], add_special_tokens=False, return_offsets_mapping=True,
             return_attention_mask=False, return_token_type_ids=False, verbose=False,
         )
-        budget = max_length - len(self._prefix) - len(self._suffix)
-        features = []
+        result = []
         for n, (example, (text, shift, marker_chars)) in enumerate(zip(examples, marked)):
-            ids = encoded["input_ids"][n]
             offsets = [tuple(o) for o in encoded["offset_mapping"][n]]
-            entities = [EntitySpan(shift(s), shift(e - 1) + 1, r) for s, e, r in
-                        ((x.start, x.end, x.row) for x in example.entities)]
+            entities = [EntitySpan(shift(x.start), shift(x.end - 1) + 1, x.row)
+                        for x in example.entities]
             rows = align_offsets(offsets, text, entities, resolve=False)
-            marker_tokens = {
-                name: token_at(offsets, char) for name, char in marker_chars.items()
-            }
+            markers = {name: token_at(offsets, char) for name, char in marker_chars.items()}
+            result.append((encoded["input_ids"][n], rows, markers))
+        return result
+
+    def _features(
+        self, examples: list[_Example], truncation: bool, max_length: int
+    ) -> list[dict[str, list[int]]]:
+        budget = max_length - self._template.num_special
+        start = len(self._template.parts[0])  # special tokens before the text
+        features = []
+        for ids, rows, marker_tokens in self._encode(examples):
             keep = list(range(len(ids)))
             if truncation and len(ids) > budget:
                 keep = truncation_window(len(ids), budget, marker_tokens, self.task_roles)
-            position = {token: len(self._prefix) + k for k, token in enumerate(keep)}
-            input_ids = ([i for i, _ in self._prefix] + [ids[k] for k in keep]
-                         + [i for i, _ in self._suffix])
-            feature = {
-                "input_ids": input_ids,
-                "token_type_ids": ([t for _, t in self._prefix] + [self._content_type] * len(keep)
-                                   + [t for _, t in self._suffix]),
-                "attention_mask": [1] * len(input_ids),
-                "entity_ids": ([0] * len(self._prefix) + [rows[k] for k in keep]
-                               + [0] * len(self._suffix)),
-            }
+            feature = self._template.assemble([([ids[k] for k in keep],
+                                                [rows[k] for k in keep])])
             if self.task is not None:
+                position = {token: start + k for k, token in enumerate(keep)}
                 feature["marker_positions"] = [
                     position[marker_tokens[f"{role}_start"]] for role in self.task_roles
                 ]
@@ -373,27 +377,6 @@ class ErnieKGProcessor:
 
 
 # ---------------------------------------------------------------------- helpers
-def _is_single(text: Any, split: bool) -> bool:
-    if isinstance(text, str):
-        if split:
-            raise TypeError("is_split_into_words=True expects a list of words, not a str")
-        return True
-    if not isinstance(text, Sequence):
-        raise TypeError(f"expected a str or a list of str, got {type(text).__name__}")
-    if split:
-        return not text or isinstance(text[0], str)
-    return False
-
-
-def _unbatch(args: dict[str, Any], size: int) -> list[dict[str, Any]]:
-    for name, value in args.items():
-        if value is not None and (not isinstance(value, Sequence) or len(value) != size):
-            raise ValueError(f"batched call: {name} must be a list with one entry per text "
-                             f"({size}), got {value!r}")
-    return [{name: None if value is None else value[n] for name, value in args.items()}
-            for n in range(size)]
-
-
 def _saved_rows(directory: Path, name: str | None) -> list | dict | EntityVocab:
     """The saved vocabulary (a JSON list of ids; older releases may have saved a
     ``{id: row}`` object), the table a saved model refers to, else a saved model's
