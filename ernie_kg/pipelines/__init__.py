@@ -1,6 +1,6 @@
 """Saved raw-text models (the inference home, as Hugging Face pipelines): build / fit /
 evaluate / predict / save / load for relation classification, entity typing and text
-(pair) classification.
+(pair) classification, and frozen-encoder features (:func:`extract_features`).
 
 Heavy names (the models, ``Trainer``) are imported on first use.
 """
@@ -11,6 +11,7 @@ from typing import Any
 _LAZY = {
     "SavedTextModel": "ernie_kg.pipelines.base",
     "find_span": "ernie_kg.pipelines.base",
+    "extract_features": "ernie_kg.pipelines.features",
     "RelationClassifier": "ernie_kg.pipelines.relation",
     "build_relation_classifier": "ernie_kg.pipelines.relation",
     "train_relation_classifier": "ernie_kg.pipelines.relation",

@@ -201,6 +201,27 @@ class SavedTextModel:
         model's default: its linker, or none for the baseline)."""
         return self.score(self.features(examples, entities, progress), batch_size)
 
+    def extract_features(
+        self, texts: str | Sequence[str] | None = None, *,
+        layers: Sequence[int] = (-1, -2, -3, -4), combine: str = "concat",
+        level: str = "token", text_pairs: Sequence[str] | None = None,
+        words: Sequence[Sequence[str]] | None = None, word_pooling: str = "first",
+        sentence_pooling: str = "cls", batch_size: int = 32, entities: str | None = None,
+        max_length: int | None = None, return_offsets: bool = False,
+    ) -> list[np.ndarray] | np.ndarray | tuple[list[np.ndarray], list[np.ndarray]]:
+        """Frozen-encoder features of plain texts (no task spans) through this model's
+        processor, with its entity source unless ``entities`` says otherwise (the
+        linker's entities; none for the text-only baseline). The arguments are
+        :func:`~ernie_kg.pipelines.features.extract_features`'s."""
+        from ernie_kg.pipelines.features import extract_features
+
+        return extract_features(
+            self.model, self.processor, texts, layers=layers, combine=combine, level=level,
+            text_pairs=text_pairs, words=words, word_pooling=word_pooling,
+            sentence_pooling=sentence_pooling, batch_size=batch_size,
+            entities=entities or self.entities, max_length=max_length,
+            return_offsets=return_offsets)
+
     # ------------------------------------------------------------------ storage
     def save(self, directory: str | os.PathLike, include_entity_table: bool = False) -> Path:
         """Write everything :meth:`load` needs into ``directory``. The entity table stays

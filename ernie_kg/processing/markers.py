@@ -16,7 +16,7 @@ from ernie_kg.errors import SpanError
 from ernie_kg.spans import Span
 
 __all__ = ["DEFAULT_MARKERS", "check_marker_tokens", "check_nesting", "insert_markers",
-           "token_at", "truncation_window"]
+           "token_at", "truncation_window", "unmarked_offsets"]
 
 #: ERNIE's choice for relation classification; '@' marks a typed mention.
 DEFAULT_MARKERS: dict[str, str] = {
@@ -87,6 +87,16 @@ def insert_markers(
         return char + (cumulative[k - 1] if k else 0)
 
     return "".join(pieces), shift, marker_chars
+
+
+def unmarked_offsets(offsets: Sequence[tuple[int, int]], length: int,
+                     shift: Callable[[int], int]) -> list[tuple[int, int]]:
+    """Wordpiece char spans in the marked text (:func:`insert_markers`) as spans in the
+    original text of ``length`` chars; a marker's wordpiece gets ``(0, 0)``, as special
+    tokens do."""
+    origin = {shift(char): char for char in range(length)}
+    return [(origin[start], origin.get(end - 1, origin[start]) + 1)
+            if end > start and start in origin else (0, 0) for start, end in offsets]
 
 
 def token_at(offsets: Sequence[tuple[int, int]], char: int) -> int:

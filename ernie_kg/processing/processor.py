@@ -38,6 +38,7 @@ from ernie_kg.processing.markers import (
     insert_markers,
     token_at,
     truncation_window,
+    unmarked_offsets,
 )
 from ernie_kg.processing.templates import SegmentTemplate, pair_features
 from ernie_kg.spans import Span, check_span, strip_span, token_char_spans
@@ -150,6 +151,7 @@ class ErnieKGProcessor:
         truncation: bool = True,
         max_length: int | None = None,
         is_split_into_words: bool = False,
+        return_offsets_mapping: bool = False,
     ) -> BatchEncoding:
         """Model inputs for one text or a batch of texts.
 
@@ -168,6 +170,11 @@ class ErnieKGProcessor:
         A pair longer than ``max_length`` is truncated longest-first (Hugging Face's
         ``truncation="longest_first"``), so both segments keep wordpieces. Pairs take no
         task spans.
+
+        ``return_offsets_mapping`` adds each wordpiece's ``(start, end)`` char span in its
+        own text (in ``text_pair`` for segment B, as Hugging Face tokenizers give it;
+        ``" ".join(words)`` for split words) and ``(0, 0)`` for special tokens, markers
+        and padding.
         """
         single = is_single(text, is_split_into_words)
         args = {"entity_spans": entity_spans, "entity_ids": entity_ids, "head": head,
@@ -185,7 +192,8 @@ class ErnieKGProcessor:
                                      pair_args, single, is_split_into_words, "text_pair")
             features = pair_features(self._pair_template, self._encode(examples),
                                      self._encode(seconds), truncation, limit)
-        return self._pad(features, padding, limit, return_tensors, single)
+        return self._pad(features, padding, limit, return_tensors, single,
+                         return_offsets_mapping)
 
     def _examples(self, texts: list[Any], args: dict[str, Any], single: bool,
                   split: bool, name: str) -> list[_Example]:
@@ -236,9 +244,11 @@ class ErnieKGProcessor:
         return example
 
     # ------------------------------------------------------------------ features
-    def _encode(self, examples: list[_Example]) -> list[tuple[list[int], list[int], dict]]:
+    def _encode(self, examples: list[_Example]) -> list[tuple[list[int], list[int], dict,
+                                                           list[Span]]]:
         """Per example, without special tokens: its wordpiece ids, the entity row of each
-        (offsets relative to the example's own text) and the wordpiece of each marker."""
+        (offsets relative to the example's own text), the wordpiece of each marker and
+        each wordpiece's char span in the unmarked text."""
         marked = [insert_markers(e.text, e.task_spans, self.markers) for e in examples]
         encoded = self.tokenizer(
             [m[0] for m in marked], add_special_tokens=False, return_offsets_mapping=True,
@@ -251,7 +261,8 @@ class ErnieKGProcessor:
                         for x in example.entities]
             rows = align_offsets(offsets, text, entities, resolve=False)
             markers = {name: token_at(offsets, char) for name, char in marker_chars.items()}
-            result.append((encoded["input_ids"][n], rows, markers))
+            spans = unmarked_offsets(offsets, len(example.text), shift) if markers else offsets
+            result.append((encoded["input_ids"][n], rows, markers, spans))
         return result
 
     def _features(
@@ -260,12 +271,12 @@ class ErnieKGProcessor:
         budget = max_length - self._template.num_special
         start = len(self._template.parts[0])  # special tokens before the text
         features = []
-        for ids, rows, marker_tokens in self._encode(examples):
+        for ids, rows, marker_tokens, offsets in self._encode(examples):
             keep = list(range(len(ids)))
             if truncation and len(ids) > budget:
                 keep = truncation_window(len(ids), budget, marker_tokens, self.task_roles)
-            feature = self._template.assemble([([ids[k] for k in keep],
-                                                [rows[k] for k in keep])])
+            feature = self._template.assemble([([ids[k] for k in keep], [rows[k] for k in keep],
+                                                [offsets[k] for k in keep])])
             if self.task is not None:
                 position = {token: start + k for k, token in enumerate(keep)}
                 feature["marker_positions"] = [
@@ -276,7 +287,7 @@ class ErnieKGProcessor:
 
     def _pad(
         self, features: list[dict[str, list[int]]], padding: bool | str, max_length: int,
-        return_tensors: str | None, single: bool,
+        return_tensors: str | None, single: bool, offsets: bool = False,
     ) -> BatchEncoding:
         if padding not in _PADDING:
             raise ValueError(f"padding must be True, False, 'longest', 'max_length' or "
@@ -285,6 +296,7 @@ class ErnieKGProcessor:
         names = ["input_ids", "token_type_ids", "attention_mask", "entity_ids"]
         if "token_type_ids" not in self.tokenizer.model_input_names:
             names.remove("token_type_ids")
+        names += ["offset_mapping"] if offsets else []
         if strategy is not None and features:
             target = (max(len(f["input_ids"]) for f in features) if strategy == "longest"
                       else max_length)
@@ -292,7 +304,7 @@ class ErnieKGProcessor:
             if pad_id is None:
                 raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token")
             values = {"input_ids": pad_id, "token_type_ids": self.tokenizer.pad_token_type_id,
-                      "attention_mask": 0, "entity_ids": 0}
+                      "attention_mask": 0, "entity_ids": 0, "offset_mapping": (0, 0)}
             left = self.tokenizer.padding_side == "left"
             for feature in features:
                 missing = target - len(feature["input_ids"])

@@ -58,28 +58,36 @@ class SegmentTemplate:
         """How many special tokens the layout adds."""
         return sum(len(part) for part in self.parts)
 
-    def assemble(self, segments: Sequence[tuple[Sequence[int], Sequence[int]]],
-                 ) -> dict[str, list[int]]:
+    def assemble(self, segments: Sequence[tuple[Sequence[int], ...]]) -> dict[str, list]:
         """``input_ids``, ``token_type_ids``, ``attention_mask`` and ``entity_ids`` of the
         segments' kept ``(wordpiece ids, entity rows)``, special tokens in place (they
-        carry no entity)."""
+        carry no entity); with a third item, ``(start, end)`` char spans, also
+        ``offset_mapping`` (``(0, 0)`` for special tokens)."""
         if len(segments) != len(self.types):
             raise ValueError(f"the template has {len(self.types)} segments, got "
                              f"{len(segments)}")
         input_ids: list[int] = []
         type_ids: list[int] = []
         entity_ids: list[int] = []
+        offsets: list[Any] = []
+        spans = all(len(segment) > 2 for segment in segments)
         for k, part in enumerate(self.parts):
             input_ids += [i for i, _ in part]
             type_ids += [t for _, t in part]
             entity_ids += [0] * len(part)
+            offsets += [(0, 0)] * len(part)
             if k < len(segments):
-                ids, rows = segments[k]
+                ids, rows, *rest = segments[k]
                 input_ids += list(ids)
                 type_ids += [self.types[k]] * len(ids)
                 entity_ids += list(rows)
-        return {"input_ids": input_ids, "token_type_ids": type_ids,
-                "attention_mask": [1] * len(input_ids), "entity_ids": entity_ids}
+                offsets += list(rest[0]) if spans else []
+        assembled: dict[str, list] = {"input_ids": input_ids, "token_type_ids": type_ids,
+                                      "attention_mask": [1] * len(input_ids),
+                                      "entity_ids": entity_ids}
+        if spans:
+            assembled["offset_mapping"] = offsets
+        return assembled
 
 
 def longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
@@ -103,19 +111,22 @@ def longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
 
 
 def pair_features(
-    template: SegmentTemplate, firsts: Sequence[tuple[Sequence[int], Sequence[int], Any]],
-    seconds: Sequence[tuple[Sequence[int], Sequence[int], Any]], truncation: bool,
+    template: SegmentTemplate, firsts: Sequence[tuple[Sequence[int], Sequence[int], Any, Any]],
+    seconds: Sequence[tuple[Sequence[int], Sequence[int], Any, Any]], truncation: bool,
     max_length: int,
-) -> list[dict[str, list[int]]]:
-    """One feature dict per pair of encoded segments ``(wordpiece ids, entity rows, ...)``,
-    truncated :func:`longest_first` to ``max_length`` (special tokens included) when
-    ``truncation``; an entity whose first wordpiece is cut goes with it."""
+) -> list[dict[str, list]]:
+    """One feature dict per pair of encoded segments ``(wordpiece ids, entity rows,
+    markers, char spans)``, truncated :func:`longest_first` to ``max_length`` (special
+    tokens included) when ``truncation``; an entity whose first wordpiece is cut goes
+    with it; ``offset_mapping`` holds each segment's char spans in its own text."""
     budget = max_length - template.num_special
     features = []
-    for (ids_a, rows_a, *_), (ids_b, rows_b, *_) in zip(firsts, seconds, strict=True):
+    for (ids_a, rows_a, _, spans_a), (ids_b, rows_b, _, spans_b) in zip(firsts, seconds,
+                                                                        strict=True):
         keep_a, keep_b = len(ids_a), len(ids_b)
         if truncation:
             keep_a, keep_b = longest_first(keep_a, keep_b, budget)
-        features.append(template.assemble([(ids_a[:keep_a], rows_a[:keep_a]),
-                                           (ids_b[:keep_b], rows_b[:keep_b])]))
+        features.append(template.assemble([
+            (ids_a[:keep_a], rows_a[:keep_a], spans_a[:keep_a]),
+            (ids_b[:keep_b], rows_b[:keep_b], spans_b[:keep_b])]))
     return features
