@@ -1,4 +1,5 @@
-"""``ernie-kg pretrain prepare|run``: knowledge-aware pre-training from the command line.
+"""``ernie-kg pretrain prepare|run|post-train``: knowledge-aware pre-training, and (without
+``--kg``) domain post-training: masked LM only, saved as a plain BERT backbone.
 
 ``run`` works unchanged under ``torchrun --nproc_per_node=N -m ernie_kg pretrain run ...``
 and ``accelerate launch -m ernie_kg pretrain run ...``: both set RANK/WORLD_SIZE, which
@@ -19,8 +20,11 @@ from ernie_kg.errors import ErnieKGError
 from ernie_kg.hub import check_backbone
 from ernie_kg.io import claim_run_dir
 
-pretrain_app = typer.Typer(help="Knowledge-aware pre-training: MLM (+WWM), NSP and dEA.",
+pretrain_app = typer.Typer(help="Knowledge-aware pre-training: MLM (+WWM), NSP and dEA; "
+                                "without --kg, domain post-training (MLM only).",
                            no_args_is_help=True)
+
+_NO_KG = "; without it: masked LM only (domain post-training)"
 
 def load_kg_embeddings(kg_dir: Path, cache_dir: Path, progress: bool = True):
     """The KG's entity table: ``KG_DIR/embeddings`` when saved there, else TransE
@@ -44,8 +48,10 @@ def load_kg_embeddings(kg_dir: Path, cache_dir: Path, progress: bool = True):
 def prepare(
     corpus: Annotated[list[Path], typer.Option(help="JSONL {'text'} or plain text (blank "
                                                "lines between documents); repeatable")],
-    kg: Annotated[Path, typer.Option(help="KG directory: its names feed the linker")],
     out: Annotated[Path, typer.Option(help="Output directory for the instance shards")],
+    kg: Annotated[Path | None, typer.Option(
+        help="KG directory: its names feed the linker" + _NO_KG + ", one segment per "
+             "line of text")] = None,
     backbone: Annotated[str | None, typer.Option(help="Tokenizer name or path "
                                                  "(default: packaged MiniLM)")] = None,
     max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per sentence pair")] = 128,
@@ -65,7 +71,8 @@ def prepare(
     resume: Annotated[bool, typer.Option(
         help="Continue in --out: the shards a stopped dask linking finished are kept")] = False,
 ) -> None:
-    """Sentences -> linked entities -> NSP sentence pairs -> shards in OUT."""
+    """Sentences -> linked entities -> NSP sentence pairs -> shards in OUT (without --kg:
+    lines of text -> single segments)."""
     from transformers import AutoTokenizer
 
     from ernie_kg.data.pretraining import prepare_pretraining_data
@@ -74,18 +81,24 @@ def prepare(
     from ernie_kg.paths import default_backbone
 
     check_backbone(backbone or default_backbone())
-    linker = cluster_linker(engine, lambda: LinkerSpec.of(kg, lang=lang), address, workers,
-                            say=lambda line: typer.echo(line, err=True))
+    if kg is None and engine == "dask":
+        raise ErnieKGError("--engine dask links the corpus with a KG: give --kg (without "
+                           "it there is nothing to link)")
+    linker = None
+    if kg is not None:
+        linker = cluster_linker(engine, lambda: LinkerSpec.of(kg, lang=lang), address,
+                                workers, say=lambda line: typer.echo(line, err=True))
     aside = claim_run_dir(out, resume=resume, overwrite=overwrite)  # can take hours
     if aside is not None:
         typer.echo(f"moved the earlier data aside to {aside}", err=True)
     tokenizer = AutoTokenizer.from_pretrained(backbone or default_backbone())
-    if linker is None:
+    if linker is None and kg is not None:
         linker = EntityLinker.from_kg_dir(kg, lang=lang)
     manifest = prepare_pretraining_data(corpus, linker, tokenizer, out, max_length=max_length,
-                                        seed=seed, shard_size=shard_size, lang=lang)
+                                        seed=seed, shard_size=shard_size, lang=lang,
+                                        mlm_only=kg is None)
     summary = {k: manifest[k] for k in ("num_instances", "documents", "sentences",
-                                        "aligned_entities")}
+                                        "aligned_entities") if k in manifest}
     summary["entities"] = len(manifest["entity_vocab"])
     typer.echo(json.dumps(summary))
 
@@ -93,9 +106,10 @@ def prepare(
 @pretrain_app.command("run")
 def run(
     data: Annotated[Path, typer.Option(help="Directory written by `pretrain prepare`")],
-    kg: Annotated[Path, typer.Option(help="KG directory (entity vectors: KG/embeddings, or "
-                                     "TransE trained and cached)")],
     output: Annotated[Path, typer.Option(help="Output directory (checkpoints, log, model)")],
+    kg: Annotated[Path | None, typer.Option(
+        help="KG directory (entity vectors: KG/embeddings, or TransE trained and cached)"
+             + _NO_KG + ", saved as a BERT backbone")] = None,
     backbone: Annotated[str | None, typer.Option(help="BERT-family name or path "
                                                  "(default: packaged MiniLM)")] = None,
     max_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps")] = 1000,
@@ -113,11 +127,14 @@ def run(
     save_steps: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     num_knowledge_layers: Annotated[int | None, typer.Option(
-        min=1, help="Aggregator layers (default: half the backbone)")] = None,
+        min=1, help="Aggregator layers (default: half the backbone; needs --kg)")] = None,
     whole_word: Annotated[bool, typer.Option(help="Whole-word masking")] = True,
-    whole_entity: Annotated[bool, typer.Option(help="Whole-entity masking")] = False,
-    dea: Annotated[bool, typer.Option(help="Denoising entity auto-encoder")] = True,
-    nsp: Annotated[bool, typer.Option(help="Next-sentence prediction")] = True,
+    whole_entity: Annotated[bool, typer.Option(help="Whole-entity masking (needs --kg)")
+                            ] = False,
+    dea: Annotated[bool | None, typer.Option(
+        help="Denoising entity auto-encoder (default: on with --kg; needs it)")] = None,
+    nsp: Annotated[bool | None, typer.Option(
+        help="Next-sentence prediction (default: on with --kg; needs it)")] = None,
     mixed_precision: Annotated[str, typer.Option(
         callback=one_of("auto", "no"), help="auto (bf16 on GPU) or no")] = "auto",
     dropout: Annotated[float | None, typer.Option(
@@ -129,14 +146,31 @@ def run(
         help="With --no-resume: start again, moving the earlier run aside to "
              "OUTPUT.old-N")] = False,
 ) -> None:
-    """Pre-train the fusion model (MLM + NSP + dEA); resumes after a kill."""
+    """Pre-train the fusion model (MLM + NSP + dEA); without --kg, post-train the backbone
+    (MLM only) and save it as BERT. Resumes after a kill."""
     import torch
     from transformers import AutoTokenizer
 
+    from ernie_kg.data.pretraining import PretrainingShards
     from ernie_kg.modeling import ErnieKGForPreTraining
     from ernie_kg.paths import default_backbone
+    from ernie_kg.training.post_training import post_training_model, save_backbone
     from ernie_kg.training.pretrain import PretrainingSettings, latest_checkpoint, pretrain
 
+    if kg is None:
+        needs_kg = [name for name, given in (
+            ("--nsp", nsp), ("--dea", dea), ("--whole-entity", whole_entity),
+            ("--num-knowledge-layers", num_knowledge_layers is not None)) if given]
+        if needs_kg:
+            raise ErnieKGError(f"{', '.join(needs_kg)} need --kg: without a KG, `pretrain "
+                               "run` is masked LM only (domain post-training)")
+        nsp = dea = False
+    else:
+        nsp, dea = nsp is not False, dea is not False  # on unless turned off
+        if PretrainingShards(data).manifest.get("instances") == "segments":
+            raise ErnieKGError(f"{data} was prepared without --kg (text segments for masked "
+                               "LM, no entities): run it without --kg, or prepare it with "
+                               "--kg for knowledge-aware pre-training")
     settings = PretrainingSettings(  # checked before an earlier run is moved aside
         max_steps=max_steps, batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation_steps,
@@ -151,17 +185,74 @@ def run(
     path = backbone or default_backbone()
     check_backbone(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    embeddings = load_kg_embeddings(kg, cache_dir)
     if resume and latest_checkpoint(output) is not None:
         typer.echo(f"resuming from {latest_checkpoint(output)}", err=True)
     torch.manual_seed(seed)  # the new fusion weights start the same in every process
     overrides = {} if dropout is None else {"hidden_dropout_prob": dropout,
                                             "attention_probs_dropout_prob": dropout}
-    model = ErnieKGForPreTraining.from_backbone(path, embeddings,
-                                                num_knowledge_layers=num_knowledge_layers,
-                                                **overrides)
-    result = pretrain(data, model, output, tokenizer, settings, resume=resume)
+    if kg is None:
+        model = post_training_model(path, **overrides)
+        result = pretrain(data, model, output, tokenizer, settings, resume=resume,
+                          save_model=save_backbone)
+    else:
+        model = ErnieKGForPreTraining.from_backbone(path, load_kg_embeddings(kg, cache_dir),
+                                                    num_knowledge_layers=num_knowledge_layers,
+                                                    **overrides)
+        result = pretrain(data, model, output, tokenizer, settings, resume=resume)
     last = result["history"][-1] if result["history"] else {}
     typer.echo(json.dumps({"steps": result["steps"], "resumed_from": result["resumed_from"],
                            "entity_coverage": result["entity_coverage"],
+                           **{k: v for k, v in last.items() if k != "step"}}))
+
+
+@pretrain_app.command("post-train")
+def post_train_command(
+    corpus: Annotated[list[Path], typer.Option(help="One text per line, or JSONL {'text'}; "
+                                               "repeatable")],
+    output: Annotated[Path, typer.Option(help="Output directory: the post-trained BERT "
+                                         "backbone (and its run: data, checkpoints, log)")],
+    backbone: Annotated[str | None, typer.Option(help="BERT-family name or path "
+                                                 "(default: packaged MiniLM)")] = None,
+    max_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps")] = 1000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size")] = 32,
+    learning_rate: Annotated[float, typer.Option(
+        callback=positive, help="AdamW peak learning rate of the backbone")] = 5e-5,
+    head_learning_rate: Annotated[float, typer.Option(
+        callback=positive, help="Peak learning rate of the MLM head")] = 1e-3,
+    head_warmup_steps: Annotated[int, typer.Option(
+        min=0, help="First steps that train only the MLM head (encoder held as "
+                    "loaded)")] = 50,
+    save_steps: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per segment")] = 128,
+    lang: Annotated[str, typer.Option(callback=spacy_language,
+                                      help="spaCy language (zh: jieba words for WWM)")] = "en",
+    mixed_precision: Annotated[str, typer.Option(
+        callback=one_of("auto", "no"), help="auto (bf16 on GPU) or no")] = "auto",
+    dropout: Annotated[float | None, typer.Option(
+        callback=probability_or_none,
+        help="Override the backbone's hidden and attention dropout")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from the newest checkpoint")] = True,
+    overwrite: Annotated[bool, typer.Option(
+        help="With --no-resume: start again, moving the earlier run aside to "
+             "OUTPUT.old-N")] = False,
+) -> None:
+    """Domain post-training in one command: `prepare` without --kg into OUTPUT/data, then
+    `run` without --kg (whole-word masked LM; a BERT backbone in OUTPUT)."""
+    from ernie_kg.paths import default_backbone
+    from ernie_kg.training.post_training import post_train, post_training_settings
+
+    settings = post_training_settings(  # checked before an earlier run is moved aside
+        max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+        head_learning_rate=head_learning_rate, head_warmup_steps=head_warmup_steps,
+        save_steps=save_steps, seed=seed, mixed_precision=mixed_precision)
+    check_backbone(backbone or default_backbone())
+    aside = claim_run_dir(output, resume=resume, overwrite=overwrite)
+    if aside is not None:
+        typer.echo(f"moved the earlier run aside to {aside}", err=True)
+    result = post_train(corpus, output, backbone, settings, max_length=max_length, lang=lang,
+                        resume=resume, dropout=dropout)
+    last = result["history"][-1] if result["history"] else {}
+    typer.echo(json.dumps({"steps": result["steps"], "resumed_from": result["resumed_from"],
+                           "backbone": str(output),
                            **{k: v for k, v in last.items() if k != "step"}}))

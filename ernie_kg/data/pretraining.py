@@ -14,6 +14,9 @@ Why this shape:
 * Instances are written in safetensors shards of fixed width, read back lazily through
   memory-mapped slices: a corpus larger than RAM streams.
 
+Without a KG (``mlm_only``: domain post-training), the instances are single segments
+of each line of text instead (:mod:`ernie_kg.data.text_segments`), in the same shards.
+
 Layout of a prepared directory: ``manifest.json`` + ``shard-00000.safetensors`` ...,
 each shard holding ``input_ids``, ``token_type_ids``, ``entity_ids`` (vocab index + 1,
 0 = none), ``word_ids`` and ``mention_ids`` (-1 = none), ``lengths`` and
@@ -25,7 +28,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save
 
+from ernie_kg.data.text_segments import segment_instances, word_containing
 from ernie_kg.errors import DataFormatError
 from ernie_kg.io import iter_jsonl, iter_text_lines, read_json, write_atomic, write_json
 from ernie_kg.kg.vocab import EntityVocab
@@ -217,7 +220,7 @@ def encode_pair(
         for position, ((a, b), sid) in enumerate(zip(item.offsets, item.sequence_ids)):
             if sid != index or b <= a:
                 continue
-            word = _containing(sentence.words, starts, a)
+            word = word_containing(sentence.words, starts, a)
             if word is not None:
                 word_ids[position] = word_base + word
             for m, (s, e) in enumerate(mention_spans):
@@ -235,11 +238,6 @@ def encode_pair(
     }
 
 
-def _containing(words: Sequence[tuple[int, int]], starts: Sequence[int], char: int) -> int | None:
-    k = bisect_right(starts, char) - 1
-    return k if k >= 0 and words[k][0] <= char < words[k][1] else None
-
-
 # ---------------------------------------------------------------------- shards
 def prepare_pretraining_data(
     corpus: str | Path | Sequence[str | Path],
@@ -251,6 +249,7 @@ def prepare_pretraining_data(
     shard_size: int = 4096,
     lang: str = "en",
     progress: bool = True,
+    mlm_only: bool = False,
 ) -> dict[str, Any]:
     """Turn corpus file(s) into instance shards in ``out``; returns the manifest.
 
@@ -258,36 +257,47 @@ def prepare_pretraining_data(
     with a manifest is complete. ``linker`` is an entity linker, or a
     :class:`~ernie_kg.linking.cluster.ClusterLinker` that links the sentences on a Dask
     cluster (the same instances; an interrupted linking resumes on the next call).
+    ``mlm_only`` (domain post-training; no linker): single segments of each line of text
+    (:mod:`ernie_kg.data.text_segments`) instead of linked sentence pairs. A corpus file
+    without text is an error naming it, before anything is written.
     """
     from tqdm.auto import tqdm
 
-    from ernie_kg.linking.cluster import ClusterLinker
-
+    paths = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
+    if not paths:
+        raise ValueError("no corpus files given")
+    for path in paths:  # a missing file raises in read_documents
+        if next(iter(read_documents(path)), None) is None:
+            raise DataFormatError(path, None, "no text in this corpus file (it is empty or "
+                                  "holds only blank lines)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # the old manifest would vouch for new shards
     for stale in out.glob("shard-*.safetensors"):
         stale.unlink()
-    paths = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
-    if not paths:
-        raise ValueError("no corpus files given")
-    documents: list[list[Sentence]] = []
-    if isinstance(linker, ClusterLinker):
-        documents = _linked_on_cluster(paths, linker, lang, out, progress)
-    else:
-        for path in paths:
-            texts = read_documents(path)
-            found = split_documents(tqdm(texts, desc=f"linking {Path(path).name}",
-                                         unit="doc", disable=not progress), linker, lang)
-            documents.extend(doc for doc in found if doc)
-    if not documents:
-        raise DataFormatError(paths[0], None, "no sentences found in the corpus")
     vocab = EntityVocab()  # the data set's own vocabulary, grown as ids are seen
+    counts: dict[str, int] = {"documents": 0}
+    if mlm_only:
+        def lines() -> Iterator[str]:
+            for path in paths:
+                for document in read_documents(path):
+                    for line in filter(str.strip, document.split("\n")):
+                        counts["documents"] += 1  # a text: one line
+                        yield line.strip()
+
+        instances: Iterator[tuple[dict[str, list[int]], int]] = (
+            (fields, 0) for fields in segment_instances(lines(), tokenizer, max_length,
+                                                        sentence_splitter(lang)))
+    else:
+        documents = _documents(paths, linker, lang, out, progress)
+        counts.update(documents=len(documents), sentences=sum(len(d) for d in documents))
+        instances = ((encode_pair(tokenizer, first, second, max_length, vocab), label)
+                     for first, second, label in sentence_pairs(documents, seed))
     shards: list[dict[str, Any]] = []
     buffer: list[tuple[dict[str, list[int]], int]] = []
-    pairs = sentence_pairs(documents, seed)
-    for first, second, label in tqdm(pairs, desc="instances", unit="pair", disable=not progress):
-        buffer.append((encode_pair(tokenizer, first, second, max_length, vocab), label))
+    for instance in tqdm(instances, desc="instances", unit="segment" if mlm_only else "pair",
+                         disable=not progress):
+        buffer.append(instance)
         if len(buffer) >= shard_size:
             shards.append(_write_shard(out, len(shards), buffer, max_length, tokenizer))
             buffer = []
@@ -299,14 +309,14 @@ def prepare_pretraining_data(
     aligned = sum(s["aligned_entities"] for s in shards)
     manifest = {
         "format_version": FORMAT_VERSION,
+        "instances": "segments" if mlm_only else "pairs",
         "num_instances": sum(s["num_instances"] for s in shards),
         "max_length": max_length,
         "seed": seed,
         "lang": lang,
         "tokenizer": getattr(tokenizer, "name_or_path", ""),
         "vocab_size": len(tokenizer),
-        "documents": len(documents),
-        "sentences": sum(len(d) for d in documents),
+        **counts,
         "aligned_entities": aligned,
         "entity_vocab": vocab.ids,
         "shards": shards,
@@ -314,6 +324,28 @@ def prepare_pretraining_data(
     write_json(out / MANIFEST, manifest, indent=None)
     shutil.rmtree(out / ".linking", ignore_errors=True)  # the cluster's sentence files
     return manifest
+
+
+def _documents(paths: Sequence[str | Path], linker: Any, lang: str, out: Path,
+               progress: bool) -> list[list[Sentence]]:
+    """The corpus's documents as linked sentences (on a Dask cluster when ``linker`` is a
+    :class:`~ernie_kg.linking.cluster.ClusterLinker`)."""
+    from tqdm.auto import tqdm
+
+    from ernie_kg.linking.cluster import ClusterLinker
+
+    if isinstance(linker, ClusterLinker):
+        documents = _linked_on_cluster(paths, linker, lang, out, progress)
+    else:
+        documents = []
+        for path in paths:
+            texts = read_documents(path)
+            found = split_documents(tqdm(texts, desc=f"linking {Path(path).name}",
+                                         unit="doc", disable=not progress), linker, lang)
+            documents.extend(doc for doc in found if doc)
+    if not documents:
+        raise DataFormatError(paths[0], None, "no sentences found in the corpus")
+    return documents
 
 
 def _write_shard(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import BertForPreTraining, PreTrainedModel
+from transformers import BertConfig, BertForPreTraining, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.models.bert.modeling_bert import BertPreTrainingHeads
@@ -153,6 +153,9 @@ class ErnieKGForSequenceClassification(_ErnieKGClassifierHead):
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
+#: Config keys that name an ERNIE-KG checkpoint, not a BERT one (left out by ``to_bert``).
+_NOT_BERT_KEYS = ("model_type", "architectures", "auto_map", "transformers_version")
+
 #: ``from_pretrained`` keywords that say where (and how) to read a config.
 _HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "subfolder",
                "force_download", "proxies")
@@ -264,6 +267,24 @@ class ErnieKGForPreTraining(ErnieKGPreTrainedModel):
         """Replace the MLM decoder and its bias."""
         self.cls.predictions.decoder = new_embeddings
         self.cls.predictions.bias = new_embeddings.bias
+
+    def to_bert(self) -> BertForPreTraining:
+        """This model as a plain ``BertForPreTraining`` with the very same weights (MLM
+        and NSP heads included; the entity table and the dEA head left out), so a model
+        without knowledge layers (domain post-training) saves as a backbone every BERT
+        loader and :meth:`from_backbone` read, and post-training can be continued."""
+        if self.config.knowledge_layer_indices:
+            raise ValueError(f"this model has knowledge layers ({self.config.layer_types}): "
+                             "only a model without any is a plain BERT")
+        values = {k: v for k, v in self.config.to_dict().items()
+                  if k not in ErnieKGConfig.__annotations__ and k not in _NOT_BERT_KEYS}
+        bert = BertForPreTraining(BertConfig(**values))
+        prefix = self.base_model_prefix + "."
+        state = {("bert." + k[len(prefix):] if k.startswith(prefix) else k): v
+                 for k, v in self.state_dict().items()
+                 if not k.startswith((prefix + "entity_embeddings.", "entity_predictions."))}
+        bert.load_state_dict(state, strict=True)
+        return bert.to(self.dtype)
 
     @classmethod
     def _load_backbone(cls, path: str) -> tuple[PreTrainedModel, dict[str, Any]]:

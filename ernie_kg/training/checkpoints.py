@@ -35,6 +35,7 @@ __all__ = [
     "check_resume",
     "finetune_staging_dir",
     "latest_checkpoint",
+    "plot_log",
     "publish_staged_checkpoint",
     "read_log",
     "refuse_earlier_finetune",
@@ -255,3 +256,34 @@ def read_log(output_dir: Path) -> list[dict[str, Any]]:
 def write_finished(output_dir: Path, settings: dict[str, Any]) -> Path:
     """``pretraining_settings.json``, written last: its presence means a whole model."""
     return write_json(output_dir / FINISHED_FILE, settings)
+
+
+def plot_log(output_dir: Path, objectives: tuple[str, ...]) -> None:
+    """``loss.png`` from ``log.jsonl``: each objective's loss (``{name}_loss``) and dEA
+    accuracy against chance, per step, so a run can be judged at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_log(output_dir)
+    if not records:
+        return
+    steps = [r["step"] for r in records]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in objectives:
+        key = f"{name}_loss"
+        if key in records[0]:
+            left.plot(steps, [r.get(key, float("nan")) for r in records], label=name)
+    left.set(xlabel="step", ylabel="loss", title="pre-training losses")
+    left.legend()
+    if "dea_accuracy" in records[0]:
+        right.plot(steps, [r.get("dea_accuracy", float("nan")) for r in records],
+                   label="dEA accuracy")
+        right.plot(steps, [r.get("dea_chance", float("nan")) for r in records],
+                   label="in-batch chance", linestyle="--")
+        right.set(xlabel="step", ylabel="accuracy", title="dEA", ylim=(0, 1))
+        right.legend()
+    figure.tight_layout()
+    figure.savefig(output_dir / "loss.png", dpi=100)
+    plt.close(figure)

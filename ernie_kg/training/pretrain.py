@@ -28,7 +28,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,7 +48,7 @@ from ernie_kg.training.checkpoints import (  # latest_checkpoint: also this modu
     append_log,
     check_resume,
     latest_checkpoint,
-    read_log,
+    plot_log,
     restore_checkpoint,
     save_checkpoint,
     truncate_log,
@@ -204,15 +204,22 @@ def pretrain(
     tokenizer: Any,
     settings: PretrainingSettings | None = None,
     resume: bool = True,
+    save_model: Callable[[nn.Module, Path], Any] | None = None,
 ) -> dict[str, Any]:
     """Pre-train ``model`` (an :class:`~ernie_kg.modeling.ErnieKGForPreTraining`) on a
-    prepared directory; resumes from the newest checkpoint in ``output_dir``."""
+    prepared directory; resumes from the newest checkpoint in ``output_dir``. The trained
+    model goes to ``output_dir`` by ``save_model(model, output_dir)`` (default: its
+    ``save_pretrained``; domain post-training saves a plain BERT instead)."""
     from tqdm.auto import tqdm
 
     settings = settings or PretrainingSettings()
     context = DistributedContext()
     output_dir = Path(output_dir)
     data = PretrainingShards(data_dir)
+    if data.manifest.get("instances") == "segments" and (settings.nsp or settings.dea):
+        raise SettingError(f"{data_dir} was prepared without a KG (single segments for "
+                           "masked LM: no sentence pairs, no entities): train it with NSP "
+                           "and dEA off (on the command line: without --kg)")
     per_step = context.world_size * settings.gradient_accumulation_steps
     if settings.batch_size % per_step:
         raise ErnieKGError(
@@ -224,9 +231,10 @@ def pretrain(
             f"{data_dir} was prepared with a tokenizer of {data.manifest['vocab_size']} "
             f"tokens, but the model's has {len(tokenizer)}: prepare it with the same backbone"
         )
-    base = model.base_model
-    entity_rows = entity_row_map(data.entity_vocab, base.entity_row)
-    coverage = _entity_coverage(entity_rows, data_dir, settings.min_entity_coverage)
+    entity_rows, coverage = np.zeros(len(data.entity_vocab) + 1, dtype=np.int64), None
+    if settings.dea or model.config.knowledge_layer_indices:  # else the text alone (MLM)
+        entity_rows = entity_row_map(data.entity_vocab, model.base_model.entity_row)
+        coverage = _entity_coverage(entity_rows, data_dir, settings.min_entity_coverage)
     if context.is_main and settings.progress and coverage is not None:
         print(f"entity table: rows for {coverage:.1%} of the data's entities")
     collator = PretrainingCollator(
@@ -298,8 +306,8 @@ def pretrain(
         history.append(record)
         if context.is_main:
             append_log(output_dir, record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}",
-                            dea_acc=f"{record.get('dea_accuracy', 0):.2f}")
+            bar.set_postfix(loss=f"{record['loss']:.3f}", **(
+                {"dea_acc": f"{record['dea_accuracy']:.2f}"} if "dea_accuracy" in record else {}))
         bar.update(1)
         if (step + 1) % settings.save_steps == 0 and step + 1 < settings.max_steps:
             if context.is_main:
@@ -308,9 +316,12 @@ def pretrain(
             context.barrier()
     bar.close()
     if context.is_main:
-        model.save_pretrained(output_dir)
+        if save_model is None:
+            model.save_pretrained(output_dir)
+        else:
+            save_model(model, output_dir)
         tokenizer.save_pretrained(output_dir)
-        _plot(output_dir)
+        plot_log(output_dir, OBJECTIVES)
         write_finished(output_dir, asdict(settings))  # last: its presence means a whole model
     context.barrier()
     return {"steps": settings.max_steps, "resumed_from": start_step, "history": history,
@@ -392,33 +403,3 @@ def _record(step: int, totals: torch.Tensor, counts: dict[str, float],
     record.update(rates)
     record["seconds"] = time.perf_counter() - started
     return record
-
-
-def _plot(output_dir: Path) -> None:
-    """``loss.png``: each objective's loss and dEA accuracy against chance, per step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = read_log(output_dir)
-    if not records:
-        return
-    steps = [r["step"] for r in records]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for name in OBJECTIVES:
-        key = f"{name}_loss"
-        if key in records[0]:
-            left.plot(steps, [r.get(key, float("nan")) for r in records], label=name)
-    left.set(xlabel="step", ylabel="loss", title="pre-training losses")
-    left.legend()
-    if "dea_accuracy" in records[0]:
-        right.plot(steps, [r.get("dea_accuracy", float("nan")) for r in records],
-                   label="dEA accuracy")
-        right.plot(steps, [r.get("dea_chance", float("nan")) for r in records],
-                   label="in-batch chance", linestyle="--")
-        right.set(xlabel="step", ylabel="accuracy", title="dEA", ylim=(0, 1))
-        right.legend()
-    figure.tight_layout()
-    figure.savefig(output_dir / "loss.png", dpi=100)
-    plt.close(figure)
