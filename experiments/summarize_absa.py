@@ -1,0 +1,243 @@
+"""Summarise the ABSA grid beside the paper's BERT-base figures: mean ± std table, JSON, plot.
+
+    python experiments/summarize_absa.py --runs runs/absa --output results/absa
+
+Reads ``RUNS/<dataset>-<setting>-seed<S>/metrics.json`` (experiments/absa.py) and writes
+``OUTPUT.md``, ``OUTPUT.json`` and ``OUTPUT.png``: every contract metric of every setting,
+mean ± std over seeds in points, the paper's figure beside it (Sun, Huang and Qiu 2019,
+Tables 3 and 4, as the data README lists them), minutes per run and the machines. Paths in
+the outputs are relative to the project root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RUN_NAME = re.compile(r"^(?P<dataset>sentihood|semeval)-(?P<setting>single|qa_m|nli_m|qa_b|"
+                      r"nli_b)-seed(?P<seed>\d+)$")
+SETTINGS = ("single", "qa_m", "nli_m", "qa_b", "nli_b")
+NAMES = {"single": "BERT-single", "qa_m": "BERT-pair-QA-M", "nli_m": "BERT-pair-NLI-M",
+         "qa_b": "BERT-pair-QA-B", "nli_b": "BERT-pair-NLI-B"}
+METRICS = {"sentihood": ("aspect_strict_accuracy", "aspect_macro_f1", "aspect_auc",
+                         "sentiment_accuracy", "sentiment_auc"),
+           "semeval": ("precision", "recall", "f1", "accuracy_4way", "accuracy_3way",
+                       "accuracy_binary")}
+HEADERS = {"aspect_strict_accuracy": "asp acc", "aspect_macro_f1": "asp F1",
+           "aspect_auc": "asp AUC", "sentiment_accuracy": "sent acc",
+           "sentiment_auc": "sent AUC", "precision": "P", "recall": "R", "f1": "F1",
+           "accuracy_4way": "4-way", "accuracy_3way": "3-way", "accuracy_binary": "binary"}
+TITLES = {"sentihood": "SentiHood (aspect: strict accuracy, macro-F1, AUC; sentiment: "
+                       "accuracy, AUC)",
+          "semeval": "SemEval-2014 restaurants (subtask 3: P, R, F1; subtask 4: accuracy "
+                     "4-way, 3-way, binary)"}
+#: The two metrics the issue compares (and the plot shows).
+HEADLINE = {"sentihood": ("aspect_macro_f1", "sentiment_accuracy"),
+            "semeval": ("f1", "accuracy_4way")}
+#: The settings a run's recipe is told by (a mix of values is named in the summary).
+RECIPE = ("backbone", "knowledge", "epochs", "learning_rate", "batch_size", "max_length",
+          "limit", "eval_limit")
+#: The paper's BERT-base (12 x 768) figures, in points, in METRICS order.
+PAPER = {
+    "sentihood": {"single": (73.7, 81.0, 96.4, 85.5, 84.2),
+                  "qa_m": (79.4, 86.4, 97.0, 93.6, 96.4),
+                  "nli_m": (78.3, 87.0, 97.5, 92.1, 96.5),
+                  "qa_b": (79.2, 87.9, 97.1, 93.3, 97.0),
+                  "nli_b": (79.8, 87.5, 96.6, 92.8, 96.9)},
+    "semeval": {"single": (92.78, 89.07, 90.89, 83.7, 86.9, 93.3),
+                "qa_m": (92.87, 90.24, 91.54, 85.2, 89.3, 95.4),
+                "nli_m": (93.15, 90.24, 91.67, 85.1, 88.7, 94.4),
+                "qa_b": (93.04, 89.95, 91.47, 85.9, 89.9, 95.6),
+                "nli_b": (93.57, 90.83, 92.18, 84.6, 88.7, 95.1)},
+}
+
+
+def relative(path: str | Path) -> str:
+    """``path`` relative to the project root when absolute (results name no machine's
+    directories)."""
+    return os.path.relpath(path, PROJECT_ROOT) if Path(path).is_absolute() else str(path)
+
+
+def collect(runs: Path) -> list[dict[str, Any]]:
+    """One record per finished run: test metrics (points), dev score, minutes, machine."""
+    if not runs.is_dir():
+        raise SystemExit(f"{relative(runs)}: no such runs directory (run "
+                         "experiments/run_absa.sh)")
+    records = []
+    for directory in sorted(p for p in runs.iterdir() if p.is_dir()):
+        match = RUN_NAME.match(directory.name)
+        path = directory / "metrics.json"
+        if not match or not path.is_file():
+            continue
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        dataset = match["dataset"]
+        timings, machine = metrics.get("timings", {}), metrics.get("machine", {})
+        records.append({
+            "run": relative(directory), "dataset": dataset, "setting": match["setting"],
+            "seed": int(match["seed"]),
+            "test": {k: _points(metrics.get(k)) for k in METRICS[dataset]},
+            "dev_absa_score": _points(metrics.get("dev", {}).get("absa_score")),
+            "minutes": timings.get("minutes"),
+            "train_examples_per_second": timings.get("train_examples_per_second"),
+            "machine": {k: machine.get(k) for k in ("platform", "cpu", "torch_threads")},
+            "load_average": machine.get("load_average"),
+            "recipe": {k: metrics.get("settings", {}).get(k) for k in RECIPE},
+        })
+    return records
+
+
+def _points(value: float | None) -> float | None:
+    return None if value is None or value != value else 100 * value  # NaN: not reported
+
+
+def _stats(values: list[float | None]) -> dict[str, Any]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{dataset: {setting: {"seeds", "test": {metric: stats}, "paper", "minutes",
+    ...}}}`` in the paper's order."""
+    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for record in records:
+        grouped[record["dataset"], record["setting"]].append(record)
+    table: dict[str, Any] = {}
+    for dataset in METRICS:
+        for setting in SETTINGS:
+            runs = grouped.get((dataset, setting))
+            if not runs:
+                continue
+            table.setdefault(dataset, {})[setting] = {
+                "seeds": sorted(r["seed"] for r in runs),
+                "test": {m: _stats([r["test"][m] for r in runs]) for m in METRICS[dataset]},
+                "paper": dict(zip(METRICS[dataset], PAPER[dataset][setting])),
+                "dev_absa_score": _stats([r["dev_absa_score"] for r in runs]),
+                "minutes": _stats([r["minutes"] for r in runs]),
+                "train_examples_per_second": _stats([r["train_examples_per_second"]
+                                                     for r in runs]),
+            }
+    return table
+
+
+def recipe(records: list[dict[str, Any]]) -> str:
+    """The settings of the runs, each key with every value seen (more than one is named)."""
+    parts = []
+    for key in RECIPE:
+        values = sorted({json.dumps(r["recipe"].get(key)) for r in records})
+        parts.append(f"{key}={' / '.join(values)}" + (" (DIFFERS)" if len(values) > 1 else ""))
+    return ", ".join(parts)
+
+
+def _cell(stats: dict[str, Any], paper: float) -> str:
+    written = f"{paper:g}" if paper % 1 else f"{paper:.1f}"  # as the paper prints it
+    if stats["mean"] is None:
+        return f"– ({written})"
+    spread = f" ± {stats['std']:.1f}" if stats["n"] > 1 else ""  # one seed: no std
+    return f"{stats['mean']:.1f}{spread} ({written})"
+
+
+def markdown(summary: dict[str, Any], name: str) -> str:
+    lines = ["# Aspect-based sentiment as sentence pairs (Sun et al. 2019) on the packaged "
+             "MiniLM", "",
+             "Test metrics in points, mean ± std over seeds, the paper's BERT-base (12 "
+             "layers, 768 wide) figure in brackets. Runs: `experiments/run_absa.sh` into "
+             f"`{summary['runs_dir']}`; epoch chosen on dev (mean of the two headline "
+             "metrics), never on test.", ""]
+    for dataset, settings in summary["table"].items():
+        metrics = METRICS[dataset]
+        lines += [f"## {TITLES[dataset]}", "",
+                  "| setting | seeds | " + " | ".join(HEADERS[m] for m in metrics)
+                  + " | minutes/run | train ex/s |",
+                  "|---|---|" + "---|" * len(metrics) + "---|---|"]
+        for setting, row in settings.items():
+            minutes, speed = row["minutes"]["mean"], row["train_examples_per_second"]["mean"]
+            lines.append(
+                f"| {NAMES[setting]} | {len(row['seeds'])} | "
+                + " | ".join(_cell(row["test"][m], row["paper"][m]) for m in metrics)
+                + f" | {'–' if minutes is None else f'{minutes:.1f}'}"
+                + f" | {'–' if speed is None else f'{speed:.0f}'} |")
+        lines += ["", f"Recipe (`experiments/absa.py`): {summary['recipe'][dataset]}.", ""]
+    lines += ["Machines: " + "; ".join(
+        f"{m['cpu']}, {m['platform']}, {m['torch_threads']} torch threads ({n} runs)"
+        for m, n in summary["machines"]) + f". Load average (1 min) during the runs: "
+        f"{summary['load']}.", "", f"Plot: `{name}.png` (headline metrics, mean ± std over "
+        "seeds; the paper's BERT-base as black marks).", ""]
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """Per dataset, the two headline metrics of every setting beside the paper's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    datasets = list(summary["table"])
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(6 * max(len(datasets), 1), 4),
+                             squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        settings = list(summary["table"][dataset])
+        x = np.arange(len(settings))
+        for n, metric in enumerate(HEADLINE[dataset]):
+            rows = [summary["table"][dataset][s] for s in settings]
+            means = [r["test"][metric]["mean"] or 0.0 for r in rows]
+            stds = [r["test"][metric]["std"] or 0.0 for r in rows]
+            offset = (n - 0.5) * 0.38
+            ax.bar(x + offset, means, 0.36, yerr=stds, capsize=3, label=HEADERS[metric])
+            ax.scatter(x + offset, [r["paper"][metric] for r in rows], marker="_", s=300,
+                       color="black", zorder=3,
+                       label="paper (BERT-base)" if n == 0 else None)
+        ax.set_xticks(x)
+        ax.set_xticklabels([NAMES[s].replace("BERT-", "") for s in settings], fontsize=8)
+        lowest = min([50.0, *(r["test"][m]["mean"] for r in summary["table"][dataset].values()
+                              for m in HEADLINE[dataset] if r["test"][m]["mean"] is not None)])
+        ax.set_ylim(50 if lowest >= 50 else max(0.0, lowest - 5), 100)  # smoke runs show
+        ax.set_ylabel("test (points)")
+        ax.set_title(TITLES[dataset].split(" (")[0])
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=Path, default=Path("runs/absa"))
+    p.add_argument("--output", type=Path, default=Path("results/absa"))
+    args = p.parse_args(argv)
+    records = collect(args.runs)
+    machines: dict[str, int] = defaultdict(int)
+    for record in records:
+        machines[json.dumps(record["machine"], sort_keys=True)] += 1
+    loads = [r["load_average"][0] for r in records if r["load_average"]]
+    summary = {
+        "runs_dir": relative(args.runs), "table": aggregate(records),
+        "machines": [(json.loads(m), n) for m, n in machines.items()],
+        "load": f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded",
+        "recipe": {dataset: recipe(found) for dataset in METRICS
+                   if (found := [r for r in records if r["dataset"] == dataset])},
+        "paper": PAPER, "runs": records,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    base = args.output
+    base.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n",
+                                         encoding="utf-8")
+    base.with_suffix(".md").write_text(markdown(summary, base.name), encoding="utf-8")
+    plot(summary, base.with_suffix(".png"))
+    print(markdown(summary, base.name))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""experiments/absa.py end to end on a tiny slice of the real benchmarks (packaged MiniLM),
+and experiments/summarize_absa.py on fake runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from ernie_kg.paths import PROJECT_ROOT
+
+ABSA_DATA = PROJECT_ROOT.parent / "shared" / "data" / "absa"
+CONTRACT = {
+    "sentihood": ("aspect_strict_accuracy", "aspect_macro_f1", "aspect_auc",
+                  "sentiment_accuracy", "sentiment_auc"),
+    "semeval": ("precision", "recall", "f1", "accuracy_4way", "accuracy_3way",
+                "accuracy_binary"),
+}
+
+
+def experiment(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "experiments" /
+                                                  f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not ABSA_DATA.is_dir(), reason="../shared/data/absa is absent")
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize(("dataset", "setting"), [("semeval", "qa_m"), ("sentihood", "nli_b")])
+def test_absa_experiment_writes_contract_metrics(dataset, setting, tmp_path):
+    out = tmp_path / "run"
+    metrics = experiment("absa").main([
+        "--dataset", dataset, "--setting", setting, "--seed", "0", "--output-dir", str(out),
+        "--limit", "12", "--epochs", "1", "--max-length", "48", "--eval-limit", "24",
+        "--no-progress",
+    ])
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in CONTRACT[dataset]:
+        assert isinstance(saved[key], float) and 0.0 <= saved[key] <= 1.0, key
+        assert saved[key] == metrics[key]
+    assert set(saved["dev"]) >= set(CONTRACT[dataset]) | {"absa_score"}
+    if dataset == "semeval":  # one example per (sentence, category)
+        assert saved["settings"]["examples"]["test"] == 24 * 5
+    assert saved["timings"]["examples_per_group"] == (3 if setting == "nli_b" else 1)
+    assert saved["timings"]["train_examples_per_second"] > 0
+    assert saved["settings"]["limit"] == 12 and saved["lengths"]["train"]["max_length"] == 48
+    assert not (out / "checkpoints").exists() and (out / "model" / "config.json").is_file()
+    assert not Path(saved["settings"]["data_dir"]).is_absolute()
+    assert (out / "predictions.json").is_file()
+
+
+def fake_metrics(path: Path, dataset: str, values: dict[str, float], minutes: float) -> None:
+    path.mkdir(parents=True)
+    path.joinpath("metrics.json").write_text(json.dumps({
+        **values, "dev": {"absa_score": 0.8},
+        "timings": {"minutes": minutes, "train_examples_per_second": 40.0},
+        "machine": {"platform": "Linux-x", "cpu": "AMD EPYC", "torch_threads": 2,
+                    "load_average": [2.0, 2.0, 2.0]},
+        "settings": {"dataset": dataset, "backbone": "MiniLM-L6-H384"},
+    }))
+
+
+def test_summary_of_two_seeds_beside_the_paper(tmp_path):
+    runs = tmp_path / "runs"
+    keys = CONTRACT["sentihood"]
+    fake_metrics(runs / "sentihood-qa_m-seed0", "sentihood", dict.fromkeys(keys, 0.80), 20)
+    fake_metrics(runs / "sentihood-qa_m-seed1", "sentihood",
+                 {**dict.fromkeys(keys, 0.90), "sentiment_auc": float("nan")}, 30)
+    (runs / "notes").mkdir()  # not a run: ignored
+    output = tmp_path / "results" / "absa"
+    summary = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+                                                 str(output)])
+    row = summary["table"]["sentihood"]["qa_m"]
+    assert row["seeds"] == [0, 1]
+    assert row["test"]["aspect_macro_f1"]["mean"] == pytest.approx(85.0)
+    assert row["test"]["aspect_macro_f1"]["std"] == pytest.approx(math.sqrt(50))
+    assert row["test"]["sentiment_auc"] == {"mean": pytest.approx(80.0), "std": 0.0, "n": 1}
+    assert row["paper"]["sentiment_accuracy"] == 93.6 and row["minutes"]["mean"] == 25
+    text = output.with_suffix(".md").read_text()
+    assert "| BERT-pair-QA-M | 2 | 85.0 ± 7.1 (79.4) | 85.0 ± 7.1 (86.4) |" in text
+    assert "semeval" not in summary["table"] and "25.0" in text
+    saved = json.loads(output.with_suffix(".json").read_text())
+    assert not Path(saved["runs_dir"]).is_absolute() and "`/" not in text
+    assert not any(Path(run["run"]).is_absolute() for run in saved["runs"])
+    assert "(97.0)" in text  # the paper's aspect AUC, printed as the paper does
+    assert output.with_suffix(".png").stat().st_size > 0
+
+
+@pytest.mark.skipif(not ABSA_DATA.is_dir(), reason="../shared/data/absa is absent")
+@pytest.mark.usefixtures("one_torch_thread")
+def test_single_setting_on_a_post_trained_backbone(tiny_backbone, tmp_path):
+    """One classifier per category, assembled per group; a rerun reads the finished parts
+    (nothing is retrained) and scores the same."""
+    out = tmp_path / "run"
+    argv = ["--dataset", "semeval", "--setting", "single", "--seed", "1", "--output-dir",
+            str(out), "--post-trained", tiny_backbone, "--limit", "12", "--epochs", "1",
+            "--max-length", "48", "--eval-limit", "12", "--no-progress"]
+    module = experiment("absa")
+    first = module.main(argv)
+    parts = sorted(p.name for p in (out / "single").iterdir())
+    assert parts == ["ambience", "anecdotes_miscellaneous", "food", "price", "service"]
+    for part in parts:
+        assert (out / "single" / part / "predictions.json").is_file()
+        assert not (out / "single" / part / "model").exists()  # dropped once scored
+    backbone = first["settings"]["backbone"]  # relative to the project root
+    assert not Path(backbone).is_absolute()
+    assert (PROJECT_ROOT / backbone).resolve() == Path(tiny_backbone).resolve()
+    assert first["parts"]["food"]["train_examples"] == 12
+    again = module.main(argv)
+    assert all(again[key] == first[key] for key in CONTRACT["semeval"])
+    assert again["timings"]["train_seconds"] == first["timings"]["train_seconds"]
