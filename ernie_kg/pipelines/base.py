@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from ernie_kg.data.features import FeatureDataset, LabelMap, check_entity_source
+from ernie_kg.data.features import FeatureDataset, LabelMap, check_entity_source, task_features
 from ernie_kg.errors import ErnieKGError, SavedFileError, SpanError
 from ernie_kg.hub import no_save_progress_bars
 from ernie_kg.io import read_json, write_json
@@ -39,7 +39,8 @@ from ernie_kg.linking.aliases import AliasTable
 from ernie_kg.modeling.entity_table import MappedEntityTable
 from ernie_kg.modeling.modeling import ENTITY_IDS_FILE
 from ernie_kg.processing.processor import MODEL_TABLE_ROWS, PROCESSOR_FILE
-from ernie_kg.training.finetuning import finetune
+from ernie_kg.training.evaluation import evaluate_relations, predict_logits, softmax
+from ernie_kg.training.finetuning import finetune, relation_compute_metrics
 
 #: Settings file of a saved raw-text model (every task; ``format`` names the task).
 CLASSIFIER_FILE = "ernie_kg_classifier.json"
@@ -282,6 +283,45 @@ class SavedTextModel:
         processor = ErnieKGProcessor.from_pretrained(  # rows: the model's own table
             directory, entity_rows=model.entity_vocab, linker=linker)
         return cls(model, processor, kg, entities or settings.get("entities", "linker"))
+
+
+class SingleLabelTextModel(SavedTextModel):
+    """A saved model with one label per example (softmax over its classes): the relation
+    and the pair classifier share their inference, features and scoring here."""
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The labels, in the order of the model's logits."""
+        return self.label_map.labels
+
+    def _logits(self, examples: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+        features = task_features(examples, self.processor, entities=self.entities)
+        return predict_logits(self.model, features, batch_size)
+
+    def _best(self, examples: Sequence[Any], batch_size: int = 64) -> list[tuple[str, float]]:
+        """``(label, probability)`` of each example's most probable label."""
+        probabilities = softmax(self._logits(examples, batch_size))
+        best = probabilities.argmax(-1)
+        return [(self.labels[int(i)], float(p[i])) for i, p in zip(best, probabilities)]
+
+    def _ranked(self, example: Any) -> dict[str, float]:
+        """Every label's probability for ``example``, best first."""
+        probabilities = softmax(self._logits([example]))[0]
+        order = np.argsort(-probabilities)
+        return {self.labels[i]: float(probabilities[i]) for i in order}
+
+    def features(self, examples: Sequence[Any], entities: str | None = None,
+                 progress: bool = False) -> FeatureDataset:
+        """Labelled features of ``examples`` (entities from ``entities`` or the default)."""
+        return task_features(examples, self.processor, self.label_map,
+                             entities or self.entities, progress=progress)
+
+    def score(self, features: FeatureDataset, batch_size: int = 64) -> dict[str, Any]:
+        """Accuracy, macro-F1, micro-F1, per-label F1 and the predicted labels."""
+        return evaluate_relations(self.model, features, self.label_map.id2label, batch_size)
+
+    def _compute_metrics(self) -> Callable:
+        return relation_compute_metrics(self.label_map.id2label)
 
 
 def _check_saved_files(directory: Path) -> None:

@@ -12,19 +12,15 @@ scored with the relation metrics (accuracy, macro-F1, micro-F1, per-label F1).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from ernie_kg.data.examples import PairExample
-from ernie_kg.data.features import FeatureDataset, LabelMap, pair_features
+from ernie_kg.data.features import FeatureDataset, LabelMap
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.aliases import AliasTable
-from ernie_kg.pipelines.base import SavedTextModel
-from ernie_kg.training.evaluation import evaluate_relations, predict_logits, softmax
-from ernie_kg.training.finetuning import relation_compute_metrics
+from ernie_kg.pipelines.base import SingleLabelTextModel
 
 __all__ = ["PairClassifier", "build_pair_classifier", "train_pair_classifier"]
 
@@ -32,7 +28,7 @@ __all__ = ["PairClassifier", "build_pair_classifier", "train_pair_classifier"]
 PairLike = str | tuple[str, str | None] | PairExample
 
 
-class PairClassifier(SavedTextModel):
+class PairClassifier(SingleLabelTextModel):
     """A text, or a text and its pair, in; a label out.
 
     Args:
@@ -55,11 +51,6 @@ class PairClassifier(SavedTextModel):
 
         return ErnieKGForSequenceClassification
 
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """The labels, in the order of the model's logits."""
-        return self.label_map.labels
-
     # ------------------------------------------------------------------ inference
     def predict(self, text: str, text_pair: str | None = None) -> tuple[str, float]:
         """``(label, probability)`` of ``text`` (and ``text_pair``, BERT's segment B)."""
@@ -67,38 +58,16 @@ class PairClassifier(SavedTextModel):
 
     def predict_proba(self, text: str, text_pair: str | None = None) -> dict[str, float]:
         """Every label's probability, best first."""
-        probabilities = softmax(self._logits([_example(text, text_pair)]))[0]
-        order = np.argsort(-probabilities)
-        return {self.labels[i]: float(probabilities[i]) for i in order}
+        return self._ranked(_example(text, text_pair))
 
     def predict_batch(self, items: Sequence[PairLike], batch_size: int = 64,
                       ) -> list[tuple[str, float]]:
         """:meth:`predict` over many texts, ``(text, text_pair)`` tuples or examples."""
-        examples = [_example(item) if isinstance(item, str) else
-                    item if isinstance(item, PairExample) else _example(*item)
-                    for item in items]
-        probabilities = softmax(self._logits(examples, batch_size))
-        best = probabilities.argmax(-1)
-        return [(self.labels[int(i)], float(p[i])) for i, p in zip(best, probabilities)]
-
-    def _logits(self, examples: Sequence[PairExample], batch_size: int = 64) -> np.ndarray:
-        features = pair_features(examples, self.processor, entities=self.entities)
-        return predict_logits(self.model, features, batch_size)
+        return self._best([_example(item) if isinstance(item, str) else
+                           item if isinstance(item, PairExample) else _example(*item)
+                           for item in items], batch_size)
 
     # ------------------------------------------------------------------ task hooks
-    def features(self, examples: Sequence[PairExample], entities: str | None = None,
-                 progress: bool = False) -> FeatureDataset:
-        """Labelled features of ``examples`` (entities from ``entities`` or the default)."""
-        return pair_features(examples, self.processor, self.label_map,
-                             entities or self.entities, progress=progress)
-
-    def score(self, features: FeatureDataset, batch_size: int = 64) -> dict[str, Any]:
-        """Accuracy, macro-F1, micro-F1, per-label F1 and the predicted labels."""
-        return evaluate_relations(self.model, features, self.label_map.id2label, batch_size)
-
-    def _compute_metrics(self) -> Callable:
-        return relation_compute_metrics(self.label_map.id2label)
-
     def _dev_metrics(self, dev: Sequence[PairExample], features: FeatureDataset,
                      entities: str) -> dict[str, Any]:
         """Dev scored with the training entities (for pairs, the way inference runs:

@@ -8,19 +8,15 @@ text-only baseline are the same model; the baseline simply gets no entity inputs
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from ernie_kg.data.examples import RelationExample
-from ernie_kg.data.features import FeatureDataset, LabelMap, relation_features
+from ernie_kg.data.features import FeatureDataset, LabelMap
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.aliases import AliasTable
-from ernie_kg.pipelines.base import SavedTextModel, SpanLike, find_span
-from ernie_kg.training.evaluation import evaluate_relations, predict_logits, softmax
-from ernie_kg.training.finetuning import relation_compute_metrics
+from ernie_kg.pipelines.base import SingleLabelTextModel, SpanLike, find_span
 
 __all__ = ["DEFAULT_MODEL_SETTINGS", "RelationClassifier", "build_relation_classifier",
            "predict", "train_relation_classifier"]
@@ -36,7 +32,7 @@ DEFAULT_MODEL_SETTINGS: dict[str, Any] = {
 }
 
 
-class RelationClassifier(SavedTextModel):
+class RelationClassifier(SingleLabelTextModel):
     """Raw text in, relation label out.
 
     Args:
@@ -60,11 +56,6 @@ class RelationClassifier(SavedTextModel):
 
         return ErnieKGForRelationClassification
 
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """The relation labels, in the order of the model's logits."""
-        return self.label_map.labels
-
     # ------------------------------------------------------------------ inference
     def predict(self, text: str, head: SpanLike, tail: SpanLike) -> tuple[str, float]:
         """``(label, probability)`` for the relation of ``head`` to ``tail`` in ``text``.
@@ -75,45 +66,22 @@ class RelationClassifier(SavedTextModel):
 
     def predict_proba(self, text: str, head: SpanLike, tail: SpanLike) -> dict[str, float]:
         """Every label's probability, best first."""
-        example = self._example(text, head, tail)
-        probabilities = softmax(self._logits([example]))[0]
-        order = np.argsort(-probabilities)
-        return {self.labels[i]: float(probabilities[i]) for i in order}
+        return self._ranked(self._example(text, head, tail))
 
     def predict_batch(
         self, items: Sequence[tuple[str, SpanLike, SpanLike] | RelationExample],
         batch_size: int = 64,
     ) -> list[tuple[str, float]]:
         """:meth:`predict` over many ``(text, head, tail)`` triples or examples."""
-        examples = [item if isinstance(item, RelationExample) else self._example(*item)
-                    for item in items]
-        probabilities = softmax(self._logits(examples, batch_size))
-        best = probabilities.argmax(-1)
-        return [(self.labels[int(i)], float(p[i])) for i, p in zip(best, probabilities)]
+        return self._best([item if isinstance(item, RelationExample) else self._example(*item)
+                           for item in items], batch_size)
 
     def _example(self, text: str, head: SpanLike, tail: SpanLike) -> RelationExample:
         if not isinstance(text, str):
             raise TypeError(f"expected text as a str, got {type(text).__name__}")
         return RelationExample(text, find_span(text, head, "head"), find_span(text, tail, "tail"))
 
-    def _logits(self, examples: Sequence[RelationExample], batch_size: int = 64) -> np.ndarray:
-        features = relation_features(examples, self.processor, entities=self.entities)
-        return predict_logits(self.model, features, batch_size)
-
     # ------------------------------------------------------------------ task hooks
-    def features(self, examples: Sequence[RelationExample], entities: str | None = None,
-                 progress: bool = False) -> FeatureDataset:
-        """Labelled features of ``examples`` (entities from ``entities`` or the default)."""
-        return relation_features(examples, self.processor, self.label_map,
-                                 entities or self.entities, progress=progress)
-
-    def score(self, features: FeatureDataset, batch_size: int = 64) -> dict[str, Any]:
-        """Accuracy, macro-F1, micro-F1, per-label F1 and the predicted labels."""
-        return evaluate_relations(self.model, features, self.label_map.id2label, batch_size)
-
-    def _compute_metrics(self) -> Callable:
-        return relation_compute_metrics(self.label_map.id2label)
-
     def _dev_metrics(self, dev: Sequence[RelationExample], features: FeatureDataset,
                      entities: str) -> dict[str, Any]:
         """Dev scored with the training entities, and also the way inference runs
