@@ -27,20 +27,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
-# Read by OpenMP when torch loads, so set before the import. The CPU is shared with other
-# work: with the default (spinning) policy a thread that reaches a barrier burns the core
-# its descheduled partner needs, and every parallel op costs a time slice (2-3x slower
-# steps here). PASSIVE threads sleep instead. It applies to both variants alike; set
-# OMP_WAIT_POLICY=ACTIVE in the environment to measure the spinning default.
+# Read by OpenMP when torch loads: sleeping, not spinning, threads on a shared CPU
+# (cpu_bench's docstring says why).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from cpu_bench import (  # noqa: E402
+    flag_text,
+    interleaved_rounds,
+    load_average,
+    machine_info,
+    median_ms,
+    paired_ratio,
+)
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -99,21 +103,6 @@ def build_models(with_hf_bert: bool):
     return ernie, hf
 
 
-def cpu_model() -> str:
-    """``model name`` from /proc/cpuinfo (the platform module rarely knows it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 def run(rounds: int, warmup: int, num_batches: int, threads: int, max_seconds: float,
         with_hf_bert: bool) -> dict:
     load_before = load_average()
@@ -156,40 +145,12 @@ def run(rounds: int, warmup: int, num_batches: int, threads: int, max_seconds: f
         optimizer.step()
         return time.perf_counter() - wall, time.process_time() - cpu
 
-    # wall[task][variant][batch] -> one time per measured round.
-    wall = {task: {v: [[] for _ in batches] for v in variants} for task in TASKS}
-    cpu_seconds = {task: dict.fromkeys(variants, 0.0) for task in TASKS}
-    loads: list[float] = []
-    measured_rounds, started = 0, time.perf_counter()
-    for round_index in range(warmup + rounds):
-        if measured_rounds >= 3 and time.perf_counter() - started > max_seconds:
-            break  # a busy machine: stop early rather than run for ever
-        for batch_index, batch in enumerate(batches):
-            # A/B then B/A: which variant goes first alternates by round and by batch.
-            shift = (round_index + batch_index) % len(variants)
-            order = variants[shift:] + variants[:shift]
-            for task, measure in (("inference", infer), ("train_step", train)):
-                for variant in order:
-                    seconds, cpu = measure(variant, batch)
-                    if round_index >= warmup:
-                        wall[task][variant][batch_index].append(seconds)
-                        cpu_seconds[task][variant] += cpu
-        if round_index >= warmup:
-            measured_rounds += 1
-            loads.append(os.getloadavg()[0])
-    measure_seconds = time.perf_counter() - started
+    timing = interleaved_rounds(variants, batches, {"inference": infer, "train_step": train},
+                                rounds, warmup, max_seconds)
+    wall, cpu_seconds, loads = timing["wall"], timing["cpu_seconds"], timing["loads"]
+    measured_rounds, measure_seconds = timing["rounds"], timing["seconds"]
 
-    def median_ms(task: str, variant: str) -> float:
-        """Mean over the batches of each batch's median time over rounds."""
-        return 1000 * statistics.fmean(statistics.median(t) for t in wall[task][variant])
-
-    def paired_ratio(task: str, numerator: str, denominator: str) -> float:
-        """Median over (round, batch) of the ratio of two back-to-back runs."""
-        ratios = [a / b for xs, ys in zip(wall[task][numerator], wall[task][denominator])
-                  for a, b in zip(xs, ys)]
-        return round(statistics.median(ratios), 4)
-
-    ms = {task: {v: median_ms(task, v) for v in variants} for task in TASKS}
+    ms = {task: {v: median_ms(wall[task][v]) for v in variants} for task in TASKS}
 
     def ratio(task: str, baseline: str = "baseline") -> float:
         return round(ms[task]["ernie"] / ms[task][baseline], 4)
@@ -204,8 +165,9 @@ def run(rounds: int, warmup: int, num_batches: int, threads: int, max_seconds: f
         "median_ms_per_batch": {task: {v: round(x, 1) for v, x in times.items()}
                                 for task, times in ms.items()},
         "baseline": "the same ErnieKG model and weights with entity_ids=None (text-only)",
-        "paired_median_ratios": {f"{task}_ratio": paired_ratio(task, "ernie", "baseline")
-                                 for task in TASKS},
+        "paired_median_ratios": {
+            f"{task}_ratio": paired_ratio(wall[task]["ernie"], wall[task]["baseline"])
+            for task in TASKS},
         "cpu_time_ratios": {  # process CPU seconds (all threads): less hurt by waiting
             f"{task}_ratio": round(cpu_seconds[task]["ernie"] / cpu_seconds[task]["baseline"], 4)
             for task in TASKS
@@ -226,19 +188,12 @@ def run(rounds: int, warmup: int, num_batches: int, threads: int, max_seconds: f
             "inference": "forward under torch.inference_mode (eval)",
             "rounds_measured": measured_rounds,
             "warmup_rounds": warmup,
-            "seconds": round(measure_seconds, 1),
+            "seconds": measure_seconds,
             "statistic": "per batch the median over rounds, averaged over batches; ERNIE-KG "
                          "and baseline back to back on each batch, order alternating",
         },
         "machine": {
-            "cpu_model": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "cores_available": len(os.sched_getaffinity(0)),
-            "torch_threads": torch.get_num_threads(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
+            **machine_info(),
             "load_average_before": load_before,
             "load_average_after": load_average(),
             "load_1min_during": [round(min(loads), 2), round(max(loads), 2)],
@@ -282,7 +237,8 @@ def write_results(result: dict, directory: Path) -> None:
         f"- Batches: {setup['num_batches']} x {setup['batch_size']} sequences, "
         f"{setup['lengths']} (mean padded length {setup['mean_padded_length']}), "
         f"{setup['aligned_token_fraction']:.0%} of real tokens aligned to an entity.",
-        f"- Machine: {machine['cpu_model']}, {machine['cores_available']} cores, "
+        f"- Machine: {machine['cpu_model']} ({flag_text(machine['cpu_flags'])}), "
+        f"{machine['cores_available']} cores, "
         f"torch {machine['torch']} with {machine['torch_threads']} threads "
         f"(OMP_WAIT_POLICY={machine['omp_wait_policy']}); 1-min load "
         f"{machine['load_average_before'][0]} before, {machine['load_1min_during'][0]}-"
