@@ -13,11 +13,7 @@ from ernie_kg.cli_options import one_of, positive, positive_or_none
 from ernie_kg.cli_pretrain import pretrain_app
 from ernie_kg.errors import ErnieKGError
 from ernie_kg.hub import check_backbone
-from ernie_kg.io import (
-    check_writable,
-    claim_run_dir,
-    write_json,
-)
+from ernie_kg.io import check_writable, claim_run_dir, write_json
 from ernie_kg.kg.embeddings import DEFAULT_EMBEDDING_SETTINGS
 
 app = typer.Typer(help="Knowledge-enhanced language models in the style of ERNIE.",
@@ -365,16 +361,20 @@ def evaluate_command(
         callback=one_of("linker", "gold", "both", "none"),
         help="Override the model's entity source (linker, none)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per batch")] = 64,
+    dtype: Annotated[str, typer.Option(
+        callback=one_of("float32", "bfloat16", "int8"),
+        help="Inference precision: float32, bfloat16 or int8 (CPU only)")] = "float32",
 ) -> None:
     """Score a saved relation classifier; entities come from the model's own linker
     (gold KG ids in the file are ignored)."""
     from ernie_kg.pipelines.relation import RelationClassifier
 
-    classifier = RelationClassifier.load(model, entities=entities)
+    classifier = RelationClassifier.load(model, entities=entities, dtype=dtype)
     examples = _read_relations(data, data_format, gold_ids=False)
     metrics = classifier.evaluate(examples, batch_size=batch_size, progress=True)
     predictions = metrics.pop("predictions")
-    metrics.update(model=str(model), data=str(data), entities=classifier.entities)
+    metrics.update(model=str(model), data=str(data), entities=classifier.entities,
+                   dtype=classifier.dtype)
     if output is not None:
         write_json(output, {**metrics, "predictions": predictions})
     console.print(", ".join(f"{k}={metrics[k]:.4f}" for k in ("accuracy", "macro_f1",

@@ -12,6 +12,10 @@ Directory layout: the model (``save_pretrained``: config, weights with the entit
 ``entity_ids.json``, the one copy of the entity vocabulary), the processor (tokenizer,
 ``ernie_kg_processor.json``, ``linker/``), ``kg/`` (the KG the linker scores coherence
 on) and a settings file naming the task's format and where inference takes its entities.
+
+Inference precision (``load(DIR, dtype=...)`` or :meth:`SavedTextModel.to_dtype`):
+``float32`` (as trained), ``bfloat16`` or ``int8``, set here once for every classifier
+and every inference path (:mod:`ernie_kg.modeling.precision` says how each runs).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ernie_kg.kg.graph import KnowledgeGraph
 from ernie_kg.linking.aliases import AliasTable
 from ernie_kg.modeling.entity_table import MappedEntityTable
 from ernie_kg.modeling.modeling import ENTITY_IDS_FILE
+from ernie_kg.modeling.precision import check_dtype, reduce_precision
 from ernie_kg.processing.processor import MODEL_TABLE_ROWS, PROCESSOR_FILE
 from ernie_kg.training.evaluation import evaluate_relations, predict_logits, softmax
 from ernie_kg.training.finetuning import finetune, relation_compute_metrics
@@ -89,6 +94,7 @@ class SavedTextModel:
         self.kg = kg
         self.entities = check_entity_source(entities)
         self.kg_coverage: float | None = None  # share of the KG with a vector (build)
+        self.dtype = "float32"  # the inference precision (:meth:`to_dtype`)
 
     # ------------------------------------------------------------------ task hooks
     @classmethod
@@ -164,6 +170,7 @@ class SavedTextModel:
         for the task spans); a model whose inference uses no entities (the baseline) is
         trained without them too. ``settings`` go to
         :func:`~ernie_kg.training.finetuning.finetune`."""
+        self._require_float32("be trained")
         output_dir = Path(output_dir)
         entities = "none" if self.entities == "none" else check_entity_source(train_entities)
         if progress and self.kg_coverage is not None:
@@ -223,11 +230,30 @@ class SavedTextModel:
             entities=entities or self.entities, max_length=max_length,
             return_offsets=return_offsets)
 
+    # ------------------------------------------------------------------ precision
+    def to_dtype(self, dtype: str) -> SavedTextModel:
+        """Run inference in ``dtype`` (``"float32"``, ``"bfloat16"`` or ``"int8"``) from
+        now on, in place; returns self. One way, from float32 only: a reduced model is for
+        inference, so it cannot be trained, saved over the float32 weights, or turned back
+        (load it again). int8 runs on the CPU only."""
+        dtype = check_dtype(dtype)
+        if dtype != self.dtype:
+            self._require_float32(f"be converted to {dtype}")
+            self.model = reduce_precision(self.model, dtype)
+            self.dtype = dtype
+        return self
+
+    def _require_float32(self, action: str) -> None:
+        if self.dtype != "float32":
+            raise ErnieKGError(f"this {type(self).__name__} runs in {self.dtype} (inference "
+                               f"only) and cannot {action}: load the float32 model again")
+
     # ------------------------------------------------------------------ storage
     def save(self, directory: str | os.PathLike, include_entity_table: bool = False) -> Path:
         """Write everything :meth:`load` needs into ``directory``. The entity table stays
         where it was read from (path + hash); ``include_entity_table`` copies the rows
         of the KG's entities into the directory (self-contained)."""
+        self._require_float32("be saved")
         directory = Path(directory)
         keep = self.kg.entities if include_entity_table and self.kg is not None else None
         with no_save_progress_bars():
@@ -250,8 +276,11 @@ class SavedTextModel:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, entities: str | None = None):  # noqa: ANN206
-        """Read :meth:`save`'s directory; the linker gets its KG and the model's vectors."""
+    def load(cls, directory: str | os.PathLike, entities: str | None = None,
+             dtype: str = "float32"):  # noqa: ANN206
+        """Read :meth:`save`'s directory; the linker gets its KG and the model's vectors.
+        ``dtype``: the inference precision (:meth:`to_dtype`), checked before loading."""
+        check_dtype(dtype)
         from ernie_kg.linking.linker import EntityLinker
         from ernie_kg.processing.processor import ErnieKGProcessor
 
@@ -282,7 +311,8 @@ class SavedTextModel:
                                        embeddings=model_embeddings(model))
         processor = ErnieKGProcessor.from_pretrained(  # rows: the model's own table
             directory, entity_rows=model.entity_vocab, linker=linker)
-        return cls(model, processor, kg, entities or settings.get("entities", "linker"))
+        loaded = cls(model, processor, kg, entities or settings.get("entities", "linker"))
+        return loaded.to_dtype(dtype)
 
 
 class SingleLabelTextModel(SavedTextModel):

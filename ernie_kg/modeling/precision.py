@@ -1,0 +1,197 @@
+"""Reduced-precision inference: a float32 ERNIE-KG model run in bfloat16 or int8.
+
+Why here and not in each classifier: every saved classifier, the evaluation loop and the
+feature extractor call the same model, so the precision is a property of the model
+object, set once (:func:`reduce_precision`, applied by
+:meth:`~ernie_kg.pipelines.base.SavedTextModel.to_dtype`) and the same for every path.
+
+* ``bfloat16`` has two forms. ``"cast"``: every weight is cast to bf16 and the whole
+  forward runs in bf16 (LayerNorm and attention's softmax accumulate in float32 inside
+  their CPU kernels). ``"autocast"``: the weights stay float32 and the forward runs under
+  ``torch.autocast``, which casts the inputs of matrix products (and their weights, on
+  every call) to bf16 and keeps LayerNorm, softmax and the loss in float32; its logits
+  are float32.
+  :data:`BF16_MODE` (cast) is the faster with the same predictions, measured on this
+  project's CPU (see its comment).
+* ``int8``: ``torch.ao.quantization.quantize_dynamic`` replaces every ``nn.Linear`` by
+  an int8 one: the backbone's attention and feed-forward layers, the entity stream's
+  attention, ``W_e`` (``entity_intermediate``) and output projections, the gates'
+  ``trust`` layers, the pooler and the classifier. Weights are quantized once, per
+  output channel (``per_channel_dynamic_qconfig``: on FewRel-16 it agreed with float32
+  as often as per-tensor or more, at the same speed); activations per batch, per tensor,
+  over the full 8 bits where the CPU has VNNI (:func:`int8_full_range`; torch's module
+  keeps 7: agreement with float32 on FewRel-16 fell from 98.1% to 95.9% on 640 test
+  examples, from 98.8% to 97.8% on 320 dev examples).
+  Everything that is not an ``nn.Linear`` stays float32: embeddings, LayerNorms, the
+  attention products and softmax, the fused GELU with the entities added
+  (``_FusedGelu`` gets the quantized layers' float32 outputs), the gates' tanh/sigmoid.
+  :data:`INT8_KEEP_FLOAT` can keep named linear layers in float32; none needs to be
+  kept to run. Dynamic quantization has CPU kernels only (fbgemm / x86 / onednn /
+  qnnpack); torch 2.13 marks ``torch.ao.quantization`` deprecated in favour of torchao,
+  so its warnings are silenced here.
+* The entity table stays float32 in every mode: a frozen table is a memory map of the
+  saved vectors, shared through the page cache, and casting it would copy all of it. A
+  batch's rows are cast at the model boundary (``ErnieKGModel.forward`` casts the
+  looked-up rows to the embedding output's dtype), so only ``[N, entity_dim]`` moves.
+
+Logits come back in the model's dtype; the inference loops return float32 numpy arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+from torch.ao.nn.quantized import dynamic as quantized_dynamic
+
+from ernie_kg.errors import ErnieKGError, SettingError
+
+__all__ = ["BF16_MODE", "BF16_MODES", "DTYPES", "INT8_KEEP_FLOAT", "FullRangeDynamicLinear",
+           "check_dtype", "int8_engine", "int8_full_range", "reduce_precision"]
+
+#: The inference precisions a saved model takes (``float32``: the model as trained).
+DTYPES = ("float32", "bfloat16", "int8")
+#: The two ways to run bfloat16 (see the module docstring).
+BF16_MODES = ("cast", "autocast")
+#: The bfloat16 form used by ``dtype="bfloat16"``: the faster, with the same predictions.
+#: Measured on AMD EPYC (lscpu flags avx512_bf16 and avx512_vnni, no AMX), torch 2.13, 1
+#: thread, 1-min load 3.4-3.9 (other jobs on the 2 cores), runs/fewrel16_v2/open-ernie-
+#: seed0/model (MiniLM 6 x 384) on evenly spaced FewRel-16 dev examples, interleaved
+#: rounds, median times: batch 64 (320 examples, 7 rounds): cast 257.7 ex/s, autocast
+#: 255.8, float32 89.4 (2.88x / 2.86x; paired autocast/cast time 1.006, a tie); batch 1
+#: (64 examples, 5 rounds, one-call ``predict``): cast 98.1 ex/s, autocast 80.2, float32
+#: 53.9 (1.82x / 1.49x; autocast casts every weight again on every call). Both agreed with
+#: float32 on every prediction. Cast also halves the weights' memory. Rerun:
+#: ``benchmarks/reduced_precision.py --bf16-modes``.
+BF16_MODE = "cast"
+#: Name fragments of the ``nn.Linear`` layers int8 leaves in float32: none. Every layer
+#: runs correctly in int8. The FFN's W_t reads LayerNorm outputs with one outlier channel
+#: (up to 28 against a median channel maximum of 1.9, FewRel-16 MiniLM model), but keeping
+#: it in float32 only moved agreement from 98.1% to 99.2% on test and from 98.8% to 98.4%
+#: on dev (noise, 1-2 examples) and made int8 about 1.6x slower, so it is quantized too.
+INT8_KEEP_FLOAT: tuple[str, ...] = ()
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if it is one of :data:`DTYPES` (and, for int8, a quantized engine is
+    there), else a :class:`~ernie_kg.errors.SettingError` naming the allowed values:
+    checked before a model is loaded, so a typo costs no load."""
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise SettingError(f"dtype {dtype!r} is not one of: {', '.join(DTYPES)}")
+    if dtype == "int8":
+        int8_engine()
+    return dtype
+
+
+def int8_engine() -> str:
+    """The quantized engine int8 inference will use; an error when torch has none (a
+    build without FBGEMM/oneDNN/QNNPACK, or ``torch.backends.quantized.engine='none'``)."""
+    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    engine = torch.backends.quantized.engine
+    if not engines or engine not in engines:
+        raise ErnieKGError(
+            f"dtype 'int8' needs a quantized engine (fbgemm, x86, onednn or qnnpack); this "
+            f"torch build offers {engines or 'none'} and the current engine is {engine!r}. "
+            "Use dtype 'bfloat16' or 'float32', or a torch build with quantized kernels")
+    return engine
+
+
+def int8_full_range() -> bool:
+    """Whether int8 activations may use all 8 bits: on x86 engines with VNNI (or AMX).
+
+    Why: without VNNI, fbgemm multiplies u8 x s8 pairs into int16 (``vpmaddubsw``), which
+    saturates unless activations keep 7 bits, so torch's dynamic ``Linear`` always passes
+    ``reduce_range=True``. VNNI (``vpdpbusd``) accumulates in int32 and cannot saturate;
+    there the 8th bit halves the activations' rounding error for free."""
+    cpu = getattr(torch, "cpu", None)
+    vnni = any(getattr(cpu, check, lambda: False)()
+               for check in ("_is_vnni_supported", "_is_amx_tile_supported"))
+    return vnni and torch.backends.quantized.engine in ("x86", "fbgemm", "onednn")
+
+
+class FullRangeDynamicLinear(quantized_dynamic.Linear):
+    """torch's dynamic int8 ``Linear`` with 8-bit activations (:func:`int8_full_range`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T + b`` with ``x`` quantized per call over [0, 255]."""
+        y = torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params,
+                                               reduce_range=False)
+        return y.to(x.dtype)
+
+
+def reduce_precision(model: nn.Module, dtype: str, bf16_mode: str | None = None,
+                     ) -> nn.Module:
+    """``model`` (float32, eval mode) for inference in ``dtype``, changed in place and
+    returned. ``bf16_mode`` (``"cast"`` or ``"autocast"``, default :data:`BF16_MODE`) is
+    for the benchmark that chose the default."""
+    dtype = check_dtype(dtype)
+    model.eval()
+    if dtype == "float32":
+        return model
+    device = _device(model)
+    if dtype == "int8":
+        if device.type != "cpu":
+            raise ErnieKGError(f"dtype 'int8' (dynamic quantization) runs on the CPU only; "
+                               f"the model is on {device}: move it with .to('cpu') first, "
+                               "or use dtype 'bfloat16'")
+        return _quantize_linear(model)
+    mode = BF16_MODE if bf16_mode is None else bf16_mode
+    if mode not in BF16_MODES:
+        raise SettingError(f"bf16_mode {mode!r} is not one of: {', '.join(BF16_MODES)}")
+    if mode == "autocast":
+        for module in {id(m): m for m in (model, getattr(model, "base_model", model))}.values():
+            _autocast_forward(module, device.type)
+        return model
+    table = _entity_table(model)
+    for module in model.modules():
+        if module is not table:
+            for tensor in [*module.parameters(recurse=False),
+                           *module.buffers(recurse=False)]:
+                if tensor.is_floating_point():
+                    tensor.data = tensor.data.to(torch.bfloat16)
+    return model
+
+
+def _device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _entity_table(model: nn.Module) -> nn.Module | None:
+    """The model's entity table module (kept in float32), if it has one."""
+    base = getattr(model, "base_model", model)
+    return getattr(base, "entity_embeddings", None)
+
+
+def _autocast_forward(module: nn.Module, device_type: str) -> None:
+    """Run ``module``'s forward under bf16 autocast (the classifier and its base model,
+    which the feature extractor calls directly); an instance attribute, so the class and
+    other models are untouched."""
+    forward = module.forward
+
+    @functools.wraps(forward)
+    def autocast_forward(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            return forward(*args, **kwargs)
+
+    module.forward = autocast_forward
+
+
+def _quantize_linear(model: nn.Module) -> nn.Module:
+    """Dynamic int8 for every ``nn.Linear`` not named in :data:`INT8_KEEP_FLOAT`, in place
+    (``inplace=True``: a copy of the model would copy a memory-mapped entity table)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
+            if type(module) is nn.Linear and not any(k in name for k in INT8_KEEP_FLOAT)}
+    target = FullRangeDynamicLinear if int8_full_range() else quantized_dynamic.Linear
+    with warnings.catch_warnings():  # torch.ao's deprecation notices, on every call
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_(tensor|channel).*")
+        quantize_dynamic(model, spec, dtype=torch.qint8, mapping={nn.Linear: target},
+                         inplace=True)
+    return model
