@@ -157,6 +157,8 @@ def run(
     from ernie_kg.training.post_training import post_training_model, save_backbone
     from ernie_kg.training.pretrain import PretrainingSettings, latest_checkpoint, pretrain
 
+    if not overwrite:  # an earlier run is refused before the data is even read
+        claim_run_dir(output, resume=resume)
     if kg is None:
         needs_kg = [name for name, given in (
             ("--nsp", nsp), ("--dea", dea), ("--whole-entity", whole_entity),
