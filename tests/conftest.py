@@ -9,7 +9,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ernie_kg.kg import Entity, KnowledgeGraph, Relation
-from ernie_kg.paths import default_backbone
+from ernie_kg.paths import default_backbone, demo_kg_dir
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +87,21 @@ def demo_knowledge():
     aliases = fewrel_aliases(kg_data_dir() / "demo_corpus" / "train.json",
                              AliasTable.from_kg(kg))
     return kg, embeddings, aliases
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The packaged MiniLM's tokenizer."""
+    return AutoTokenizer.from_pretrained(default_backbone())
+
+
+@pytest.fixture(scope="module")
+def kg() -> KnowledgeGraph:
+    """The bundled demo KG."""
+    return KnowledgeGraph.load(demo_kg_dir())
+
+
+@pytest.fixture(scope="module")
+def entity_ids(kg) -> list[str]:
+    """The demo KG's entity ids, sorted (an entity table's rows)."""
+    return sorted(kg.entities)

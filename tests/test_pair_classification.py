@@ -7,19 +7,18 @@ import pytest
 import torch
 from transformers import (
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     BertForSequenceClassification,
 )
 
 from ernie_kg.data.collator import ErnieKGCollator
 from ernie_kg.data.examples import PairExample
-from ernie_kg.kg import EntityEmbeddings, KnowledgeGraph
+from ernie_kg.kg import EntityEmbeddings
 from ernie_kg.linking import EntityLinker
 from ernie_kg.modeling import (
     ErnieKGForRelationClassification,
     ErnieKGForSequenceClassification,
 )
-from ernie_kg.paths import default_backbone, demo_kg_dir
+from ernie_kg.paths import default_backbone
 from ernie_kg.pipelines import PairClassifier, build_pair_classifier
 from ernie_kg.processing import ErnieKGProcessor, align_entities
 from ernie_kg.processing.templates import longest_first
@@ -29,21 +28,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REVIEW = "The food was great but the service slow."
 QUESTION = "what do you think of the service ?"
 BIO = "Marie Curie was born in Warsaw and worked in Paris ."
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(default_backbone())
-
-
-@pytest.fixture(scope="module")
-def kg() -> KnowledgeGraph:
-    return KnowledgeGraph.load(demo_kg_dir())
-
-
-@pytest.fixture(scope="module")
-def entity_ids(kg) -> list[str]:
-    return sorted(kg.entities)
 
 
 @pytest.fixture(scope="module")

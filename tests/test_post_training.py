@@ -48,13 +48,7 @@ SERVICE = ("the waiter was friendly", "service was slow", "the staff ignored us"
            "we were seated quickly")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the machine's other cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: 1 thread
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import torch
 from transformers import AutoTokenizer
 
 from ernie_kg.errors import SpanError
-from ernie_kg.kg import KnowledgeGraph
 from ernie_kg.linking import EntityLinker
 from ernie_kg.modeling import (
     ErnieKGConfig,
@@ -21,21 +20,6 @@ from ernie_kg.processing import ErnieKGProcessor
 
 TEXT = "Marie Curie was born in Warsaw, the capital of Poland, and worked in Paris."
 HEAD, TAIL = (0, 11), (24, 30)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(default_backbone())
-
-
-@pytest.fixture(scope="module")
-def kg() -> KnowledgeGraph:
-    return KnowledgeGraph.load(demo_kg_dir())
-
-
-@pytest.fixture(scope="module")
-def entity_ids(kg) -> list[str]:
-    return sorted(kg.entities)
 
 
 @pytest.fixture(scope="module")
