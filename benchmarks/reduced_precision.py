@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -81,13 +82,15 @@ def machine() -> dict:
             "int8_full_range": precision.int8_full_range()}
 
 
-def variants(bf16_modes: bool) -> dict[str, tuple[str, str | None]]:
-    """Variant name -> (dtype, bf16 form)."""
-    chosen = {"float32": ("float32", None), "bfloat16": ("bfloat16", None),
-              "int8": ("int8", None)}
+def variants(bf16_modes: bool) -> dict[str, tuple[str, str | None, float]]:
+    """Variant name -> (dtype, bf16 form, int8 outlier threshold). ``int8-plain`` is int8
+    without the outlier decomposition (torch's dynamic quantization alone): its ablation."""
+    default = precision.INT8_OUTLIER_THRESHOLD
+    chosen = {"float32": ("float32", None, default), "bfloat16": ("bfloat16", None, default),
+              "int8": ("int8", None, default), "int8-plain": ("int8", None, math.inf)}
     if bf16_modes:  # "bfloat16" is the default form; the other one joins
-        chosen.update({f"bfloat16-{mode}": ("bfloat16", mode) for mode in precision.BF16_MODES
-                       if mode != precision.BF16_MODE})
+        chosen.update({f"bfloat16-{mode}": ("bfloat16", mode, default)
+                       for mode in precision.BF16_MODES if mode != precision.BF16_MODE})
     return chosen
 
 
@@ -105,10 +108,11 @@ def run(model_dir: Path, data: Path, limit: int | None, repeats: int, batch_size
     id2label = classifier.label_map.id2label
     gold = [id2label[int(f["labels"])] for f in features]
     models = {}
-    for name, (dtype, mode) in variants(bf16_modes).items():
+    for name, (dtype, mode, threshold) in variants(bf16_modes).items():
         model = classifier.model if name == "float32" else \
             type(classifier.model).from_pretrained(model_dir)
-        models[name] = precision.reduce_precision(model, dtype, bf16_mode=mode)
+        models[name] = precision.reduce_precision(model, dtype, bf16_mode=mode,
+                                                  outlier_threshold=threshold)
         predict_logits(models[name], features[:batch_size], batch_size)  # warm-up
     seconds: dict[str, list[float]] = {name: [] for name in models}
     logits: dict[str, np.ndarray] = {}
@@ -129,8 +133,10 @@ def run(model_dir: Path, data: Path, limit: int | None, repeats: int, batch_size
         metrics = relation_metrics(gold, [id2label[int(i)] for i in predicted])
         median = statistics.median(seconds[name])
         ratios = [f / s for f, s in zip(seconds["float32"], seconds[name])]
+        dtype = variants(bf16_modes)[name][0]
         results[name] = {
-            "dtype": variants(bf16_modes)[name][0],
+            "dtype": dtype,
+            "int8_outlier_threshold": variants(bf16_modes)[name][2] if dtype == "int8" else None,
             "bf16_form": variants(bf16_modes)[name][1] or (
                 precision.BF16_MODE if name == "bfloat16" else None),
             "agreement": float((predicted == reference).mean()),
@@ -198,7 +204,9 @@ def write(result: dict, output: Path) -> None:
         f"- {result['repeats']} rounds; speed-up = float32's median time / the variant's; "
         f"paired = median of the per-round ratios. bf16 default form: "
         f"{result['bf16_mode']}; int8 keeps in float32: "
-        f"{result['int8_keep_float'] or 'no linear layer'}.",
+        f"{result['int8_keep_float'] or 'no linear layer'}; int8 takes input features "
+        f"above {precision.INT8_OUTLIER_THRESHOLD} in magnitude out of the int8 product "
+        "(LLM.int8()'s decomposition), int8-plain is torch's dynamic quantization alone.",
         "",
         "| precision | bf16 form | agreement with float32 (differing) | accuracy | "
         "macro-F1 | change (points) | examples/s | speed-up | paired |",
