@@ -44,6 +44,9 @@ HEADLINE = {"sentihood": ("aspect_macro_f1", "sentiment_accuracy"),
 #: The settings a run's recipe is told by (a mix of values is named in the summary).
 RECIPE = ("backbone", "knowledge", "epochs", "learning_rate", "batch_size", "max_length",
           "limit", "eval_limit")
+#: The paper's best BERT-base figures the issue measures the best pair setting against.
+TARGETS = {"sentihood": {"aspect_macro_f1": 86.4, "sentiment_accuracy": 93.6},
+           "semeval": {"f1": 92.18, "accuracy_4way": 85.9}}
 #: The paper's BERT-base (12 x 768) figures, in points, in METRICS order.
 PAPER = {
     "sentihood": {"single": (73.7, 81.0, 96.4, 85.5, 84.2),
@@ -129,6 +132,60 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     return table
 
 
+def claims(table: dict[str, Any]) -> dict[str, Any]:
+    """Per dataset: the best pair setting *on dev* (mean dev score over its seeds), its
+    headline test metrics against ``single`` (difference, and whether it exceeds both
+    stds) and against the paper's BERT-base figures (:data:`TARGETS`)."""
+    found: dict[str, Any] = {}
+    for dataset, settings in table.items():
+        pairs = {s: row for s, row in settings.items()
+                 if s != "single" and row["dev_absa_score"]["mean"] is not None}
+        if not pairs:
+            continue
+        best = max(pairs, key=lambda s: pairs[s]["dev_absa_score"]["mean"])
+        row, single = pairs[best], settings.get("single")
+        entry: dict[str, Any] = {"best_pair_on_dev": best, "seeds": row["seeds"],
+                                 "metrics": {}}
+        for metric in HEADLINE[dataset]:
+            pair_stats = row["test"][metric]
+            item = {"best_pair": pair_stats, "paper": TARGETS[dataset][metric],
+                    "gap_to_paper": pair_stats["mean"] - TARGETS[dataset][metric]}
+            if single is not None:
+                single_stats = single["test"][metric]
+                gain = pair_stats["mean"] - single_stats["mean"]
+                spread = max(pair_stats["std"] or 0.0, single_stats["std"] or 0.0)
+                both = min(pair_stats["n"], single_stats["n"])
+                item.update({"single": single_stats, "gain_over_single": gain,
+                             "beats_single_by_more_than_std": (gain > spread) if both > 1
+                             else None})
+            entry["metrics"][metric] = item
+        found[dataset] = entry
+    return found
+
+
+def claims_markdown(found: dict[str, Any]) -> list[str]:
+    """The issue's two checks, one line per headline metric."""
+    lines = ["## The paper's claims on this backbone", "",
+             "Best pair setting chosen on dev (mean dev score over its seeds); test "
+             "points, mean ± std.", "",
+             "| dataset | best pair (dev) | metric | best pair | single | gain | > std | "
+             "paper (BERT-base) | gap |", "|---|---|---|---|---|---|---|---|---|"]
+    for dataset, entry in found.items():
+        for metric, item in entry["metrics"].items():
+            pair = item["best_pair"]
+            single = item.get("single")
+            beats = item.get("beats_single_by_more_than_std")
+            lines.append(
+                f"| {dataset} | {NAMES[entry['best_pair_on_dev']]} ({len(entry['seeds'])} "
+                f"seeds) | {HEADERS[metric]} | {pair['mean']:.2f} ± {pair['std']:.2f} | "
+                + (f"{single['mean']:.2f} ± {single['std']:.2f} | "
+                   f"{item['gain_over_single']:+.2f} | "
+                   f"{'1 seed' if beats is None else 'yes' if beats else 'no'} | "
+                   if single else "– | – | – | ")
+                + f"{item['paper']:g} | {item['gap_to_paper']:+.2f} |")
+    return [*lines, ""]
+
+
 def recipe(records: list[dict[str, Any]]) -> str:
     """The settings of the runs, each key with every value seen (more than one is named)."""
     parts = []
@@ -167,6 +224,7 @@ def markdown(summary: dict[str, Any], name: str) -> str:
                 + f" | {'–' if minutes is None else f'{minutes:.1f}'}"
                 + f" | {'–' if speed is None else f'{speed:.0f}'} |")
         lines += ["", f"Recipe (`experiments/absa.py`): {summary['recipe'][dataset]}.", ""]
+    lines += claims_markdown(summary["claims"])
     lines += ["Machines: " + "; ".join(
         f"{m['cpu']}, {m['platform']}, {m['torch_threads']} torch threads ({n} runs)"
         for m, n in summary["machines"]) + f". Load average (1 min) during the runs: "
@@ -222,7 +280,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         machines[json.dumps(record["machine"], sort_keys=True)] += 1
     loads = [r["load_average"][0] for r in records if r["load_average"]]
     summary = {
-        "runs_dir": relative(args.runs), "table": aggregate(records),
+        "runs_dir": relative(args.runs), "table": (table := aggregate(records)),
+        "claims": claims(table),
         "machines": [(json.loads(m), n) for m, n in machines.items()],
         "load": f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded",
         "recipe": {dataset: recipe(found) for dataset in METRICS

@@ -55,10 +55,11 @@ def test_absa_experiment_writes_contract_metrics(dataset, setting, tmp_path):
     assert (out / "predictions.json").is_file()
 
 
-def fake_metrics(path: Path, dataset: str, values: dict[str, float], minutes: float) -> None:
+def fake_metrics(path: Path, dataset: str, values: dict[str, float], minutes: float,
+                 dev: float = 0.8) -> None:
     path.mkdir(parents=True)
     path.joinpath("metrics.json").write_text(json.dumps({
-        **values, "dev": {"absa_score": 0.8},
+        **values, "dev": {"absa_score": dev},
         "timings": {"minutes": minutes, "train_examples_per_second": 40.0},
         "machine": {"platform": "Linux-x", "cpu": "AMD EPYC", "torch_threads": 2,
                     "load_average": [2.0, 2.0, 2.0]},
@@ -90,6 +91,29 @@ def test_summary_of_two_seeds_beside_the_paper(tmp_path):
     assert not any(Path(run["run"]).is_absolute() for run in saved["runs"])
     assert "(97.0)" in text  # the paper's aspect AUC, printed as the paper does
     assert output.with_suffix(".png").stat().st_size > 0
+
+
+def test_the_best_pair_setting_is_chosen_on_dev_and_compared_with_single(tmp_path):
+    runs = tmp_path / "runs"
+    keys = CONTRACT["semeval"]
+    for seed, (single, qa_m, nli_m) in enumerate([(0.80, 0.84, 0.95), (0.82, 0.88, 0.95)]):
+        fake_metrics(runs / f"semeval-single-seed{seed}", "semeval",
+                     dict.fromkeys(keys, single), 10)
+        fake_metrics(runs / f"semeval-qa_m-seed{seed}", "semeval", dict.fromkeys(keys, qa_m),
+                     10, dev=0.9)
+        # better on test, worse on dev: never the pick
+        fake_metrics(runs / f"semeval-nli_m-seed{seed}", "semeval",
+                     dict.fromkeys(keys, nli_m), 10, dev=0.7)
+    output = tmp_path / "absa"
+    found = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+                                               str(output)])["claims"]["semeval"]
+    assert found["best_pair_on_dev"] == "qa_m"
+    f1 = found["metrics"]["f1"]
+    assert f1["gain_over_single"] == pytest.approx(5.0)  # 86 - 81
+    assert f1["beats_single_by_more_than_std"] is True  # stds: 2.8 and 1.4
+    assert f1["gap_to_paper"] == pytest.approx(86.0 - 92.18)
+    assert "| semeval | BERT-pair-QA-M (2 seeds) | F1 | 86.00 ± 2.83 | 81.00 ± 1.41 | " \
+        "+5.00 | yes | 92.18 | -6.18 |" in output.with_suffix(".md").read_text()
 
 
 @pytest.mark.skipif(not ABSA_DATA.is_dir(), reason="../shared/data/absa is absent")
