@@ -82,20 +82,23 @@ def machine() -> dict:
             "int8_full_range": precision.int8_full_range()}
 
 
-def variants(bf16_modes: bool) -> dict[str, tuple[str, str | None, float]]:
+def variants(bf16_modes: bool, int8_thresholds: tuple[float, ...] = (),
+             ) -> dict[str, tuple[str, str | None, float]]:
     """Variant name -> (dtype, bf16 form, int8 outlier threshold). ``int8-plain`` is int8
-    without the outlier decomposition (torch's dynamic quantization alone): its ablation."""
+    without the outlier decomposition (torch's dynamic quantization alone): its ablation;
+    ``int8-tX`` (``--int8-thresholds``) other thresholds, to choose the default on dev."""
     default = precision.INT8_OUTLIER_THRESHOLD
     chosen = {"float32": ("float32", None, default), "bfloat16": ("bfloat16", None, default),
               "int8": ("int8", None, default), "int8-plain": ("int8", None, math.inf)}
     if bf16_modes:  # "bfloat16" is the default form; the other one joins
         chosen.update({f"bfloat16-{mode}": ("bfloat16", mode, default)
                        for mode in precision.BF16_MODES if mode != precision.BF16_MODE})
+    chosen.update({f"int8-t{t:g}": ("int8", None, t) for t in int8_thresholds if t != default})
     return chosen
 
 
 def run(model_dir: Path, data: Path, limit: int | None, repeats: int, batch_size: int,
-        bf16_modes: bool) -> dict:
+        bf16_modes: bool, int8_thresholds: tuple[float, ...] = ()) -> dict:
     started = time.perf_counter()
     load_before = load_average()
     classifier = RelationClassifier.load(model_dir)
@@ -108,7 +111,8 @@ def run(model_dir: Path, data: Path, limit: int | None, repeats: int, batch_size
     id2label = classifier.label_map.id2label
     gold = [id2label[int(f["labels"])] for f in features]
     models = {}
-    for name, (dtype, mode, threshold) in variants(bf16_modes).items():
+    chosen = variants(bf16_modes, int8_thresholds)
+    for name, (dtype, mode, threshold) in chosen.items():
         model = classifier.model if name == "float32" else \
             type(classifier.model).from_pretrained(model_dir)
         models[name] = precision.reduce_precision(model, dtype, bf16_mode=mode,
@@ -133,11 +137,11 @@ def run(model_dir: Path, data: Path, limit: int | None, repeats: int, batch_size
         metrics = relation_metrics(gold, [id2label[int(i)] for i in predicted])
         median = statistics.median(seconds[name])
         ratios = [f / s for f, s in zip(seconds["float32"], seconds[name])]
-        dtype = variants(bf16_modes)[name][0]
+        dtype, form, threshold = chosen[name]
         results[name] = {
-            "dtype": dtype,
-            "int8_outlier_threshold": variants(bf16_modes)[name][2] if dtype == "int8" else None,
-            "bf16_form": variants(bf16_modes)[name][1] or (
+            "dtype": dtype, "int8_outlier_threshold": None if dtype != "int8" else (
+                threshold if math.isfinite(threshold) else "off"),
+            "bf16_form": form or (
                 precision.BF16_MODE if name == "bfloat16" else None),
             "agreement": float((predicted == reference).mean()),
             "disagreements": int((predicted != reference).sum()),
@@ -238,12 +242,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--bf16-modes", action="store_true",
                         help="also time both bf16 forms (cast, autocast)")
+    parser.add_argument("--int8-thresholds", type=float, nargs="*", default=(),
+                        help="also int8 with these outlier thresholds (choose on dev)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     output = args.output if args.output.is_absolute() else PROJECT_ROOT / args.output
     result = run(args.model, args.data, args.limit, args.repeats, args.batch_size,
-                 args.bf16_modes)
+                 args.bf16_modes, tuple(args.int8_thresholds))
     write(result, output)
     summary = {name: {k: round(r[k], 4) for k in ("agreement", "macro_f1_change_points",
                                                   "speedup")}
