@@ -38,6 +38,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -239,10 +241,21 @@ def evaluate(train_path: Path, test_path: Path, repeats: int = 5, processes: int
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "spacy": spacy.__version__,
         "load_average_1min_at_end": os.getloadavg()[0],
     }
     return result
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name: speed ratios differ by CPU kind, so each figure names it."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    found = re.search(r"Model name:\s*(.+)", out)
+    return found.group(1).strip() if found else platform.processor() or "unknown CPU"
 
 
 def markdown(result: dict) -> str:
@@ -298,7 +311,8 @@ def markdown(result: dict) -> str:
             if result["compiled_linker"] else f"pure Python (not built, or {PURE_PYTHON_ENV}=1)")
         + ".",
         "",
-        f"Machine: {m['platform']}, Python {m['python']}, spaCy {m['spacy']}, "
+        f"Machine: {m.get('cpu_model', 'CPU not recorded')}, {m['platform']}, Python "
+        f"{m['python']}, spaCy {m['spacy']}, "
         f"cpu_count={m['cpu_count']}, usable CPUs={m['usable_cpus']}, load average "
         f"{m['load_average_1min_at_end']:.1f} at the end (a shared machine).",
         "",
