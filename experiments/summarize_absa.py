@@ -22,7 +22,7 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RUN_NAME = re.compile(r"^(?P<dataset>sentihood|semeval)-(?P<setting>single|qa_m|nli_m|qa_b|"
-                      r"nli_b)-seed(?P<seed>\d+)$")
+                      r"nli_b)(?P<features>-features)?-seed(?P<seed>\d+)$")
 SETTINGS = ("single", "qa_m", "nli_m", "qa_b", "nli_b")
 NAMES = {"single": "BERT-single", "qa_m": "BERT-pair-QA-M", "nli_m": "BERT-pair-NLI-M",
          "qa_b": "BERT-pair-QA-B", "nli_b": "BERT-pair-NLI-B"}
@@ -85,6 +85,7 @@ def collect(runs: Path) -> list[dict[str, Any]]:
         records.append({
             "run": relative(directory), "dataset": dataset, "setting": match["setting"],
             "seed": int(match["seed"]),
+            "mode": "feature-based" if match["features"] else "fine-tuned",
             "test": {k: _points(metrics.get(k)) for k in METRICS[dataset]},
             "dev_absa_score": _points(metrics.get("dev", {}).get("absa_score")),
             "minutes": timings.get("minutes"),
@@ -113,7 +114,8 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     ...}}}`` in the paper's order."""
     grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for record in records:
-        grouped[record["dataset"], record["setting"]].append(record)
+        if record["mode"] == "fine-tuned":
+            grouped[record["dataset"], record["setting"]].append(record)
     table: dict[str, Any] = {}
     for dataset in METRICS:
         for setting in SETTINGS:
@@ -161,6 +163,53 @@ def claims(table: dict[str, Any]) -> dict[str, Any]:
             entry["metrics"][metric] = item
         found[dataset] = entry
     return found
+
+
+def feature_gap(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per (dataset, setting) with feature-based runs (``experiments/absa_features.py``):
+    fine-tuned minus feature-based on each headline metric, over the seeds that have both
+    (the BERT paper's comparison: 0.3 F1 on NER with BERT-base)."""
+    runs = {(r["dataset"], r["setting"], r["mode"], r["seed"]): r for r in records}
+    found: dict[str, Any] = {}
+    for dataset, setting, mode, _ in runs:
+        if mode != "feature-based" or f"{dataset}/{setting}" in found:
+            continue
+        seeds = sorted(seed for d, s, m, seed in runs if (d, s, m) == (dataset, setting, mode)
+                       and (dataset, setting, "fine-tuned", seed) in runs)
+        if not seeds:
+            continue
+        found[f"{dataset}/{setting}"] = {"dataset": dataset, "setting": setting,
+                                         "seeds": seeds, "metrics": {
+            metric: {
+                "fine_tuned": _stats([runs[dataset, setting, "fine-tuned", s]["test"][metric]
+                                      for s in seeds]),
+                "feature_based": _stats([runs[dataset, setting, "feature-based", s]["test"]
+                                         [metric] for s in seeds]),
+                "gap": _stats([runs[dataset, setting, "fine-tuned", s]["test"][metric]
+                               - runs[dataset, setting, "feature-based", s]["test"][metric]
+                               for s in seeds])}
+            for metric in HEADLINE[dataset]}}
+    return found
+
+
+def feature_gap_markdown(found: dict[str, Any]) -> list[str]:
+    if not found:
+        return []
+    lines = ["## Feature-based vs fine-tuned", "",
+             "Frozen encoder, last four layers concatenated, a small classifier on top "
+             "(`experiments/absa_features.py`), against fine-tuning on the same splits and "
+             "seeds; test points, gap = fine-tuned − feature-based (BERT-base on NER in the "
+             "BERT paper: 0.3 F1).", "",
+             "| dataset | setting | seeds | metric | fine-tuned | feature-based | gap |",
+             "|---|---|---|---|---|---|---|"]
+    for entry in found.values():
+        for metric, item in entry["metrics"].items():
+            lines.append(
+                f"| {entry['dataset']} | {NAMES[entry['setting']]} | {len(entry['seeds'])} | "
+                f"{HEADERS[metric]} | {item['fine_tuned']['mean']:.2f} | "
+                f"{item['feature_based']['mean']:.2f} | {item['gap']['mean']:+.2f}"
+                + (f" ± {item['gap']['std']:.2f}" if item["gap"]["n"] > 1 else "") + " |")
+    return [*lines, ""]
 
 
 def claims_markdown(found: dict[str, Any]) -> list[str]:
@@ -225,6 +274,7 @@ def markdown(summary: dict[str, Any], name: str) -> str:
                 + f" | {'–' if speed is None else f'{speed:.0f}'} |")
         lines += ["", f"Recipe (`experiments/absa.py`): {summary['recipe'][dataset]}.", ""]
     lines += claims_markdown(summary["claims"])
+    lines += feature_gap_markdown(summary["feature_gap"])
     lines += ["Machines: " + "; ".join(
         f"{m['cpu']}, {m['platform']}, {m['torch_threads']} torch threads ({n} runs)"
         for m, n in summary["machines"]) + f". Load average (1 min) during the runs: "
@@ -281,11 +331,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     loads = [r["load_average"][0] for r in records if r["load_average"]]
     summary = {
         "runs_dir": relative(args.runs), "table": (table := aggregate(records)),
-        "claims": claims(table),
+        "claims": claims(table), "feature_gap": feature_gap(records),
         "machines": [(json.loads(m), n) for m, n in machines.items()],
         "load": f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded",
         "recipe": {dataset: recipe(found) for dataset in METRICS
-                   if (found := [r for r in records if r["dataset"] == dataset])},
+                   if (found := [r for r in records
+                                          if r["dataset"] == dataset
+                                          and r["mode"] == "fine-tuned"])},
         "paper": PAPER, "runs": records,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -116,6 +116,47 @@ def test_the_best_pair_setting_is_chosen_on_dev_and_compared_with_single(tmp_pat
         "+5.00 | yes | 92.18 | -6.18 |" in output.with_suffix(".md").read_text()
 
 
+def test_feature_based_runs_are_paired_with_the_fine_tuned_runs_of_their_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    keys = CONTRACT["sentihood"]
+    for seed, (tuned, frozen) in enumerate([(0.90, 0.80), (0.92, 0.86)]):
+        fake_metrics(runs / f"sentihood-nli_m-seed{seed}", "sentihood",
+                     dict.fromkeys(keys, tuned), 20)
+        fake_metrics(runs / f"sentihood-nli_m-features-seed{seed}", "sentihood",
+                     dict.fromkeys(keys, frozen), 3)
+    fake_metrics(runs / "sentihood-nli_m-features-seed7", "sentihood",  # no fine-tuned twin
+                 dict.fromkeys(keys, 0.1), 3)
+    output = tmp_path / "absa"
+    summary = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+                                                 str(output)])
+    assert summary["table"]["sentihood"]["nli_m"]["seeds"] == [0, 1]  # fine-tuned only
+    gap = summary["feature_gap"]["sentihood/nli_m"]
+    assert gap["seeds"] == [0, 1]
+    assert gap["metrics"]["sentiment_accuracy"]["gap"]["mean"] == pytest.approx(8.0)
+    assert "| sentihood | BERT-pair-NLI-M | 2 | sent acc | 91.00 | 83.00 | +8.00 ± 2.83 |" \
+        in output.with_suffix(".md").read_text()
+
+
+@pytest.mark.skipif(not ABSA_DATA.is_dir(), reason="../shared/data/absa is absent")
+@pytest.mark.usefixtures("one_torch_thread")
+def test_feature_based_run_trains_a_head_on_frozen_features(tmp_path):
+    """The packaged MiniLM's last four layers; cached features: a second seed encodes
+    nothing and trains only its head."""
+    module = experiment("absa_features")
+    argv = ["--dataset", "semeval", "--setting", "nli_m", "--output-dir",
+            str(tmp_path / "s0"), "--limit", "16",
+            "--eval-limit", "12", "--epochs", "3", "--feature-cache", str(tmp_path / "cache")]
+    first = module.main([*argv, "--seed", "0"])
+    assert not first["timings"]["features_cached"] and 1 <= first["kept_epoch"] <= 3
+    for key in CONTRACT["semeval"]:
+        assert 0.0 <= first[key] <= 1.0
+    argv[argv.index(str(tmp_path / "s0"))] = str(tmp_path / "s1")
+    second = module.main([*argv, "--seed", "1"])
+    assert second["timings"]["features_cached"] and second["settings"]["seed"] == 1
+    saved = json.loads((tmp_path / "s1" / "metrics.json").read_text())
+    assert saved["settings"]["mode"] == "feature-based" and len(saved["history"]) == 3
+
+
 @pytest.mark.skipif(not ABSA_DATA.is_dir(), reason="../shared/data/absa is absent")
 @pytest.mark.usefixtures("one_torch_thread")
 def test_single_setting_on_a_post_trained_backbone(tiny_backbone, tmp_path):
