@@ -11,6 +11,7 @@ from types import ModuleType
 
 import pytest
 
+from ernie_kg.data.absa import build_examples
 from ernie_kg.paths import PROJECT_ROOT
 
 ABSA_DATA = PROJECT_ROOT.parent / "shared" / "data" / "absa"
@@ -180,3 +181,16 @@ def test_single_setting_on_a_post_trained_backbone(tiny_backbone, tmp_path):
     again = module.main(argv)
     assert all(again[key] == first[key] for key in CONTRACT["semeval"])
     assert again["timings"]["train_seconds"] == first["timings"]["train_seconds"]
+
+
+@pytest.mark.skipif(not ABSA_DATA.is_dir(), reason="../shared/data/absa is absent")
+@pytest.mark.parametrize("dataset", ["semeval", "sentihood"])
+def test_post_training_corpus_holds_no_dev_or_test_sentence(dataset, tmp_path):
+    module = experiment("absa_corpus")
+    lines = module.main(["--dataset", dataset, "--output", str(tmp_path / "corpus.txt")])
+    absa = experiment("absa")
+    train, dev, test = absa.load_splits(dataset, ABSA_DATA)
+    assert len(lines) > 0.9 * len(train) and len(set(lines)) == len(lines)
+    held_out = {e.text for e in build_examples([*dev, *test], "qa_m")}  # as the model reads
+    assert not set(lines) & held_out
+    assert (tmp_path / "corpus.txt").read_text().splitlines() == lines
