@@ -40,6 +40,7 @@ Logits come back in the model's dtype; the inference loops return float32 numpy 
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from typing import Any
 
@@ -132,16 +133,29 @@ class Int8DynamicLinear(quantized_dynamic.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ W.T + b``, outlier features in float32, the rest in int8."""
-        flat = x.detach().reshape(-1, x.shape[-1])
-        low, high = torch.aminmax(flat, dim=0) if flat.shape[0] else (flat[0], flat[0])
-        outliers = torch.nonzero((high > self.outlier_threshold)
-                                 | (low < -self.outlier_threshold)).flatten()
-        inliers = x.index_fill(-1, outliers, 0.0) if outliers.numel() else x
+        outliers = self._outlier_features(x.detach().reshape(-1, x.shape[-1]))
+        inliers = x if outliers is None else x.index_fill(-1, outliers, 0.0)
         y = torch.ops.quantized.linear_dynamic(inliers, self._packed_params._packed_params,
                                                reduce_range=self.reduce_range)
-        if outliers.numel():
-            y = y + x.index_select(-1, outliers) @ self._weight_columns(outliers).T
+        if outliers is not None:  # in place: one pass over the output, not two
+            flat = y.view(-1, y.shape[-1])
+            flat.addmm_(x.reshape(-1, x.shape[-1]).index_select(-1, outliers),
+                        self._weight_columns(outliers).T)
         return y.to(x.dtype)
+
+    def _outlier_features(self, flat: torch.Tensor) -> torch.Tensor | None:
+        """Indices of the input features beyond the threshold in this call, or None. One
+        fast whole-tensor min/max first (most calls stop there); per-feature max and min
+        only when something exceeds it (``amax``/``amin`` over rows: ``aminmax`` over a
+        dimension is about 30x slower on CPU)."""
+        if not flat.numel() or self.outlier_threshold == math.inf:
+            return None
+        low, high = torch.aminmax(flat)
+        if max(-float(low), float(high)) <= self.outlier_threshold:
+            return None
+        beyond = (flat.amax(0) > self.outlier_threshold) | \
+            (flat.amin(0) < -self.outlier_threshold)
+        return torch.nonzero(beyond).flatten()
 
     def _weight_columns(self, features: torch.Tensor) -> torch.Tensor:
         """The float weight columns ``W[:, features]`` ``[out, k]``, from a cache filled by
