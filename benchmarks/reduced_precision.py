@@ -98,7 +98,8 @@ def variants(bf16_modes: bool, int8_thresholds: tuple[float, ...] = (),
 
 
 def run(model_dir: Path, data: Path, limit: int | None, repeats: int, batch_size: int,
-        bf16_modes: bool, int8_thresholds: tuple[float, ...] = ()) -> dict:
+        bf16_modes: bool, int8_thresholds: tuple[float, ...] = (),
+        skip: tuple[str, ...] = ()) -> dict:
     started = time.perf_counter()
     load_before = load_average()
     classifier = RelationClassifier.load(model_dir)
@@ -111,7 +112,8 @@ def run(model_dir: Path, data: Path, limit: int | None, repeats: int, batch_size
     id2label = classifier.label_map.id2label
     gold = [id2label[int(f["labels"])] for f in features]
     models = {}
-    chosen = variants(bf16_modes, int8_thresholds)
+    chosen = {name: found for name, found in variants(bf16_modes, int8_thresholds).items()
+              if name == "float32" or name not in skip}
     for name, (dtype, mode, threshold) in chosen.items():
         model = classifier.model if name == "float32" else \
             type(classifier.model).from_pretrained(model_dir)
@@ -162,7 +164,7 @@ def run(model_dir: Path, data: Path, limit: int | None, repeats: int, batch_size
         "machine": machine(), "load_average_before": load_before,
         "load_1min_during": [min(loads), max(loads)], "load_average_after": load_average(),
         "bf16_mode": precision.BF16_MODE, "int8_keep_float": list(precision.INT8_KEEP_FLOAT),
-        "results": results, "seconds": time.perf_counter() - started,
+        "results": results, "skipped": list(skip), "seconds": time.perf_counter() - started,
     }
 
 
@@ -220,6 +222,8 @@ def write(result: dict, output: Path) -> None:
         *[line for name, row in result["results"].items() if (line := goal_line(name, row))],
         "",
     ]
+    if result.get("skipped"):
+        lines += [f"Not run here (`--skip`): {', '.join(result['skipped'])}.", ""]
     if result["limit"]:
         lines += [f"A sample of {result['examples']} examples (--limit): one differing "
                   f"prediction is {1 / result['examples']:.2%}; a smoke test, not the "
@@ -244,12 +248,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time both bf16 forms (cast, autocast)")
     parser.add_argument("--int8-thresholds", type=float, nargs="*", default=(),
                         help="also int8 with these outlier thresholds (choose on dev)")
+    parser.add_argument("--skip", nargs="*", default=(),
+                        help="variants left out, e.g. bfloat16 on a CPU without bf16 "
+                        "kernels (emulated there: about 8x slower than float32)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     output = args.output if args.output.is_absolute() else PROJECT_ROOT / args.output
     result = run(args.model, args.data, args.limit, args.repeats, args.batch_size,
-                 args.bf16_modes, tuple(args.int8_thresholds))
+                 args.bf16_modes, tuple(args.int8_thresholds), tuple(args.skip))
     write(result, output)
     summary = {name: {k: round(r[k], 4) for k in ("agreement", "macro_f1_change_points",
                                                   "speedup")}
