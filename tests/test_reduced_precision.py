@@ -10,6 +10,7 @@ The packaged MiniLM checks that real-size features survive each precision.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -34,7 +35,7 @@ from ernie_kg.modeling.precision import (
     int8_full_range,
     reduce_precision,
 )
-from ernie_kg.paths import kg_data_dir
+from ernie_kg.paths import PROJECT_ROOT, kg_data_dir
 from ernie_kg.pipelines.entity_typing import EntityTyper, build_entity_typer
 from ernie_kg.pipelines.pair import PairClassifier, build_pair_classifier
 from ernie_kg.pipelines.relation import RelationClassifier, build_relation_classifier
@@ -267,3 +268,23 @@ def test_packaged_minilm_features_survive_each_precision(demo_knowledge):
         assert np.diag(similarity).min() > least, dtype
         # each sentence is still nearest to its own float32 state (others: median 0.28)
         assert (similarity.argmax(1) == np.arange(len(texts))).all(), dtype
+
+
+def test_the_benchmark_reports_every_variant_and_its_skips(saved, tmp_path):
+    path = PROJECT_ROOT / "benchmarks" / "reduced_precision.py"
+    spec = importlib.util.spec_from_file_location("reduced_precision_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    output = tmp_path / "rp"
+    module.main(["--model", str(saved), "--data", str(CORPUS / "test.json"), "--limit", "40",
+                 "--repeats", "1", "--batch-size", "16", "--skip", "bfloat16",
+                 "--int8-thresholds", "3", "--output", str(output)])
+    result = json.loads(output.with_suffix(".json").read_text())
+    assert list(result["results"]) == ["float32", "int8", "int8-plain", "int8-t3"]
+    assert result["skipped"] == ["bfloat16"] and result["examples"] == 40
+    rows = result["results"]
+    assert rows["int8-plain"]["int8_outlier_threshold"] == "off"
+    assert rows["int8"]["int8_outlier_threshold"] == INT8_OUTLIER_THRESHOLD
+    assert rows["float32"]["agreement"] == 1.0 and rows["int8"]["agreement"] >= 0.9
+    text = output.with_suffix(".md").read_text()
+    assert "Not run here (`--skip`): bfloat16." in text and "| int8-t3 |" in text
