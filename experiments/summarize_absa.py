@@ -229,16 +229,17 @@ def claims_markdown(found: dict[str, Any]) -> list[str]:
              "points, mean ± std.", "",
              "| dataset | best pair (dev) | metric | best pair | single | gain | > std | "
              "paper (BERT-base) | gap |", "|---|---|---|---|---|---|---|---|---|"]
+    def cell(stats: dict[str, Any]) -> str:
+        return f"{stats['mean']:.2f}" + (f" ± {stats['std']:.2f}" if stats["n"] > 1 else "")
+
     for dataset, entry in found.items():
         for metric, item in entry["metrics"].items():
-            pair = item["best_pair"]
             single = item.get("single")
             beats = item.get("beats_single_by_more_than_std")
             lines.append(
                 f"| {dataset} | {NAMES[entry['best_pair_on_dev']]} ({_seeds(entry['seeds'])}) "
-                f"| {HEADERS[metric]} | {pair['mean']:.2f} ± {pair['std']:.2f} | "
-                + (f"{single['mean']:.2f} ± {single['std']:.2f} | "
-                   f"{item['gain_over_single']:+.2f} | "
+                f"| {HEADERS[metric]} | {cell(item['best_pair'])} | "
+                + (f"{cell(single)} | {item['gain_over_single']:+.2f} | "
                    f"{'1 seed' if beats is None else 'yes' if beats else 'no'} | "
                    if single else "– | – | – | ")
                 + f"{item['paper']:g} | {item['gap_to_paper']:+.2f} |")
