@@ -46,16 +46,16 @@ def test_compiled_linker_is_built():
 @needs_compiled
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
-def test_alias_matches_match_python(detector, words, data):
+def test_alias_spans_match_python(detector, words, data):
     tokens = data.draw(st.lists(st.sampled_from(words), max_size=40))
     case = data.draw(st.sampled_from([str.lower, str.upper, str.title, str]))
     doc = detector.make_doc(case(" ".join(tokens)))
     patterns = detector.patterns
     for setting in ((True, 2), (False, 1)):
         usable = patterns.usable(*setting)
-        expected = patterns.alias_matches_python(doc, usable)
-        assert speedups.alias_matches(doc, patterns._table_keys, patterns._table_values,
-                                      usable) == expected
+        expected = patterns.alias_spans_python(doc, usable)
+        assert speedups.alias_spans(doc, patterns._table_keys, patterns._table_values,
+                                    usable) == expected
 
 
 @needs_compiled
@@ -80,7 +80,7 @@ def test_none_is_a_type_error(detector):
     with pytest.raises(TypeError):
         speedups.context_words(None, [])
     with pytest.raises(TypeError):
-        speedups.alias_matches(None, detector.patterns._table_keys,
+        speedups.alias_spans(None, detector.patterns._table_keys,
                                detector.patterns._table_values, b"")
 
 
@@ -89,8 +89,8 @@ def test_empty_doc(detector):
     doc = detector.make_doc("")
     assert speedups.context_words(doc, [(0, 3)]) == set()
     patterns = detector.patterns
-    assert speedups.alias_matches(doc, patterns._table_keys, patterns._table_values,
-                                  patterns.usable(True, 2)) == []
+    assert speedups.alias_spans(doc, patterns._table_keys, patterns._table_values,
+                                patterns.usable(True, 2)) == []
 
 
 @needs_compiled

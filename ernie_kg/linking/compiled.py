@@ -38,7 +38,7 @@ def _load() -> ModuleType | None:
             "ernie-kg with Cython installed and pip's --no-build-isolation)",
             stacklevel=2)
         return None
-    if not hasattr(_speedups, "alias_matches"):  # built from an older source
+    if not hasattr(_speedups, "alias_spans"):  # built from an older source
         warnings.warn("the compiled linker predates this release's alias patterns; linking "
                       "in pure Python (reinstall ernie-kg to rebuild it)", stacklevel=2)
         return None

@@ -213,7 +213,8 @@ class AliasPatterns:
     def alias_matches_python(self, doc: Doc, usable: bytes) -> list[tuple[int, int, int]]:
         """``(-tokens, start, pattern row)`` of every usable alias occurrence: each start
         token walked forward while its prefix hash is in the table. (The compiled
-        ``_speedups.alias_matches`` does the same from the doc's C structs.)"""
+        ``_speedups.alias_spans`` does this and the choice below from the doc's C
+        structs.)"""
         words = doc.to_array(NORM).tolist()
         length = len(words)
         keys, values, mask = self._keys, self._values, self._mask
@@ -234,31 +235,36 @@ class AliasPatterns:
                     matches.append((start - end - 1, start, row))
         return matches
 
-    def spans(self, doc: Doc, skip_stop_words: bool = True, min_chars: int = 2
-              ) -> list[tuple[int, int, str, int, int, str]]:
-        """``(start_char, end_char, key, token_start, token_end, "alias")`` of the
-        aliases in ``doc``: longest first wins, no overlaps, sorted by start."""
-        length = len(doc)
-        if not length:
-            return []
-        usable = self.usable(skip_stop_words, min_chars)
-        if speedups is not None:
-            matches = speedups.alias_matches(doc, self._table_keys, self._table_values, usable)
-        else:
-            matches = self.alias_matches_python(doc, usable)
-        if not matches:
-            return []
+    def alias_spans_python(self, doc: Doc, usable: bytes) -> list[tuple[int, int, int, int,
+                                                                         int]]:
+        """``(start_char, end_char, pattern row, token_start, token_end)`` of the usable
+        alias occurrences, longest first wins, no overlaps, sorted by start. (The compiled
+        ``_speedups.alias_spans`` does the same from the doc's C structs.)"""
+        matches = self.alias_matches_python(doc, usable)
         matches.sort()
-        taken = bytearray(length)
+        taken = bytearray(len(doc))
         found = []
-        key_ids = self.key_ids
         for negative, start, row in matches:
             end = start - negative
             if 1 in taken[start:end]:
                 continue
             taken[start:end] = b"\x01" * (end - start)
             last = doc[end - 1]
-            found.append((doc[start].idx, last.idx + len(last), self.key(int(key_ids[row])),
-                          start, end, "alias"))
+            found.append((doc[start].idx, last.idx + len(last), row, start, end))
         found.sort()
         return found
+
+    def spans(self, doc: Doc, skip_stop_words: bool = True, min_chars: int = 2
+              ) -> list[tuple[int, int, str, int, int, str]]:
+        """``(start_char, end_char, key, token_start, token_end, "alias")`` of the
+        aliases in ``doc``: longest first wins, no overlaps, sorted by start."""
+        if not len(doc):
+            return []
+        usable = self.usable(skip_stop_words, min_chars)
+        if speedups is not None:
+            found = speedups.alias_spans(doc, self._table_keys, self._table_values, usable)
+        else:
+            found = self.alias_spans_python(doc, usable)
+        key, key_ids = self.key, self.key_ids
+        return [(start_char, end_char, key(int(key_ids[row])), start, end, "alias")
+                for start_char, end_char, row, start, end in found]
