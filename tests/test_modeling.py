@@ -380,7 +380,7 @@ def test_pretraining_head_losses_and_dea_candidates(backbone_dir, table):
     out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                 entity_ids=noisy, labels=labels, next_sentence_label=torch.tensor([0, 1, 0]),
                 entity_labels=entity_labels)
-    assert out.prediction_logits.shape == (3, 12, VOCAB)
+    assert out.prediction_logits.shape == (3, VOCAB)  # the labelled positions only
     assert out.seq_relationship_logits.shape == (3, 2)
     assert out.entity_candidates.tolist() == [1, 3, 5, NUM_ENTITIES]
     assert out.entity_logits.shape == (5, 4)  # every labelled token, masked one included
@@ -389,6 +389,24 @@ def test_pretraining_head_losses_and_dea_candidates(backbone_dir, table):
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert unused == []
     assert model.cls.predictions.decoder.weight is model.ernie.embeddings.word_embeddings.weight
+
+
+def test_masked_lm_loss_over_labelled_positions_equals_the_full_projection(backbone_dir,
+                                                                           table):
+    """Projecting only the labelled tokens gives BERT's loss over every position (with
+    -100 ignored), and each labelled row is that position's full-vocabulary logits."""
+    model = build(ErnieKGForPreTraining, backbone_dir, table).eval()
+    inputs = batch()
+    labels = torch.full_like(inputs["input_ids"], -100)
+    labels[0, 1], labels[1, 3], labels[2, 1], labels[2, 5] = 7, 9, 11, 13
+    with torch.no_grad():
+        full = model(**inputs).prediction_logits
+        sparse = model(**inputs, labels=labels)
+    assert full.shape == (3, 12, VOCAB) and sparse.prediction_logits.shape == (4, VOCAB)
+    torch.testing.assert_close(sparse.prediction_logits, full[labels != -100])
+    expected = torch.nn.functional.cross_entropy(full.view(-1, VOCAB), labels.view(-1),
+                                                 ignore_index=-100)
+    torch.testing.assert_close(sparse.mlm_loss, expected)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(backbone_dir, table):

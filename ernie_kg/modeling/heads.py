@@ -238,6 +238,11 @@ class ErnieKGForPreTraining(ErnieKGPreTrainedModel):
     sequence's), through the entity table itself; ``entity_candidates`` (rows) adds to
     that set, so a batch split over processes can score against the whole global
     batch's entities. The total loss is the unweighted sum.
+
+    With ``labels``, ``prediction_logits`` holds only the labelled positions (``[M, V]``,
+    row-major), as dEA's ``entity_logits`` does: projecting every token onto the
+    vocabulary and softmaxing it would cost about as much as the encoder (30k x hidden per
+    token, ~85% of them thrown away by the ignore index); the loss is the same.
     """
 
     _tied_weights_keys = {
@@ -329,13 +334,14 @@ class ErnieKGForPreTraining(ErnieKGPreTrainedModel):
             return_dict=True,
         )
         sequence_output = outputs.last_hidden_state
-        prediction_logits, nsp_logits = self.cls(sequence_output, outputs.pooler_output)
+        nsp_logits = self.cls.seq_relationship(outputs.pooler_output)
         mlm_loss = nsp_loss = None
-        if labels is not None:
-            mlm_loss = F.cross_entropy(
-                prediction_logits.view(-1, self.config.vocab_size), labels.view(-1),
-                ignore_index=-100,
-            )
+        if labels is not None:  # the vocabulary projection only where a loss is taken
+            labelled = labels != -100
+            prediction_logits = self.cls.predictions(sequence_output[labelled])
+            mlm_loss = F.cross_entropy(prediction_logits, labels[labelled])
+        else:
+            prediction_logits = self.cls.predictions(sequence_output)
         if next_sentence_label is not None:
             nsp_loss = F.cross_entropy(nsp_logits.view(-1, 2), next_sentence_label.view(-1))
         entity_logits, candidates, dea_loss = self._dea(sequence_output, entity_ids,

@@ -38,8 +38,10 @@ class ErnieKGClassifierOutput(ModelOutput):
 
 @dataclass
 class ErnieKGPreTrainingOutput(ModelOutput):
-    """MLM + NSP + dEA. ``entity_logits`` ``[P, K]`` scores the P dEA positions (those with
-    an ``entity_labels`` row, else the aligned tokens) against the K batch entities whose
+    """MLM + NSP + dEA. ``prediction_logits`` is ``[B, L, V]``, or ``[M, V]`` for the M
+    labelled positions (``labels != -100``, row-major) when ``labels`` were given.
+    ``entity_logits`` ``[P, K]`` scores the P dEA positions (those with an
+    ``entity_labels`` row, else the aligned tokens) against the K batch entities whose
     table rows are ``entity_candidates``."""
 
     loss: torch.Tensor | None = None
