@@ -5,14 +5,18 @@
 #   experiments/run_absa.sh          # (in the background: nohup ... > runs/absa.log &)
 #   SEEDS=0 SETTINGS="qa_m nli_m" DATASETS=semeval experiments/run_absa.sh
 #
-# Runs go to RUNS/<dataset>-<setting>-seed<S>/; those whose metrics.json exists are skipped,
-# so the grid can be built over several sessions, and a killed run resumes from its last
-# epoch checkpoint. Minutes per run, extrapolated from a measured smoke run (--threads 1,
+# Runs go to RUNS/<dataset>-<setting>-seed<S>/; those whose metrics.json exists, or that
+# RESULTS.json records (run directories do not outlive a checkout; the summary keeps their
+# records), are skipped, so the grid can be built over several sessions, and a killed run
+# resumes from its last epoch checkpoint. With POST=DIR, each dataset's backbone is first
+# post-trained into DIR/<dataset>-backbone on DIR/<dataset>.txt (experiments/absa_corpus.py:
+# training sentences only; `ernie-kg pretrain post-train`, resumed if killed) and the runs,
+# named <dataset>-<setting>-post-seed<S>, fine-tune from it. Minutes per run, extrapolated from a measured smoke run (--threads 1,
 # load 2.5-3 on 2 cores; at load 5 about 1.6x these): single 15 (SemEval) / 20 (SentiHood),
 # nli_m 16 / 24, qa_m 22 / 30, nli_b 85 / 77, qa_b 109 / 95 (one example per label).
 # Environment: SEEDS ("0 1 2"), SETTINGS ("single qa_m nli_m qa_b nli_b"), DATASETS
-# ("sentihood semeval"), RUNS (runs/absa), RESULTS (results/absa), EXTRA_ARGS (passed to
-# every run, e.g. "--threads 1" or "--post-trained DIR"), PYTHON.
+# ("sentihood semeval"), RUNS (runs/absa), RESULTS (results/absa), POST (none), EXTRA_ARGS
+# (passed to every run, e.g. "--threads 1"), PYTHON, ERNIE_KG (the CLI beside PYTHON).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -22,19 +26,39 @@ RESULTS="${RESULTS:-results/absa}"
 SEEDS="${SEEDS:-0 1 2}"
 SETTINGS="${SETTINGS:-single qa_m nli_m qa_b nli_b}"
 DATASETS="${DATASETS:-sentihood semeval}"
+ERNIE_KG="${ERNIE_KG:-$(dirname "$PYTHON")/ernie-kg}"
+POST="${POST:-}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
+RECORDED="$("$PYTHON" experiments/summarize_absa.py --output "$RESULTS" --list-recorded)"
+
+post_trained() {  # the dataset's post-trained backbone, made first when missing
+  local dataset="$1" backbone="$POST/$1-backbone"
+  if [[ ! -f "$backbone/model.safetensors" ]]; then
+    echo "post-train $backbone ($(date), load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    "$PYTHON" experiments/absa_corpus.py --dataset "$dataset" --output "$POST/$dataset.txt" >&2
+    "$ERNIE_KG" pretrain post-train --corpus "$POST/$dataset.txt" --output "$backbone" >&2
+  fi
+  echo "$backbone"
+}
 
 for seed in $SEEDS; do
   for dataset in $DATASETS; do
     for setting in $SETTINGS; do
-      out="$RUNS/$dataset-$setting-seed$seed"
+      name="$dataset-$setting${POST:+-post}-seed$seed"
+      out="$RUNS/$name"
       if [[ -f "$out/metrics.json" ]]; then
         echo "skip $out (metrics.json exists)"
         continue
       fi
+      if grep -qxF "$name" <<< "$RECORDED"; then
+        echo "skip $out (recorded in $RESULTS.json)"
+        continue
+      fi
+      post=()
+      [[ -n "$POST" ]] && post=(--post-trained "$(post_trained "$dataset")")
       echo "run $out ($(date), load: $(cut -d' ' -f1-3 /proc/loadavg))"
       "$PYTHON" experiments/absa.py --dataset "$dataset" --setting "$setting" \
-        --seed "$seed" --output-dir "$out" "${EXTRA[@]}" --no-progress
+        --seed "$seed" --output-dir "$out" "${post[@]}" "${EXTRA[@]}" --no-progress
     done
   done
 done

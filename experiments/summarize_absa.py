@@ -2,11 +2,15 @@
 
     python experiments/summarize_absa.py --runs runs/absa --output results/absa
 
-Reads ``RUNS/<dataset>-<setting>-seed<S>/metrics.json`` (experiments/absa.py) and writes
-``OUTPUT.md``, ``OUTPUT.json`` and ``OUTPUT.png``: every contract metric of every setting,
-mean ± std over seeds in points, the paper's figure beside it (Sun, Huang and Qiu 2019,
-Tables 3 and 4, as the data README lists them), minutes per run and the machines. Paths in
-the outputs are relative to the project root.
+Reads ``RUNS/<dataset>-<setting>[-features|-post]-seed<S>/metrics.json``
+(experiments/absa.py; ``-features``: experiments/absa_features.py; ``-post``: fine-tuned
+from a post-trained backbone) and writes ``OUTPUT.md``, ``OUTPUT.json`` and
+``OUTPUT.png``: every contract metric of every setting, mean ± std over seeds in points,
+the paper's figure beside it (Sun, Huang and Qiu 2019, Tables 3 and 4, as the data README
+lists them), the seed-paired feature-based and post-training comparisons, minutes per run
+and the machines. Runs recorded in an earlier ``OUTPUT.json`` whose directories are gone
+(a new checkout) are kept as measured (``--fresh`` drops them). Paths in the outputs are
+relative to the project root.
 """
 
 from __future__ import annotations
@@ -15,14 +19,27 @@ import argparse
 import json
 import os
 import re
-import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from absa_pairs import (  # noqa: E402  experiments/absa_pairs.py: the seed-paired tables
+    HEADLINE,
+    feature_gap,
+    feature_gap_markdown,
+    post_training_gain,
+    post_training_markdown,
+    stats,
+)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RUN_NAME = re.compile(r"^(?P<dataset>sentihood|semeval)-(?P<setting>single|qa_m|nli_m|qa_b|"
-                      r"nli_b)(?P<features>-features)?-seed(?P<seed>\d+)$")
+                      r"nli_b)(?P<variant>-features|-post)?-seed(?P<seed>\d+)$")
+#: A run's mode, by its name's variant: plain fine-tuning, frozen features
+#: (experiments/absa_features.py), fine-tuning from a post-trained backbone.
+MODES = {None: "fine-tuned", "-features": "feature-based", "-post": "post-trained"}
 SETTINGS = ("single", "qa_m", "nli_m", "qa_b", "nli_b")
 NAMES = {"single": "BERT-single", "qa_m": "BERT-pair-QA-M", "nli_m": "BERT-pair-NLI-M",
          "qa_b": "BERT-pair-QA-B", "nli_b": "BERT-pair-NLI-B"}
@@ -38,9 +55,6 @@ TITLES = {"sentihood": "SentiHood (aspect: strict accuracy, macro-F1, AUC; senti
                        "accuracy, AUC)",
           "semeval": "SemEval-2014 restaurants (subtask 3: P, R, F1; subtask 4: accuracy "
                      "4-way, 3-way, binary)"}
-#: The two metrics the issue compares (and the plot shows).
-HEADLINE = {"sentihood": ("aspect_macro_f1", "sentiment_accuracy"),
-            "semeval": ("f1", "accuracy_4way")}
 #: The settings a run's recipe is told by (a mix of values is named in the summary).
 RECIPE = ("backbone", "knowledge", "epochs", "learning_rate", "batch_size", "max_length",
           "limit", "eval_limit")
@@ -68,12 +82,36 @@ def relative(path: str | Path) -> str:
     return os.path.relpath(path, PROJECT_ROOT) if Path(path).is_absolute() else str(path)
 
 
+def recorded(output: Path) -> list[dict[str, Any]]:
+    """The run records of the summary already at ``OUTPUT.json`` (none when absent). Run
+    directories do not outlive a checkout; their records do, so a grid built over several
+    sessions keeps every run it measured."""
+    path = output.with_suffix(".json")
+    if not path.is_file():
+        return []
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"{relative(path)}: not a summary of this script ({error}); move "
+                         "it away or pass --fresh") from None
+    return [r for r in runs if RUN_NAME.match(Path(r["run"]).name)]
+
+
+def merged(fresh: list[dict[str, Any]], earlier: list[dict[str, Any]]
+           ) -> tuple[list[dict[str, Any]], list[str]]:
+    """``fresh`` plus the ``earlier`` records whose run is not among them (a run
+    directory always wins over its old record), and the names of those kept."""
+    names = {Path(r["run"]).name for r in fresh}
+    kept = [r for r in earlier if Path(r["run"]).name not in names]
+    records = sorted(fresh + kept, key=lambda r: Path(r["run"]).name)
+    return records, sorted(Path(r["run"]).name for r in kept)
+
+
 def collect(runs: Path) -> list[dict[str, Any]]:
     """One record per finished run: test metrics (points), dev score, minutes, machine."""
+    records: list[dict[str, Any]] = []
     if not runs.is_dir():
-        raise SystemExit(f"{relative(runs)}: no such runs directory (run "
-                         "experiments/run_absa.sh)")
-    records = []
+        return records
     for directory in sorted(p for p in runs.iterdir() if p.is_dir()):
         match = RUN_NAME.match(directory.name)
         path = directory / "metrics.json"
@@ -85,7 +123,7 @@ def collect(runs: Path) -> list[dict[str, Any]]:
         records.append({
             "run": relative(directory), "dataset": dataset, "setting": match["setting"],
             "seed": int(match["seed"]),
-            "mode": "feature-based" if match["features"] else "fine-tuned",
+            "mode": MODES[match["variant"]],
             "test": {k: _points(metrics.get(k)) for k in METRICS[dataset]},
             "dev_absa_score": _points(metrics.get("dev", {}).get("absa_score")),
             "minutes": timings.get("minutes"),
@@ -99,14 +137,6 @@ def collect(runs: Path) -> list[dict[str, Any]]:
 
 def _points(value: float | None) -> float | None:
     return None if value is None or value != value else 100 * value  # NaN: not reported
-
-
-def _stats(values: list[float | None]) -> dict[str, Any]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None, "n": 0}
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
 
 
 def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -124,11 +154,11 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             table.setdefault(dataset, {})[setting] = {
                 "seeds": sorted(r["seed"] for r in runs),
-                "test": {m: _stats([r["test"][m] for r in runs]) for m in METRICS[dataset]},
+                "test": {m: stats([r["test"][m] for r in runs]) for m in METRICS[dataset]},
                 "paper": dict(zip(METRICS[dataset], PAPER[dataset][setting])),
-                "dev_absa_score": _stats([r["dev_absa_score"] for r in runs]),
-                "minutes": _stats([r["minutes"] for r in runs]),
-                "train_examples_per_second": _stats([r["train_examples_per_second"]
+                "dev_absa_score": stats([r["dev_absa_score"] for r in runs]),
+                "minutes": stats([r["minutes"] for r in runs]),
+                "train_examples_per_second": stats([r["train_examples_per_second"]
                                                      for r in runs]),
             }
     return table
@@ -163,59 +193,6 @@ def claims(table: dict[str, Any]) -> dict[str, Any]:
             entry["metrics"][metric] = item
         found[dataset] = entry
     return found
-
-
-def feature_gap(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per (dataset, setting) with feature-based runs (``experiments/absa_features.py``):
-    their headline metrics over all their seeds, and fine-tuned minus feature-based over
-    the seeds that have both (the BERT paper's comparison: 0.3 F1 on NER, BERT-base)."""
-    runs = {(r["dataset"], r["setting"], r["mode"], r["seed"]): r for r in records}
-    found: dict[str, Any] = {}
-    for dataset, setting in sorted({(d, s) for d, s, m, _ in runs if m == "feature-based"}):
-        frozen = sorted(seed for d, s, m, seed in runs
-                        if (d, s, m) == (dataset, setting, "feature-based"))
-        paired = [seed for seed in frozen if (dataset, setting, "fine-tuned", seed) in runs]
-
-        def test(mode: str, seed: int, metric: str) -> float:
-            return runs[dataset, setting, mode, seed]["test"][metric]  # noqa: B023
-
-        found[f"{dataset}/{setting}"] = {
-            "dataset": dataset, "setting": setting, "seeds": frozen, "paired_seeds": paired,
-            "metrics": {metric: {
-                "feature_based": _stats([test("feature-based", s, metric) for s in frozen]),
-                "fine_tuned": _stats([test("fine-tuned", s, metric) for s in paired]),
-                "gap": _stats([test("fine-tuned", s, metric) - test("feature-based", s, metric)
-                               for s in paired])}
-                for metric in HEADLINE[dataset]}}
-    return found
-
-
-def feature_gap_markdown(found: dict[str, Any]) -> list[str]:
-    if not found:
-        return []
-    lines = ["## Feature-based vs fine-tuned", "",
-             "Frozen encoder, last four layers concatenated, a small classifier on top "
-             "(`experiments/absa_features.py`): test points, mean ± std over its seeds; "
-             "against fine-tuning on the same splits, over the seeds that have both "
-             "(gap = fine-tuned − feature-based; BERT-base on NER in the BERT paper: 0.3 "
-             "F1).", "",
-             "| dataset | setting | metric | feature-based (seeds) | fine-tuned (same seeds) "
-             "| gap |", "|---|---|---|---|---|---|"]
-
-    def cell(stats: dict[str, Any], signed: bool = False) -> str:
-        if stats["mean"] is None:
-            return "–"
-        mean = f"{stats['mean']:+.2f}" if signed else f"{stats['mean']:.2f}"
-        return mean + (f" ± {stats['std']:.2f}" if stats["n"] > 1 else "")
-
-    for entry in found.values():
-        for metric, item in entry["metrics"].items():
-            lines.append(
-                f"| {entry['dataset']} | {NAMES[entry['setting']]} | {HEADERS[metric]} | "
-                f"{cell(item['feature_based'])} ({len(entry['seeds'])}) | "
-                f"{cell(item['fine_tuned'])} ({len(entry['paired_seeds'])}) | "
-                f"{cell(item['gap'], signed=True)} |")
-    return [*lines, ""]
 
 
 def _seeds(seeds: list[int]) -> str:
@@ -285,7 +262,11 @@ def markdown(summary: dict[str, Any], name: str) -> str:
                 + f" | {'–' if speed is None else f'{speed:.0f}'} |")
         lines += ["", f"Recipe (`experiments/absa.py`): {summary['recipe'][dataset]}.", ""]
     lines += claims_markdown(summary["claims"])
-    lines += feature_gap_markdown(summary["feature_gap"])
+    lines += feature_gap_markdown(summary["feature_gap"], NAMES, HEADERS)
+    lines += post_training_markdown(summary["post_training"], NAMES, HEADERS)
+    if summary["recorded_only"]:
+        lines += [f"Runs whose directory is gone, read from the earlier `{name}.json` as "
+                  f"measured: {', '.join(summary['recorded_only'])}.", ""]
     lines += ["Machines: " + "; ".join(
         f"{m['cpu']}, {m['platform']}, {m['torch_threads']} torch threads ({n} runs)"
         for m, n in summary["machines"]) + f". Load average (1 min) during the runs: "
@@ -334,8 +315,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=Path, default=Path("runs/absa"))
     p.add_argument("--output", type=Path, default=Path("results/absa"))
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore the runs recorded in OUTPUT.json (a new recipe)")
+    p.add_argument("--list-recorded", action="store_true",
+                   help="print the run names OUTPUT.json records, one per line, and stop "
+                        "(experiments/run_absa.sh skips them)")
     args = p.parse_args(argv)
-    records = collect(args.runs)
+    earlier = [] if args.fresh else recorded(args.output)
+    if args.list_recorded:
+        print("\n".join(sorted(Path(r["run"]).name for r in earlier)))
+        return {}
+    records, recorded_only = merged(collect(args.runs), earlier)
+    if not records:
+        raise SystemExit(f"{relative(args.runs)}: no finished runs, and none recorded in "
+                         f"{relative(args.output.with_suffix('.json'))} (run "
+                         "experiments/run_absa.sh)")
     machines: dict[str, int] = defaultdict(int)
     for record in records:
         machines[json.dumps(record["machine"], sort_keys=True)] += 1
@@ -343,6 +337,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = {
         "runs_dir": relative(args.runs), "table": (table := aggregate(records)),
         "claims": claims(table), "feature_gap": feature_gap(records),
+        "post_training": post_training_gain(records), "recorded_only": recorded_only,
         "machines": [(json.loads(m), n) for m, n in machines.items()],
         "load": f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded",
         "recipe": {dataset: recipe(found) for dataset in METRICS

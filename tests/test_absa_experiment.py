@@ -6,6 +6,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -194,3 +198,64 @@ def test_post_training_corpus_holds_no_dev_or_test_sentence(dataset, tmp_path):
     held_out = {e.text for e in build_examples([*dev, *test], "qa_m")}  # as the model reads
     assert not set(lines) & held_out
     assert (tmp_path / "corpus.txt").read_text().splitlines() == lines
+
+
+def test_post_trained_runs_are_compared_with_plain_runs_seed_by_seed(tmp_path):
+    runs = tmp_path / "runs"
+    keys = CONTRACT["semeval"]
+    for seed, (plain, post) in enumerate([(0.80, 0.82), (0.84, 0.835)]):
+        fake_metrics(runs / f"semeval-qa_m-seed{seed}", "semeval", dict.fromkeys(keys, plain),
+                     10)
+        fake_metrics(runs / f"semeval-qa_m-post-seed{seed}", "semeval",
+                     dict.fromkeys(keys, post), 10)
+    output = tmp_path / "absa"
+    summary = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+                                                 str(output)])
+    assert summary["table"]["semeval"]["qa_m"]["seeds"] == [0, 1]  # plain runs only
+    f1 = summary["post_training"]["semeval/qa_m"]["metrics"]["f1"]
+    assert f1["gain"]["mean"] == pytest.approx(0.75)  # (+2.0 - 0.5) / 2
+    assert f1["worst_seed_gain"] == pytest.approx(-0.5)
+    assert f1["never_more_than_tolerance_below"] is False  # seed 1: 0.5 below
+    assert "| semeval | BERT-pair-QA-M | F1 | 2 | 82.75 ± 1.06 | 82.00 ± 2.83 | " \
+        "+0.75 ± 1.77 | -0.50 | no |" in output.with_suffix(".md").read_text()
+
+
+def test_runs_recorded_in_the_last_summary_outlive_their_directories(tmp_path):
+    runs = tmp_path / "runs"
+    keys = CONTRACT["sentihood"]
+    fake_metrics(runs / "sentihood-single-seed0", "sentihood", dict.fromkeys(keys, 0.70), 20)
+    fake_metrics(runs / "sentihood-qa_m-seed0", "sentihood", dict.fromkeys(keys, 0.80), 20)
+    output = tmp_path / "results" / "absa"
+    summarize = experiment("summarize_absa").main
+    summarize(["--runs", str(runs), "--output", str(output)])
+    shutil.rmtree(runs / "sentihood-single-seed0")  # a new checkout: that directory is gone
+    shutil.rmtree(runs / "sentihood-qa_m-seed0")
+    fake_metrics(runs / "sentihood-qa_m-seed0", "sentihood", dict.fromkeys(keys, 0.90), 20)
+    fake_metrics(runs / "sentihood-qa_m-seed1", "sentihood", dict.fromkeys(keys, 0.86), 20)
+    summary = summarize(["--runs", str(runs), "--output", str(output)])
+    table = summary["table"]["sentihood"]
+    assert table["single"]["test"]["aspect_macro_f1"]["mean"] == pytest.approx(70.0)
+    assert table["qa_m"]["test"]["aspect_macro_f1"]["mean"] == pytest.approx(88.0)  # rerun wins
+    assert summary["recorded_only"] == ["sentihood-single-seed0"]
+    assert "sentihood-single-seed0" in output.with_suffix(".md").read_text()
+    fresh = summarize(["--runs", str(runs), "--output", str(output), "--fresh"])
+    assert "single" not in fresh["table"]["sentihood"]
+
+
+def test_the_driver_skips_runs_the_summary_records(tmp_path):
+    """experiments/run_absa.sh with a run recorded in RESULTS.json but no directory:
+    skipped, not trained again, and the summary still counts it."""
+    runs = tmp_path / "runs"
+    fake_metrics(runs / "semeval-single-seed3", "semeval",
+                 dict.fromkeys(CONTRACT["semeval"], 0.5), 5)
+    output = tmp_path / "absa"
+    experiment("summarize_absa").main(["--runs", str(runs), "--output", str(output)])
+    shutil.rmtree(runs)
+    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "3", "SETTINGS": "single",
+           "DATASETS": "semeval", "RUNS": str(runs), "RESULTS": str(output)}
+    done = subprocess.run(["bash", str(PROJECT_ROOT / "experiments" / "run_absa.sh")],
+                          env=env, capture_output=True, text=True, timeout=300, check=True)
+    assert f"skip {runs}/semeval-single-seed3 (recorded in {output}.json)" in done.stdout
+    assert not runs.exists()  # nothing was trained
+    saved = json.loads(output.with_suffix(".json").read_text())
+    assert saved["recorded_only"] == ["semeval-single-seed3"]
