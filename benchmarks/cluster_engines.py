@@ -31,6 +31,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from ernie_kg.machine import cpu_model
+
 ENGINE_PACKAGES = {  # what `pip install` brought into this venv for each, beyond the rest
     "ray": ["ray", "jsonschema", "jsonschema-specifications", "referencing", "rpds-py",
             "protobuf", "msgpack"],
@@ -279,10 +281,7 @@ def _markdown(results: dict) -> str:
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        if line.startswith("Model name")), "unknown CPU")
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def main() -> None:

@@ -18,13 +18,14 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
+from ernie_kg.machine import cpu_flags as kernel_flags
+from ernie_kg.machine import cpu_model
 from ernie_kg.paths import PROJECT_ROOT
 
 #: CPU flags that decide the fp32/bf16/int8 kernels oneDNN and torch pick.
@@ -36,35 +37,9 @@ Measure = Callable[[str, dict], tuple[float, float]]
 
 
 # ---------------------------------------------------------------- the machine
-def _lscpu() -> dict[str, str]:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return {}
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in
-                                                  out.splitlines()) if v}
-
-
-def _cpuinfo(field: str) -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(field):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name (else /proc/cpuinfo's; the platform module rarely knows it)."""
-    return (_lscpu().get("Model name") or _cpuinfo("model name") or platform.processor()
-            or platform.machine())
-
-
 def cpu_flags() -> dict[str, bool]:
-    """Which of :data:`KERNEL_FLAGS` the CPU has (``lscpu`` Flags, else /proc/cpuinfo)."""
-    flags = set((_lscpu().get("Flags") or _cpuinfo("flags")).split())
-    return {flag: flag in flags for flag in KERNEL_FLAGS}
+    """Which of :data:`KERNEL_FLAGS` the CPU has."""
+    return kernel_flags(KERNEL_FLAGS)
 
 
 def flag_text(flags: dict[str, bool]) -> str:

@@ -30,19 +30,15 @@ import sys
 import time
 from pathlib import Path
 
+from ernie_kg.machine import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 
 
 def machine() -> str:
-    """CPU model and core count, from ``lscpu``."""
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        name = next(line.split(":", 1)[1].strip() for line in lines
-                    if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, {os.cpu_count()} cores"
+    """CPU model and core count."""
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def write_table(directory: Path, entities: int, dim: int) -> float:

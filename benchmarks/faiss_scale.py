@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -32,15 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ernie_kg.machine import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DIM, CLUSTERS, QUERIES, K = 100, 20_000, 1000, 10
 
 
 def _machine() -> str:
-    found = re.search(r"Model name:\s*(.+)", subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout)
-    return f"{found[1].strip() if found else platform.processor()}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def _rss_gb(field: str = "VmHWM") -> float:

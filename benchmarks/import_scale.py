@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -25,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ernie_kg.machine import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 100
 
 
 def _machine() -> str:
-    found = re.search(r"Model name:\s*(.+)", subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout)
-    return f"{found[1].strip() if found else platform.processor()}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def _source_rows(size: int, seed: int = 0) -> list[str]:

@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from synthetic_kg import generate  # noqa: E402
 
+from ernie_kg.machine import cpu_model  # noqa: E402
+
 CLI = [sys.executable, "-m", "ernie_kg"]
 _LOOP = re.compile(r"(\d+)\s+texts,\s+(\d+)\s+mentions\s+in\s+([\d.]+)\s+s")  # rich may wrap
 
@@ -217,12 +219,7 @@ def main() -> None:
         (args.results / "kg_scale.md").write_text(_markdown(results))
         _plot(results, args.results / "kg_scale.png")
         return
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     results["machine"] = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
     for size in args.sizes:
         results["runs"][str(size)] = measure(size, args.work, size in args.cold_link)

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import psutil
 
+from ernie_kg.machine import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 CLI = [sys.executable, "-m", "ernie_kg"]
@@ -146,10 +148,7 @@ def run(name: str, kg: Path, source: Path, work: Path, extra: list[str]) -> dict
 
 
 def machine() -> str:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                  if line.startswith("Model name")), "unknown CPU")
-    return f"{model}, {len(os.sched_getaffinity(0))} cores"
+    return f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores"
 
 
 def markdown(results: dict) -> str:

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ernie_kg.data.fewrel import read_fewrel  # noqa: E402
+from ernie_kg.machine import cpu_flags, cpu_model
 from ernie_kg.modeling import precision  # noqa: E402
 from ernie_kg.paths import PROJECT_ROOT  # noqa: E402
 from ernie_kg.pipelines.relation import RelationClassifier  # noqa: E402
@@ -66,15 +66,7 @@ def load_average() -> list[float]:
 
 def machine() -> dict:
     """lscpu's model name and the flags that decide bf16 and int8 speed."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        lscpu = ""
-    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("Flags", "").split())
-    return {"cpu_model": fields.get("Model name", "unknown"),
-            "flags": {flag: flag in flags for flag in FLAGS},
+    return {"cpu_model": cpu_model(), "flags": cpu_flags(FLAGS),
             "cores_available": len(os.sched_getaffinity(0)),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ernie_kg.machine import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = {"mrr": 0.354, "hits_at_10": 0.634}
 
@@ -53,7 +55,7 @@ def main() -> None:
         "mrr_vs_published": metrics["mrr"] / PUBLISHED["mrr"],
         "config": metrics["config"],
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "torch_threads": _torch_threads(), "cpu": _cpu_model(),
+                    "torch_threads": _torch_threads(), "cpu": cpu_model(),
                     "omp_wait_policy": _environment()["OMP_WAIT_POLICY"],
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},
     }
@@ -68,13 +70,6 @@ def _environment() -> dict[str, str]:
     machine a spinning thread waits for a descheduled partner and every op slows
     several-fold (see results/fusion_overhead.md). Set OMP_WAIT_POLICY to override."""
     return {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _torch_threads() -> int:

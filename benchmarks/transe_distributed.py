@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ernie_kg.machine import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 FACTS = 24_000_000  # the KG the projection is for; rows = 2 x facts (reciprocal relations)
 BATCH, NEGATIVES, WARMUP = 512, 64, 2
@@ -235,9 +237,7 @@ def _environment() -> dict[str, str]:
 
 
 def _machine() -> dict:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                  if line.startswith("Model name")), "unknown")
+    model = cpu_model()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     import pytorch_lightning
     import torch

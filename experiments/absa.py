@@ -86,6 +86,7 @@ from ernie_kg.data.absa import (
 )
 from ernie_kg.data.features import FeatureDataset, LabelMap
 from ernie_kg.io import read_json, write_json
+from ernie_kg.machine import cpu_model
 from ernie_kg.paths import PROJECT_ROOT, default_backbone
 from ernie_kg.pipelines.pair import PairClassifier, train_pair_classifier
 from ernie_kg.training.absa_metrics import SEMEVAL_KEYS, SENTIHOOD_KEYS, absa_metrics
@@ -326,10 +327,7 @@ def part_name(name: str) -> str:
 
 def machine() -> dict[str, Any]:
     """Where the run ran: platform, CPU, torch threads, load average."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                if line.startswith("model name")), None)
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg(),
             "python": sys.version.split()[0], "torch": torch.__version__}
 

@@ -20,11 +20,11 @@ import json
 import platform
 import re
 import statistics
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from ernie_kg.io import read_json, write_atomic, write_json
+from ernie_kg.machine import cpu_model
 
 LINKING_METRICS = ("in_kb_accuracy", "prior_only_accuracy", "nil_accuracy",
                    "end_to_end_recall")
@@ -81,13 +81,7 @@ def means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def machine() -> dict[str, str]:
     """CPU model and Python version of this run."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        cpu = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                   if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or "unknown"
-    return {"cpu": cpu, "python": platform.python_version()}
+    return {"cpu": cpu_model(), "python": platform.python_version()}
 
 
 def markdown(result: dict[str, Any]) -> str:

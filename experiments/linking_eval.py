@@ -38,8 +38,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +58,7 @@ from ernie_kg.data.knowledge import fewrel_knowledge
 from ernie_kg.linking import EntityLinker
 from ernie_kg.linking.compiled import PURE_PYTHON_ENV, speedups
 from ernie_kg.linking.parallel import usable_cpus
+from ernie_kg.machine import cpu_model
 
 #: Linker settings of the reported run (``fuzzy`` is on: spans given by the dataset
 #: often differ slightly from every training spelling).
@@ -248,14 +247,7 @@ def evaluate(train_path: Path, test_path: Path, repeats: int = 5, processes: int
     return result
 
 
-def cpu_model() -> str:
-    """``lscpu``'s model name: speed ratios differ by CPU kind, so each figure names it."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    found = re.search(r"Model name:\s*(.+)", out)
-    return found.group(1).strip() if found else platform.processor() or "unknown CPU"
+
 
 
 def markdown(result: dict) -> str:

@@ -75,6 +75,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ernie_kg.machine import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ".venv/bin/ernie-kg"
 DEMO_KG = ROOT / "kg_data" / "demo"
@@ -1918,13 +1920,7 @@ def run_case(case: Case, work: Path) -> dict:
 
 
 def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = re.search(r"Model name:\s*(.+)", lscpu)
-        name = model.group(1).strip() if model else platform.processor()
-    except OSError:
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
 
 
 def git_commit() -> str | None:

@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ernie_kg"
 LAYERS = {
-    "errors": 0, "io": 0, "paths": 0, "spans": 0, "checks": 0, "hub": 0,
+    "errors": 0, "io": 0, "paths": 0, "spans": 0, "checks": 0, "hub": 0, "machine": 0,
     "kg": 1,
     "linking": 2, "modeling": 2,
     "processing": 3,
