@@ -11,9 +11,11 @@
 # resumes from its last epoch checkpoint. With POST=DIR, each dataset's backbone is first
 # post-trained into DIR/<dataset>-backbone on DIR/<dataset>.txt (experiments/absa_corpus.py:
 # training sentences only; `ernie-kg pretrain post-train`, resumed if killed) and the runs,
-# named <dataset>-<setting>-post-seed<S>, fine-tune from it. Minutes per run, extrapolated from a measured smoke run (--threads 1,
-# load 2.5-3 on 2 cores; at load 5 about 1.6x these): single 15 (SemEval) / 20 (SentiHood),
-# nli_m 16 / 24, qa_m 22 / 30, nli_b 85 / 77, qa_b 109 / 95 (one example per label).
+# named <dataset>-<setting>-post-seed<S>, fine-tune from it.
+# Minutes per run, measured (--threads 1, 2-4 runs on 2 AMD EPYC cores; results/absa.md):
+# SemEval / SentiHood single 44 / 70, qa_m 46 / 42, nli_m 30 / 44; post-training 1000
+# steps about 50. nli_b and qa_b are not measured yet: one example per label, 3x
+# (SentiHood) and 5x (SemEval) nli_m's examples, so up to 3x / 5x its time.
 # Environment: SEEDS ("0 1 2"), SETTINGS ("single qa_m nli_m qa_b nli_b"), DATASETS
 # ("sentihood semeval"), RUNS (runs/absa), RESULTS (results/absa), POST (none), EXTRA_ARGS
 # (passed to every run, e.g. "--threads 1"), PYTHON, ERNIE_KG (the CLI beside PYTHON).
