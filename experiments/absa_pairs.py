@@ -78,7 +78,8 @@ def post_training_gain(records: list[dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def _cell(values: dict[str, Any], signed: bool = False) -> str:
+def cell(values: dict[str, Any], signed: bool = False) -> str:
+    """``mean`` (signed if asked) ``± std`` in points, the std only over several seeds."""
     if values["mean"] is None:
         return "–"
     mean = f"{values['mean']:+.2f}" if signed else f"{values['mean']:.2f}"
@@ -101,9 +102,9 @@ def feature_gap_markdown(found: dict[str, Any], names: dict[str, str],
         for metric, item in entry["metrics"].items():
             lines.append(
                 f"| {entry['dataset']} | {names[entry['setting']]} | {headers[metric]} | "
-                f"{_cell(item['feature_based'])} ({len(entry['seeds'])}) | "
-                f"{_cell(item['fine_tuned'])} ({len(entry['paired_seeds'])}) | "
-                f"{_cell(item['gap'], signed=True)} |")
+                f"{cell(item['feature_based'])} ({len(entry['seeds'])}) | "
+                f"{cell(item['fine_tuned'])} ({len(entry['paired_seeds'])}) | "
+                f"{cell(item['gap'], signed=True)} |")
     return [*lines, ""]
 
 
@@ -118,15 +119,15 @@ def post_training_markdown(found: dict[str, Any], names: dict[str, str],
              f"same seeds. Gain = post-trained − plain; the bar: no seed more than "
              f"{POST_TRAINING_TOLERANCE} below.", "",
              "| dataset | setting | metric | seeds | post-trained | plain | gain | worst seed "
-             "| none below −0.3 |", "|---|---|---|---|---|---|---|---|---|"]
+             f"| none below −{POST_TRAINING_TOLERANCE} |", "|---|---|---|---|---|---|---|---|---|"]
     for entry in found.values():
         for metric, item in entry["metrics"].items():
             ok = item["never_more_than_tolerance_below"]
             worst = item["worst_seed_gain"]
             lines.append(
                 f"| {entry['dataset']} | {names[entry['setting']]} | {headers[metric]} | "
-                f"{len(entry['paired_seeds'])} | {_cell(item['post_trained'])} | "
-                f"{_cell(item['plain'])} | {_cell(item['gain'], signed=True)} | "
+                f"{len(entry['paired_seeds'])} | {cell(item['post_trained'])} | "
+                f"{cell(item['plain'])} | {cell(item['gain'], signed=True)} | "
                 f"{'–' if worst is None else f'{worst:+.2f}'} | "
                 f"{'–' if ok is None else 'yes' if ok else 'no'} |")
     return [*lines, ""]

@@ -27,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from absa_pairs import (  # noqa: E402  experiments/absa_pairs.py: the seed-paired tables
     HEADLINE,
+    cell,
     feature_gap,
     feature_gap_markdown,
     post_training_gain,
@@ -206,9 +207,6 @@ def claims_markdown(found: dict[str, Any]) -> list[str]:
              "points, mean ± std.", "",
              "| dataset | best pair (dev) | metric | best pair | single | gain | > std | "
              "paper (BERT-base) | gap |", "|---|---|---|---|---|---|---|---|---|"]
-    def cell(stats: dict[str, Any]) -> str:
-        return f"{stats['mean']:.2f}" + (f" ± {stats['std']:.2f}" if stats["n"] > 1 else "")
-
     for dataset, entry in found.items():
         for metric, item in entry["metrics"].items():
             single = item.get("single")
