@@ -41,6 +41,8 @@ def test_mentions_have_ids_and_half_open_offsets(linker):
     for mention in found:
         assert text[mention.start:mention.end] == mention.text
         assert mention.candidates[0][0] == mention.entity_id
+        # the linker builds them without the named tuple's __new__: all fields are there
+        assert mention == LinkedMention(*mention[:6]) and mention.token_start is None
     assert (found[0].start, found[0].end) == (0, 11)
 
 

@@ -32,6 +32,8 @@ __all__ = ["Candidate", "Disambiguator"]
 
 #: ``(entity_id, prior, match similarity)``
 Candidate = tuple[str, float, float]
+#: One mention's ``(entity_id, score)`` pairs, best first.
+Ranking = tuple[tuple[str, float], ...]
 
 
 class Disambiguator:
@@ -60,6 +62,7 @@ class Disambiguator:
         self._related: dict[tuple[str, str], float] = {}
         self._unit: dict[str, np.ndarray | None] = {}
         self._priors: dict[int, tuple[Sequence[Candidate], tuple[float, ...]]] = {}
+        self._prior_rankings: dict[int, tuple[Sequence[Candidate], Ranking]] = {}
 
     # ------------------------------------------------------------------ relatedness
     def neighbours(self, entity_id: str) -> frozenset[str]:
@@ -122,44 +125,43 @@ class Disambiguator:
         self,
         mentions: Sequence[Sequence[Candidate]],
         context: Callable[[], ContextQuery] | None = None,
-    ) -> list[list[tuple[str, float]]]:
+    ) -> list[Ranking]:
         """For each mention, its candidates with final scores, best first.
 
         ``context`` returns the text's :class:`ContextQuery`; it is only called when
         some mention is ambiguous and a context model is set.
         """
         if not mentions or max(map(len, mentions)) < 2:  # nothing to choose: posterior 1
-            return [[(c[0][0], c[0][2])] if c else [] for c in mentions]
+            return [((c[0][0], c[0][2]),) if c else () for c in mentions]
         use_coherence = self.coherence_weight > 0 and (
             self.kg is not None or self.embeddings is not None)
         use_context = context is not None and self.context is not None and (
             self.context_weight > 0)
         priors: list[Sequence[float]] | None = None
-        live: list[int] = []
+        live = [j for j, c in enumerate(mentions) if c] if use_coherence else []
         query: ContextQuery | None = None
-        ranked: list[list[tuple[str, float]]] = []
+        ranked: list[Ranking] = []
         for i, candidates in enumerate(mentions):
             if len(candidates) < 2:
-                ranked.append([(candidates[0][0], candidates[0][2])] if candidates else [])
+                ranked.append(((candidates[0][0], candidates[0][2]),) if candidates else ())
                 continue
-            posterior = [c[1] for c in candidates]
-            if use_coherence:
+            posterior: Sequence[float] | None = None  # None: the prior alone decides
+            if len(live) > 1 and self._coherent(i, mentions, live):
                 if priors is None:
                     priors = list(map(self._prior, mentions))
-                    live = [j for j, c in enumerate(mentions) if c]
-                if len(live) > 1:
-                    posterior = self._with_coherence(i, mentions, priors, live)
+                posterior = self._with_coherence(i, mentions, priors, live)
             if use_context:
                 if query is None:
                     query = context()
                 similarities = query.similarities(candidates)
                 if any(similarities):  # all 0 (the common case) would leave it as it is
                     weight, exp = self.context_weight, math.exp
-                    posterior = [p * exp(weight * s) for s, p in zip(similarities, posterior)]
-            total = sum(posterior) or 1.0
-            scores = [(c[0], p / total * c[2]) for c, p in zip(candidates, posterior)]
-            scores.sort(key=_by_score)
-            ranked.append(scores)
+                    posterior = [p * exp(weight * s) for s, p in zip(
+                        similarities, posterior or self._prior(candidates))]
+            if posterior is None:  # the common case: ranked once per candidate list
+                ranked.append(self._prior_ranking(candidates))
+            else:
+                ranked.append(_ranking(candidates, posterior))
         return ranked
 
     def _prior(self, candidates: Sequence[Candidate]) -> tuple[float, ...]:
@@ -175,6 +177,19 @@ class Disambiguator:
             self._priors.clear()
         self._priors[id(candidates)] = (candidates, prior)
         return prior
+
+    def _prior_ranking(self, candidates: Sequence[Candidate]) -> Ranking:
+        """The ranking by prior and match similarity alone (cached per candidate tuple,
+        like :meth:`_prior`)."""
+        found = self._prior_rankings.get(id(candidates))
+        if found is not None and found[0] is candidates:
+            return found[1]
+        ranking = _ranking(candidates, self._prior(candidates))
+        if type(candidates) is tuple:
+            if len(self._prior_rankings) > 200_000:
+                self._prior_rankings.clear()
+            self._prior_rankings[id(candidates)] = (candidates, ranking)
+        return ranking
 
     def _support(self, entity_id: str, candidates: Sequence[Candidate], prior: Sequence[float]
                  ) -> float:
@@ -222,17 +237,24 @@ class Disambiguator:
         self._touches[key] = (own, other, touching)
         return touching
 
+    def _coherent(self, i: int, mentions: Sequence[Sequence[Candidate]], live: list[int]
+                  ) -> bool:
+        """Whether coherence can move mention ``i``'s posterior: some other mention
+        within the window, and (graph relatedness only) one whose candidates touch its
+        own in the KG."""
+        window = self.window
+        own = mentions[i]
+        if self.embeddings is not None:
+            return any(j != i and abs(j - i) <= window for j in live)
+        touching = self._touching
+        return any(j != i and abs(j - i) <= window and touching(own, mentions[j])
+                   for j in live)
+
     def _with_coherence(
         self, i: int, mentions: Sequence[Sequence[Candidate]], priors: list[Sequence[float]],
         live: list[int],
-    ) -> Sequence[float]:
+    ) -> list[float]:
         others = [j for j in live if j != i and abs(j - i) <= self.window]
-        if not others:
-            return priors[i]
-        if self.embeddings is None:  # graph relatedness only: skip when provably 0
-            touching, own = self._touching, mentions[i]
-            if not any(touching(own, mentions[j]) for j in others):
-                return priors[i]
         weights = []
         scale = self.coherence_weight / len(others)
         for (entity_id, _, _), prior in zip(mentions[i], priors[i]):
@@ -245,6 +267,14 @@ class Disambiguator:
 
 def _by_score(item: tuple[str, float]) -> float:
     return -item[1]
+
+
+def _ranking(candidates: Sequence[Candidate], posterior: Sequence[float]) -> Ranking:
+    """``(entity_id, posterior / total * match similarity)``, best first."""
+    total = sum(posterior) or 1.0
+    scores = [(c[0], p / total * c[2]) for c, p in zip(candidates, posterior)]
+    scores.sort(key=_by_score)
+    return tuple(scores)
 
 
 def _normalised(candidates: Sequence[Candidate]) -> list[float]:

@@ -174,6 +174,7 @@ class AliasPatterns:
         self._keys, self._values = memoryview(self._table_keys), memoryview(self._table_values)
         self._mask = len(arrays["table_keys"]) - 1
         self._usable: dict[tuple[bool, int], bytes] = {}
+        self._row_keys: dict[int, str] = {}  # pattern row -> its key (bounded, see spans)
 
     @classmethod
     def build(cls, nlp: Language, surfaces: Iterable[tuple[int, str, str]],
@@ -265,6 +266,13 @@ class AliasPatterns:
             found = speedups.alias_spans(doc, self._table_keys, self._table_values, usable)
         else:
             found = self.alias_spans_python(doc, usable)
-        key, key_ids = self.key, self.key_ids
-        return [(start_char, end_char, key(int(key_ids[row])), start, end, "alias")
-                for start_char, end_char, row, start, end in found]
+        row_keys = self._row_keys
+        if len(row_keys) > 500_000:  # a Wikidata-sized table: keep the frequent rows
+            row_keys.clear()
+        spans = []
+        for start_char, end_char, row, start, end in found:
+            key = row_keys.get(row)
+            if key is None:  # a key is looked up once per row, not once per occurrence
+                key = row_keys[row] = self.key(int(self.key_ids[row]))
+            spans.append((start_char, end_char, key, start, end, "alias"))
+        return spans
