@@ -78,13 +78,14 @@ class ContextQuery:
         """Length of the text's tf-idf vector."""
         if self._norm is None:
             squares = self._model._hash_idf2
-            found = list(map(squares.get, self._words))
-            if None in found:  # words never seen: learn their idf once
+            try:
+                total = sum(map(squares.__getitem__, self._words))
+            except KeyError:  # words never seen: learn their idf once
                 for h in self._words:
                     if h not in squares:
                         self._model._learn_hash(h, self._strings)
-                found = list(map(squares.get, self._words))
-            self._norm = math.sqrt(sum(found))
+                total = sum(map(squares.__getitem__, self._words))
+            self._norm = math.sqrt(total)
         return self._norm
 
     def similarities(self, candidates: Sequence[tuple]) -> list[float]:

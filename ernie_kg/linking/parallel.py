@@ -139,12 +139,15 @@ class LinkerPool:
         next_out = 0
         upcoming = _Chunker(texts, self.processes)
 
+        new = tuple.__new__  # all of LinkedMention's fields, without its slower __new__
+
         def collect(block: bool) -> None:
             for worker in self._workers:
                 while worker.queued and (block or worker.conn.poll()):
                     number, packed = worker.receive()
                     done[number] = [
-                        [LinkedMention(s, e, text[s:e], entity, score, candidates)
+                        [new(LinkedMention, (s, e, text[s:e], entity, score, candidates,
+                                             None, None))
                          for s, e, entity, score, candidates in found]
                         for text, found in zip(chunks.pop(number), packed)]
 

@@ -202,9 +202,9 @@ class AliasPatterns:
     # ------------------------------------------------------------------ matching
     def usable(self, skip_stop_words: bool, min_chars: int) -> bytes:
         """Per pattern row, 1 when the settings let it match (cached per setting)."""
-        setting = (bool(skip_stop_words), int(min_chars))
-        found = self._usable.get(setting)
+        found = self._usable.get((skip_stop_words, min_chars))  # (True, 2) == (1, 2)
         if found is None:
+            setting = (bool(skip_stop_words), int(min_chars))
             ok = np.asarray(self.chars) >= setting[1]
             if setting[0]:
                 ok &= (np.asarray(self.flags) & _STOP_ONLY) == 0
