@@ -31,7 +31,12 @@ from ernie_kg.linking.candidates import fuzzy_candidates, pooled_candidates
 from ernie_kg.linking.context import CONTEXT_FILE, ContextModel, ContextQuery
 from ernie_kg.linking.disambiguation import Candidate, Disambiguator
 from ernie_kg.linking.fuzzy import FuzzyAliasIndex
-from ernie_kg.linking.mentions import LinkedMention, Mention, MentionDetector
+from ernie_kg.linking.mentions import (
+    LinkedMention,
+    Mention,
+    MentionDetector,
+    new_linked_mention,
+)
 from ernie_kg.linking.normalize import cased_key
 from ernie_kg.linking.parallel import LinkerPool, can_fork, usable_cpus
 from ernie_kg.linking.settings import DEFAULT_LINKER_CONFIG, checked_config
@@ -39,9 +44,6 @@ from ernie_kg.spans import check_spans, token_char_spans
 
 __all__ = ["DEFAULT_LINKER_CONFIG", "EntityLinker", "LinkedMention"]
 
-# LinkedMention's fields in order, without its generated __new__: half the cost, and
-# the linker makes one per mention
-_new_tuple = tuple.__new__
 _DETECTION_KEYS = ("lang", "skip_stop_words", "min_chars", "use_ner", "ner_model")
 _CONFIG_FILE = "linker.json"
 
@@ -266,11 +268,11 @@ class EntityLinker:
             start, end = span[0], span[1]
             if scores:
                 best_id, best = scores[0]
-                linked.append(_new_tuple(LinkedMention, (
+                linked.append(new_linked_mention((
                     start, end, text[start:end], best_id if best >= threshold else None,
                     best, scores[:limit], None, None)))
             else:
-                linked.append(_new_tuple(LinkedMention, (
+                linked.append(new_linked_mention((
                     start, end, text[start:end], None, 0.0, (), None, None)))
         return linked
 

@@ -24,7 +24,7 @@ from itertools import islice
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from ernie_kg.linking.mentions import LinkedMention
+from ernie_kg.linking.mentions import LinkedMention, new_linked_mention
 
 if TYPE_CHECKING:  # the linker owns its pool: a type-only import keeps the cycle out
     from ernie_kg.linking.linker import EntityLinker
@@ -139,15 +139,13 @@ class LinkerPool:
         next_out = 0
         upcoming = _Chunker(texts, self.processes)
 
-        new = tuple.__new__  # all of LinkedMention's fields, without its slower __new__
-
         def collect(block: bool) -> None:
             for worker in self._workers:
                 while worker.queued and (block or worker.conn.poll()):
                     number, packed = worker.receive()
                     done[number] = [
-                        [new(LinkedMention, (s, e, text[s:e], entity, score, candidates,
-                                             None, None))
+                        [new_linked_mention((s, e, text[s:e], entity, score,
+                                             candidates, None, None))
                          for s, e, entity, score, candidates in found]
                         for text, found in zip(chunks.pop(number), packed)]
 

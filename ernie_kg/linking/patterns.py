@@ -267,7 +267,7 @@ class AliasPatterns:
         else:
             found = self.alias_spans_python(doc, usable)
         row_keys = self._row_keys
-        if len(row_keys) > 500_000:  # a Wikidata-sized table: keep the frequent rows
+        if len(row_keys) > 500_000:  # bounded on a Wikidata-sized table: start over
             row_keys.clear()
         spans = []
         for start_char, end_char, row, start, end in found:
