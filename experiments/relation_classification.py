@@ -139,6 +139,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=DEFAULT_KNOWLEDGE_GATE,
                    help="how entities enter their tokens (ErnieKGEntityGate): none = the "
                         "paper, at full strength; layer / token start closed (default)")
+    p.add_argument("--knowledge-links", action="store_true",
+                   help="the token gate also reads whether the KG links each entity to "
+                        "another entity of the sentence (config.knowledge_links)")
     p.add_argument("--train-entities", choices=("gold", "linker", "both"), default="both")
     p.add_argument("--hide-sole-facts", choices=("auto", "on", "off"), default="off",
                    help="hide training heads/tails the KG knows only through the "
@@ -204,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_size": args.batch_size, "grad_accum": args.grad_accum,
         "max_length": args.max_length, "rc_classifier": args.rc_classifier,
         "entity_dropout": args.entity_dropout, "knowledge_gate": args.knowledge_gate,
-        "train_entities": args.train_entities, "backbone": args.backbone or "MiniLM-L6-H384",
+        "knowledge_links": args.knowledge_links, "train_entities": args.train_entities,
+        "backbone": args.backbone or "MiniLM-L6-H384",
         "threads": torch.get_num_threads(), "python": sys.version.split()[0],
         "torch": torch.__version__, "platform": platform.platform(),
     }
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         knowledge=args.model == "ernie", backbone=args.backbone, seed=args.seed,
         max_length=args.max_length, rc_classifier=args.rc_classifier,
         entity_dropout=args.entity_dropout, knowledge_gate=args.knowledge_gate,
+        **({"knowledge_links": True} if args.knowledge_links else {}),
     )
     metrics = train_relation_classifier(
         classifier, train, dev, out, train_entities=args.train_entities, log_path=log_path,

@@ -3,12 +3,14 @@
 Reads the dev metrics and settings of the ERNIE-KG ``relation_classification.py`` runs
 under each ``--runs`` directory (gate, gate learning rate, entity dropout, hiding of
 sole-fact entities, share of the training facts in the KG; runs from before the gate had
-a learning rate of its own trained it at the knowledge learning rate), and, for the gate
+a learning rate of its own trained it at the knowledge learning rate; whether the gate
+reads ``entity_links``), and, for the gate
 "none" (the paper's fusion) and the baseline, the dev numbers of earlier grids in
 ``results/fewrel16_paper_fusion_summary.json`` (dropout 0) and
 ``results/fewrel16_entity_dropout_summary.json`` (dropout 0.3): the same split, recipe
 and code path. Only dev is read: test numbers are not looked at when a recipe is chosen.
-Writes ``--output``.json and .md.
+Writes ``--output``.json and .md; the runs recorded in an earlier ``--output``.json are
+kept (run directories do not outlive a checkout), fresh runs of the same name win.
 
     python experiments/summarize_gate_dev.py --runs runs/g17 runs/g17b runs/g17c \
         --output results/fewrel16_gate_dev
@@ -41,7 +43,8 @@ def collect(runs: list[Path]) -> list[dict]:
                      "gate": s.get("knowledge_gate", "none"),
                      "gate_lr": s.get("gate_learning_rate", s["knowledge_learning_rate"]),
                      "entity_dropout": s["entity_dropout"], "hide": s["hide_sole_facts"],
-                     "fact_share": s.get("train_fact_share", 1.0), "seed": s["seed"],
+                     "fact_share": s.get("train_fact_share", 1.0),
+                     "links": s.get("knowledge_links", False), "seed": s["seed"],
                      "dev_macro_f1": values["macro_f1"],
                      "dev_linker_macro_f1": values.get("dev_linker_macro_f1"),
                      "source": metrics.parent.parent.name})
@@ -53,7 +56,7 @@ def collect(runs: list[Path]) -> list[dict]:
                 "setting": run["setting"], "model": run["model"],
                 "gate": "none" if run["model"] == "ernie" else "-", "gate_lr": None,
                 "hide": False, "entity_dropout": dropout if run["model"] == "ernie" else 0.0,
-                "fact_share": 1.0,
+                "fact_share": 1.0, "links": False,
                 "seed": run["seed"], "dev_macro_f1": run["dev"]["macro_f1"],
                 "dev_linker_macro_f1": (run.get("dev_linker") or {}).get("macro_f1"),
                 "source": path.name})
@@ -66,11 +69,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
     rows = collect(args.runs)
+    rows += recorded(args.output.with_suffix(".json"), rows)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["setting"], row["model"], row["gate"], row["gate_lr"] or "-",
                  row["entity_dropout"], "on" if row["hide"] else "off",
-                 row["fact_share"])].append(row)
+                 row["fact_share"], "on" if row.get("links") else "off")].append(row)
     baseline = {r["seed"]: r["dev_macro_f1"] for r in rows
                 if r["model"] == "baseline" and r["setting"] == "open"}
     lines = [
@@ -82,12 +86,12 @@ def main() -> None:
         "fusion; its runs and the baseline's come from earlier grids (same split and "
         "code path). Test numbers are not read here.", "",
         "| setting | model | gate | gate lr | entity dropout | hide sole-fact entities "
-        "| share of training facts in the KG | seeds | dev | dev, linker "
-        "| per seed (dev, linker) | minus baseline per seed (dev, linker) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| share of training facts in the KG | gate reads entity links | seeds | dev "
+        "| dev, linker | per seed (dev, linker) | minus baseline per seed (dev, linker) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(groups, key=lambda k: (k[0], k[1] != "baseline", k[2], str(k[3]),
-                                             k[4], k[5], -k[6])):
+                                             k[4], k[5], -k[6], k[7])):
         group = sorted(groups[key], key=lambda r: r["seed"])
         dev = [100 * r["dev_macro_f1"] for r in group]
         linker = [100 * r["dev_linker_macro_f1"] for r in group
@@ -119,7 +123,23 @@ def choice(groups: dict[tuple, list[dict]], baseline: dict[int, float]) -> str:
             "linker, among the recipes run on 3 seeds that are at or above the baseline on "
             f"every seed; the closed KG is reported, not used to choose): gate {best[2]}, "
             f"gate lr {best[3]} (the knowledge modules' rate), entity dropout {best[4]}, "
-            f"hiding sole-fact entities {best[5]}, training facts in the KG {best[6]:g}.")
+            f"hiding sole-fact entities {best[5]}, training facts in the KG {best[6]:g}, "
+            f"entity links read by the gate {best[7]}.")
+
+
+def recorded(path: Path, fresh: list[dict]) -> list[dict]:
+    """The run rows of an earlier output (not the earlier grids' rows, read afresh), less
+    those a fresh run of the same directory and seed replaces."""
+    if not path.exists():
+        return []
+    names = {p.name for p in EARLIER.values()}
+    seen = {(r["source"], r["setting"], r["seed"], r["gate"], str(r["gate_lr"]),
+             r["entity_dropout"], r["hide"], r["fact_share"], r.get("links", False))
+            for r in fresh}
+    return [r for r in json.loads(path.read_text())["runs"] if r["source"] not in names
+            and (r["source"], r["setting"], r["seed"], r["gate"], str(r["gate_lr"]),
+                 r["entity_dropout"], r["hide"], r["fact_share"], r.get("links", False))
+            not in seen]
 
 
 def _seen(row: dict) -> float:

@@ -28,8 +28,7 @@ from ernie_kg.modeling import (
     default_layer_types,
 )
 from ernie_kg.modeling.entity_table import TABLE_DIR, MappedEntityTable
-from ernie_kg.modeling.layers import knowledge_role, shut_knowledge_gates
-from ernie_kg.modeling.modeling import _fuse, _FusedGelu
+from ernie_kg.modeling.layers import _fuse, _FusedGelu, knowledge_role, shut_knowledge_gates
 
 VOCAB, HIDDEN, LAYERS, ENTITY_DIM, NUM_ENTITIES = 99, 32, 4, 8, 20
 
@@ -616,3 +615,36 @@ def test_new_models_get_the_recipes_gate_and_an_explicit_choice_wins(backbone_di
         == DEFAULT_KNOWLEDGE_GATE == "token"
     assert ErnieKGModel.from_backbone(backbone_dir, table,
                                       knowledge_gate="layer").config.knowledge_gate == "layer"
+
+
+def test_a_gate_that_reads_entity_links_starts_closed_and_then_tells_them_apart(
+        backbone_dir, backbone, table):
+    with pytest.raises(Exception, match="knowledge_links"):
+        ErnieKGConfig(knowledge_gate="layer", knowledge_links=True)
+    model = build(ErnieKGForRelationClassification, backbone_dir, table, num_labels=5,
+                  knowledge_gate="token", knowledge_links=True,
+                  rc_classifier="entity_start").eval()
+    inputs = batch()
+    linked = (inputs["entity_ids"] > 0).long()
+    with torch.no_grad():
+        expected = backbone(inputs["input_ids"], inputs["attention_mask"]).last_hidden_state
+        closed = model.ernie(inputs["input_ids"], inputs["attention_mask"],
+                             entity_ids=inputs["entity_ids"], entity_links=linked)
+    assert torch.equal(closed.last_hidden_state, expected)  # closed: links change nothing
+    for layer in model.ernie.encoder.layer:  # an opened gate that trusts linked entities
+        if getattr(layer, "entity_gate", None) is not None:
+            layer.entity_gate.scale.data.fill_(1.0)
+            layer.entity_gate.trust.weight.data[0, -1] = 5.0
+
+    def encode(links):
+        with torch.no_grad():
+            return model.ernie(inputs["input_ids"], inputs["attention_mask"],
+                               entity_ids=inputs["entity_ids"],
+                               entity_links=links).last_hidden_state
+
+    unlinked = torch.zeros_like(linked)
+    assert torch.equal(encode(None), encode(unlinked))  # None reads as "no fact"
+    assert not torch.equal(encode(linked)[0], encode(unlinked)[0])
+    assert torch.equal(encode(linked)[1], encode(unlinked)[1])  # row 1 has no entity
+    with pytest.raises(ValueError, match="entity_links has shape"):
+        encode(linked[:, :5])

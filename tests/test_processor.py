@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import pytest
@@ -267,6 +268,49 @@ def test_save_and_load(rc, kg, tmp_path, entity_ids):
     copied = pickle.loads(pickle.dumps(typed))  # data loader workers may pickle it
     assert copied("Paris", mention=(0, 5), mention_id="paris") == typed(
         "Paris", mention=(0, 5), mention_id="paris")
+
+
+def test_entity_links_mark_the_entities_the_kg_connects(tokenizer, entity_ids, kg, linker,
+                                                        tmp_path):
+    links = ErnieKGProcessor(tokenizer, entity_ids, linker, task="relation_classification",
+                             entity_links=True)
+    features = links(TEXT, head=HEAD, tail=TAIL)
+    # demo KG: Curie born in Warsaw, Warsaw capital of Poland; no fact links Paris to them
+    marked = {entity_ids[r - 1]: flag for r, flag in zip(features["entity_ids"],
+                                                        features["entity_links"]) if r}
+    assert marked == {"marie_curie": 1, "warsaw": 1, "poland": 1, "paris": 0}
+    assert not any(f for r, f in zip(features["entity_ids"], features["entity_links"]) if not r)
+    pair = links(["Georgia borders Russia.", "Paris is in France."], head=[(0, 7), (0, 5)],
+                 tail=[(16, 22), (12, 18)], head_id=["georgia", "paris"],
+                 tail_id=["not_in_kg", "france"], return_tensors="pt")
+    assert pair["entity_links"].shape == pair["entity_ids"].shape
+    assert pair["entity_links"][0].sum() == 0  # one entity: nothing to be linked to
+    assert pair["entity_links"][1].sum() == 2  # Paris -country-> France
+    gold_only = copy.copy(links)  # as training features with gold ids switch linking off
+    gold_only.linker = None
+    gold = gold_only(TEXT, head=HEAD, tail=TAIL, head_id="marie_curie", tail_id="warsaw")
+    assert [f for r, f in zip(gold["entity_ids"], gold["entity_links"]) if r] == [1, 1]
+    links.save_pretrained(tmp_path)
+    loaded = ErnieKGProcessor.from_pretrained(tmp_path, kg=str(demo_kg_dir()))
+    assert dict(loaded(TEXT, head=HEAD, tail=TAIL)) == dict(features)
+    assert "entity_links" not in rc_features(tokenizer, entity_ids, linker)
+    with pytest.raises(ValueError, match="entity_links=True needs a linker"):
+        ErnieKGProcessor(tokenizer, entity_ids, entity_links=True)
+
+
+def test_entity_links_need_a_fact_between_two_different_entities():
+    from ernie_kg.processing.entities import entity_links
+
+    facts = {"a": {"b"}, "b": {"a"}, "c": set()}
+    ids = {1: "a", 2: "b", 3: "c", 4: None}.get
+    assert entity_links([0, 1, 0, 3, 2, 4], ids, facts.get) == [0, 1, 0, 0, 1, 0]
+    assert entity_links([1, 1, 3], ids, facts.get) == [0, 0, 0]  # the same entity twice
+    assert entity_links([], ids, facts.get) == []
+
+
+def rc_features(tokenizer, entity_ids, linker):
+    return ErnieKGProcessor(tokenizer, entity_ids, linker, task="relation_classification")(
+        TEXT, head=HEAD, tail=TAIL)
 
 
 def test_raw_text_is_disambiguated_once(tokenizer, entity_ids, kg):

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 #: Per-token keys and the value their padding takes.
-SEQUENCE_KEYS = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "entity_ids": 0}
+SEQUENCE_KEYS = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "entity_ids": 0,
+                 "entity_links": 0}
 #: Keys that never reach the model (bookkeeping kept on a feature).
 DROPPED_KEYS = ("length",)
 

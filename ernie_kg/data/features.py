@@ -181,6 +181,7 @@ def encode_examples(
     if entities == "none":
         for feature in features:
             feature["entity_ids"] = [0] * len(feature["input_ids"])
+            feature.pop("entity_links", None)
     return features
 
 

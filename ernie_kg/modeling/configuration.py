@@ -81,6 +81,10 @@ class ErnieKGConfig(BertConfig):
             the entity path grows only as far as training finds it useful. The class
             default is the paper's "none" (configs saved before the gate existed mean
             that); ``from_backbone`` builds new models with the recipe's gate.
+        knowledge_links: the "token" gate also reads ``entity_links`` (1 where the KG has
+            a fact between the token's entity and another entity of the text), so the
+            model can learn to trust the entities of pairs the KG knows and to distrust
+            the others, instead of one trust for both.
     """
 
     model_type = "ernie_kg"
@@ -98,6 +102,7 @@ class ErnieKGConfig(BertConfig):
     entity_table_sha256: str | None = None
     entity_table: dict | None = None
     knowledge_gate: str = "none"
+    knowledge_links: bool = False
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.layer_types is None:
@@ -139,6 +144,9 @@ class ErnieKGConfig(BertConfig):
         if self.knowledge_gate not in KNOWLEDGE_GATES:
             raise SettingError(f"knowledge_gate={self.knowledge_gate!r}: expected one of "
                                f"{list(KNOWLEDGE_GATES)}")
+        if self.knowledge_links and self.knowledge_gate != "token":
+            raise SettingError(f"knowledge_links=True needs knowledge_gate='token' (the gate "
+                               f"that reads it), got {self.knowledge_gate!r}")
         if not 0.0 <= self.entity_dropout < 1.0:
             raise SettingError(f"entity_dropout={self.entity_dropout} must lie in [0, 1)")
         if not 0.0 < self.typing_threshold < 1.0:

@@ -82,6 +82,7 @@ class _ErnieKGClassifierHead(ErnieKGPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        entity_links: torch.Tensor | None = None,
     ) -> ErnieKGClassifierOutput | tuple:
         """``logits`` ``[B, num_labels]``; ``loss`` when ``labels`` are given."""
         if return_dict is None:
@@ -93,6 +94,7 @@ class _ErnieKGClassifierHead(ErnieKGPreTrainedModel):
             entity_ids=entity_ids,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            entity_links=entity_links,
         )
         features = self._features(outputs.last_hidden_state, outputs.pooler_output,
                                   marker_positions)

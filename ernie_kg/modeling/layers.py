@@ -56,7 +56,8 @@ class EntityLayout:
     ``flat_index`` holds the aligned positions in the flattened ``[B * L]`` token grid;
     ``slot_index`` is each entity's rank within its sequence, so ``(batch_index,
     slot_index)`` addresses the packed ``[B, num_slots, dim]`` tensor used by entity
-    self-attention. ``key_bias`` is the additive mask hiding padding slots.
+    self-attention. ``key_bias`` is the additive mask hiding padding slots. ``links``
+    ``[N]`` (or None) is each entity's ``entity_links`` value, for the knowledge gate.
     """
 
     flat_index: torch.Tensor
@@ -67,10 +68,13 @@ class EntityLayout:
     batch_size: int
     seq_len: int
     num_slots: int
+    links: torch.Tensor | None = None
 
     @classmethod
-    def from_entity_ids(cls, entity_ids: torch.Tensor, dtype: torch.dtype) -> EntityLayout | None:
-        """The layout of ``entity_ids`` ``[B, L]`` (0 = no entity); None if nothing is aligned."""
+    def from_entity_ids(cls, entity_ids: torch.Tensor, dtype: torch.dtype,
+                        entity_links: torch.Tensor | None = None) -> EntityLayout | None:
+        """The layout of ``entity_ids`` ``[B, L]`` (0 = no entity; ``entity_links`` the
+        same shape, or None); None if nothing is aligned."""
         aligned = entity_ids > 0
         flat_index = aligned.reshape(-1).nonzero().squeeze(1)
         if flat_index.numel() == 0:
@@ -91,6 +95,7 @@ class EntityLayout:
             batch_size=batch_size,
             seq_len=seq_len,
             num_slots=num_slots,
+            links=None if entity_links is None else entity_links.reshape(-1)[flat_index],
         )
 
     def pack(self, states: torch.Tensor) -> torch.Tensor:
@@ -209,16 +214,24 @@ class ErnieKGEntityGate(nn.Module):
         super().__init__()
         self.scale = nn.Parameter(torch.zeros(()))
         self.trust = None
+        self.reads_links = bool(config.knowledge_links)
         if config.knowledge_gate == "token":
-            self.trust = nn.Linear(config.hidden_size + config.entity_dim, 1)
+            inputs = config.hidden_size + config.entity_dim + int(self.reads_links)
+            self.trust = nn.Linear(inputs, 1)
 
     def forward(self, knowledge: torch.Tensor, tokens: torch.Tensor,
-                entities: torch.Tensor) -> torch.Tensor:
+                entities: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
         """``knowledge`` ``[N, I]`` scaled per entity (``tokens`` ``[N, H]`` are the aligned
-        tokens' attention outputs, ``entities`` ``[N, entity_dim]`` their entities)."""
+        tokens' attention outputs, ``entities`` ``[N, entity_dim]`` their entities,
+        ``links`` ``[N]`` their ``entity_links``, read with ``config.knowledge_links``;
+        None reads as 0, no fact with the text's other entities)."""
         gate = torch.tanh(self.scale)
         if self.trust is not None:
-            trust = self.trust(torch.cat([tokens, entities.to(tokens.dtype)], dim=-1))
+            parts = [tokens, entities.to(tokens.dtype)]
+            if self.reads_links:
+                parts.append(tokens.new_zeros(len(tokens), 1) if links is None
+                             else links.to(tokens.dtype)[:, None])
+            trust = self.trust(torch.cat(parts, dim=-1))
             gate = gate * 2 * torch.sigmoid(trust)
         return knowledge * gate.to(knowledge.dtype)
 
@@ -269,7 +282,7 @@ class ErnieKGAggregatorLayer(BertLayer):
         knowledge = self.entity_intermediate(entity_states).to(pre_tokens.dtype)  # W_e e_k + b_e
         if self.entity_gate is not None:
             knowledge = self.entity_gate(knowledge, tokens.index_select(0, layout.flat_index),
-                                         entity_states)
+                                         entity_states, layout.links)
         intermediate, fused = _fuse(self.intermediate.intermediate_act_fn, pre_tokens,
                                     knowledge, layout.flat_index)
         layer_output = self.output(intermediate.view(*attention_output.shape[:-1], -1),

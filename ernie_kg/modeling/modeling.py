@@ -42,16 +42,11 @@ from ernie_kg.modeling.entity_table import (
     table_copy,
     table_reference,
 )
-from ernie_kg.modeling.layers import (  # noqa: F401  (re-exported: the names once lived here)
+from ernie_kg.modeling.layers import (
     KNOWLEDGE_PARAMETERS,
     EntityLayout,
-    ErnieKGAggregatorLayer,
     ErnieKGEncoder,
-    ErnieKGEntityAttention,
     ErnieKGEntityGate,
-    ErnieKGEntityOutput,
-    _fuse,
-    _FusedGelu,
 )
 from ernie_kg.modeling.outputs import ErnieKGModelOutput
 from ernie_kg.modeling.random_streams import drop_entities
@@ -283,7 +278,9 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
 
     ``entity_ids`` ``[B, L]`` holds entity-table rows (0 = no entity; ERNIE aligns a
     mention to its first wordpiece). ``entity_ids=None`` (or all zeros) is knowledge off:
-    the text-only baseline, identical to the backbone. Unlike the paper, whose fusion adds
+    the text-only baseline, identical to the backbone. ``entity_links`` ``[B, L]`` (or
+    None: all 0) is 1 where the KG links the token's entity to another entity of the
+    text, read by the gate with ``config.knowledge_links``. Unlike the paper, whose fusion adds
     every entity at full strength, new models gate it (``config.knowledge_gate``,
     :class:`ErnieKGEntityGate`): closed at the start, so the untrained model is its
     backbone even with entities, and opened by training only where they lower the loss.
@@ -365,15 +362,16 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
         return EntityEmbeddings(vocab, np.asarray(vectors)).content_hash()
 
     def entity_layout(self, entity_ids: torch.Tensor | None, input_shape: torch.Size,
-                      dtype: torch.dtype) -> EntityLayout | None:
-        """Validate ``entity_ids`` and locate its entities; None means knowledge off."""
+                      dtype: torch.dtype, entity_links: torch.Tensor | None = None
+                      ) -> EntityLayout | None:
+        """Validate ``entity_ids`` (and ``entity_links``) and locate the entities; None
+        means knowledge off."""
         if entity_ids is None or not self.config.knowledge_layer_indices:
             return None
-        if entity_ids.shape != input_shape:
-            raise ValueError(
-                f"entity_ids has shape {tuple(entity_ids.shape)}, expected the input_ids "
-                f"shape {tuple(input_shape)}"
-            )
+        for name, value in (("entity_ids", entity_ids), ("entity_links", entity_links)):
+            if value is not None and value.shape != input_shape:
+                raise ValueError(f"{name} has shape {tuple(value.shape)}, expected the "
+                                 f"input_ids shape {tuple(input_shape)}")
         if entity_ids.numel() and (
             int(entity_ids.min()) < 0 or int(entity_ids.max()) > self.config.num_entities
         ):
@@ -382,7 +380,7 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
                 f"{self.config.num_entities}], got values in [{int(entity_ids.min())}, "
                 f"{int(entity_ids.max())}]"
             )
-        return EntityLayout.from_entity_ids(entity_ids, dtype)
+        return EntityLayout.from_entity_ids(entity_ids, dtype, entity_links)
 
     # ------------------------------------------------------------- forward
     def forward(
@@ -394,6 +392,7 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        entity_links: torch.Tensor | None = None,
     ) -> ErnieKGModelOutput | tuple:
         """Encode a batch; see the class docstring for ``entity_ids``."""
         if output_hidden_states is None:
@@ -408,7 +407,8 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
         )
         if self.training and self.config.entity_dropout and entity_ids is not None:
             entity_ids = drop_entities(entity_ids, self.config.entity_dropout)
-        layout = self.entity_layout(entity_ids, input_ids.shape, embedding_output.dtype)
+        layout = self.entity_layout(entity_ids, input_ids.shape, embedding_output.dtype,
+                                    entity_links)
         entity_states = None
         if layout is not None:
             entity_states = self.entity_embeddings(layout.rows).to(embedding_output.dtype)

@@ -152,7 +152,8 @@ class SavedTextModel:
             backbone, embeddings, num_knowledge_layers=num_knowledge_layers,
             id2label=label_map.id2label, **{**cls.model_defaults, **config})
         processor = build_processor(backbone, cls._task, kg, embeddings, aliases,
-                                    max_length, linker_config)
+                                    max_length, linker_config,
+                                    entity_links=model.config.knowledge_links)
         built = cls(model, processor, kg, entities="linker" if knowledge else "none")
         if knowledge:
             built.kg_coverage = check_kg_coverage(kg, embeddings, min_kg_coverage)
@@ -391,10 +392,11 @@ def check_kg_coverage(kg: KnowledgeGraph, embeddings: EntityEmbeddings,
 def build_processor(
     backbone: str, task: str | None, kg: KnowledgeGraph, embeddings: EntityEmbeddings,
     aliases: AliasTable | None = None, max_length: int = 128,
-    linker_config: dict[str, Any] | None = None,
+    linker_config: dict[str, Any] | None = None, entity_links: bool = False,
 ) -> Any:
     """The ``ErnieKGProcessor`` of a task: the backbone's tokenizer, the entity table's
-    vocabulary and a linker over ``kg`` with the finished alias table ``aliases``."""
+    vocabulary and a linker over ``kg`` with the finished alias table ``aliases``
+    (``entity_links``: for a model whose gate reads them, ``config.knowledge_links``)."""
     from transformers import AutoTokenizer
 
     from ernie_kg.hub import check_backbone
@@ -410,7 +412,7 @@ def build_processor(
     check_backbone(backbone)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     return ErnieKGProcessor(tokenizer, embeddings.vocab, linker=linker, task=task,
-                            max_length=max_length)
+                            max_length=max_length, entity_links=entity_links)
 
 
 def model_embeddings(model: torch.nn.Module) -> EntityEmbeddings | None:

@@ -32,7 +32,7 @@ COMBINES = ("concat", "sum", "mean")
 LEVELS = ("token", "word", "sentence")
 WORD_POOLINGS = ("first", "mean")
 SENTENCE_POOLINGS = ("cls", "mean")
-_MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "entity_ids")
+_MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "entity_ids", "entity_links")
 
 
 def extract_features(
@@ -160,7 +160,7 @@ def _encode(model: torch.nn.Module, features: list[dict[str, Any]], layers: list
     base = model.base_model
     device = next(model.parameters()).device
     collate = ErnieKGCollator(pad_id or 0)
-    keys = [k for k in _MODEL_KEYS if with_entities or k != "entity_ids"]
+    keys = [k for k in _MODEL_KEYS if with_entities or k not in ("entity_ids", "entity_links")]
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     states: list[np.ndarray] = [np.empty(0)] * len(features)
     training = model.training

@@ -11,7 +11,7 @@ each other.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from ernie_kg.errors import SpanError
@@ -20,7 +20,7 @@ from ernie_kg.linking.linker import EntityLinker
 from ernie_kg.processing.alignment import EntitySpan, resolve_overlaps
 from ernie_kg.spans import Span, token_char_spans
 
-__all__ = ["EntityArgument", "entity_row", "other_spans", "resolve_entities"]
+__all__ = ["EntityArgument", "entity_links", "entity_row", "other_spans", "resolve_entities"]
 
 #: What a caller may give for one span's entity: KG id, row, None (link it).
 EntityArgument = str | int | None
@@ -112,3 +112,17 @@ def entity_row(entity: EntityArgument, where: str, lookup: Callable[[str], int])
     if entity < 0:
         raise ValueError(f"{where}entity row must be >= 0, got {entity}")
     return entity
+
+
+def entity_links(rows: Sequence[int], entity_id: Callable[[int], str | None],
+                 neighbours: Callable[[str], Collection[str]]) -> list[int]:
+    """Per position of ``rows`` (entity-table rows, 0 = none): 1 where the KG has a fact,
+    either direction, between that entity and another entity of the same rows, else 0.
+
+    Why: in an open KG a test pair's own fact is missing, in a closed one it is there;
+    the knowledge gate reads this bit to learn how far to trust each case."""
+    ids = {row: entity_id(row) for row in set(rows) if row > NO_ENTITY}
+    linked = {row for row, kg_id in ids.items() if kg_id is not None and any(
+        other != row and other_id is not None and other_id in neighbours(kg_id)
+        for other, other_id in ids.items())}
+    return [1 if row in linked else 0 for row in rows]

@@ -30,7 +30,7 @@ from ernie_kg.kg.vocab import EntityVocab
 from ernie_kg.linking.linker import EntityLinker
 from ernie_kg.processing.alignment import EntitySpan, RowLookup, align_offsets, row_lookup
 from ernie_kg.processing.arguments import is_single, pair_texts, unbatch
-from ernie_kg.processing.entities import other_spans, resolve_entities
+from ernie_kg.processing.entities import entity_links, other_spans, resolve_entities
 from ernie_kg.processing.markers import (
     DEFAULT_MARKERS,
     check_marker_tokens,
@@ -94,6 +94,9 @@ class ErnieKGProcessor:
         markers: overrides of :data:`DEFAULT_MARKERS`; each must be one token of the
             tokenizer's vocabulary (add new ones with ``tokenizer.add_tokens`` and resize
             the model's embeddings).
+        entity_links: also return ``entity_links`` (1 where the linker's KG has a fact
+            between the token's entity and another entity of the sequence), for models
+            with ``config.knowledge_links``; needs a linker with a KG and a vocabulary.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class ErnieKGProcessor:
         task: str | None = None,
         max_length: int = 128,
         markers: Mapping[str, str] | None = None,
+        entity_links: bool = False,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {list(TASKS)}, not {task!r}")
@@ -125,6 +129,12 @@ class ErnieKGProcessor:
         self.max_length = int(max_length)
         self._lookup = row_lookup(entity_rows)
         check_marker_tokens(self.tokenizer, self.markers, self.task_roles)
+        self.entity_links = bool(entity_links)
+        if self.entity_links and (linker is None or linker.kg is None or self.vocab is None):
+            raise ValueError("entity_links=True needs a linker with its KG (the facts) and "
+                             "an entity vocabulary (rows -> KG ids)")
+        # kept apart from the linker, so gold ids (the linker switched off) get links too
+        self._neighbours = linker.disambiguator.neighbours if self.entity_links else None
 
     @property
     def task_roles(self) -> tuple[str, ...]:
@@ -192,6 +202,10 @@ class ErnieKGProcessor:
                                      pair_args, single, is_split_into_words, "text_pair")
             features = pair_features(self._pair_template, self._encode(examples),
                                      self._encode(seconds), truncation, limit)
+        if self._neighbours is not None:
+            for feature in features:
+                feature["entity_links"] = entity_links(
+                    feature["entity_ids"], self.vocab.entity_id, self._neighbours)
         return self._pad(features, padding, limit, return_tensors, single,
                          return_offsets_mapping)
 
@@ -297,6 +311,7 @@ class ErnieKGProcessor:
         if "token_type_ids" not in self.tokenizer.model_input_names:
             names.remove("token_type_ids")
         names += ["offset_mapping"] if offsets else []
+        names += ["entity_links"] if features and "entity_links" in features[0] else []
         if strategy is not None and features:
             target = (max(len(f["input_ids"]) for f in features) if strategy == "longest"
                       else max_length)
@@ -304,7 +319,8 @@ class ErnieKGProcessor:
             if pad_id is None:
                 raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token")
             values = {"input_ids": pad_id, "token_type_ids": self.tokenizer.pad_token_type_id,
-                      "attention_mask": 0, "entity_ids": 0, "offset_mapping": (0, 0)}
+                      "attention_mask": 0, "entity_ids": 0, "offset_mapping": (0, 0),
+                      "entity_links": 0}
             left = self.tokenizer.padding_side == "left"
             for feature in features:
                 missing = target - len(feature["input_ids"])
@@ -339,7 +355,7 @@ class ErnieKGProcessor:
         settings: dict[str, Any] = {
             "format": "ernie_kg.processor", "version": 1, "task": self.task,
             "max_length": self.max_length, "markers": self.markers,
-            "entity_rows": vocab_file, "linker": None,
+            "entity_rows": vocab_file, "linker": None, "entity_links": self.entity_links,
         }
         if vocab_file is None and self.vocab is not None:
             self.vocab.save(directory / _ENTITY_IDS_FILE)
@@ -379,7 +395,8 @@ class ErnieKGProcessor:
             linker = EntityLinker.load(directory / settings["linker"], kg=kg)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         options = {"task": settings.get("task"), "max_length": settings.get("max_length", 128),
-                   "markers": settings.get("markers"), **overrides}
+                   "markers": settings.get("markers"),
+                   "entity_links": settings.get("entity_links", False), **overrides}
         return cls(tokenizer, entity_rows, linker, **options)
 
     def __repr__(self) -> str:

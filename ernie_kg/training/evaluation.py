@@ -18,7 +18,7 @@ from ernie_kg.data.collator import ErnieKGCollator
 from ernie_kg.training.metrics import per_label_f1, relation_metrics
 
 #: The model inputs a relation-classification forward takes.
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "entity_ids",
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "entity_ids", "entity_links",
                 "marker_positions")
 
 
