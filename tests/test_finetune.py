@@ -162,6 +162,25 @@ def test_saved_model_predicts_from_raw_text(trained):
     assert again["macro_f1"] == pytest.approx(metrics["dev_linker_macro_f1"])
 
 
+def test_a_classifier_whose_gate_reads_entity_links_trains_and_reloads(
+        tiny_backbone, corpus, knowledge, tmp_path):
+    kg, embeddings, aliases = knowledge
+    classifier = build_relation_classifier(
+        LabelMap.from_examples(corpus["train"]), kg, embeddings, aliases,
+        backbone=tiny_backbone, knowledge_gate="token", knowledge_links=True)
+    features = relation_features(corpus["train"], classifier.processor, classifier.label_map,
+                                 "both")
+    flags = [f for feature in features for r, f in zip(feature["entity_ids"],
+                                                       feature["entity_links"]) if r]
+    assert flags and all(flags)  # the demo KG holds every training pair's fact
+    metrics = train_relation_classifier(classifier, corpus["train"], corpus["dev"], tmp_path,
+                                        epochs=1, seed=0, **FAST)
+    loaded = RelationClassifier.load(tmp_path / "model")
+    assert loaded.model.config.knowledge_links and loaded.processor.entity_links
+    assert loaded.evaluate(corpus["dev"])["macro_f1"] == pytest.approx(
+        metrics["dev_linker_macro_f1"])
+
+
 def test_resume_from_checkpoint(tiny_backbone, corpus, knowledge, tmp_path):
     labels = LabelMap.from_examples(corpus["train"])
     classifier = _classifier(tiny_backbone, corpus, knowledge)
