@@ -208,6 +208,11 @@ class ErnieKGEntityGate(nn.Module):
     sees an entity), training opens it only as far as entities lower the loss, and the
     per-token factor (1 at the start) lets the model close it for a token whose context
     says the entity does not fit. Flamingo's tanh-gated cross-attention does the same.
+    With ``config.knowledge_links`` the per-token factor also reads whether the KG has a
+    fact between the token's entity and another entity of the text: what separates a
+    pair whose fact the KG holds (every training pair, when the KG was built from the
+    training data) from one it does not (an open-KG test pair), which embeddings alone
+    do not tell the model.
     """
 
     def __init__(self, config: ErnieKGConfig) -> None:
