@@ -34,7 +34,6 @@ import logging
 import os
 import shutil
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,14 +46,11 @@ import numpy as np
 
 from ernie_kg.errors import DataFormatError, ErnieKGError, SettingError
 from ernie_kg.io import (
-    SurrogateRepair,
     check_writable,
-    decode_line,
-    jsonl_record,
     read_json,
     write_atomic,
 )
-from ernie_kg.linking.files import EXPECTED, linked_line
+from ernie_kg.linking.cluster_worker import link_shard, load_on_worker
 
 __all__ = ["ENGINES", "ClusterLinker", "LinkerSpec", "cluster_linker", "shard_ranges"]
 
@@ -112,70 +108,6 @@ def _contents(spec: LinkerSpec, linker: Any) -> str:
         parts += [f"{p.relative_to(spec.linker_dir)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                   for p in sorted(Path(spec.linker_dir).rglob("*")) if p.is_file()]
     return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------- worker side
-_LINKERS: dict[str, Any] = {}
-_LOCK = threading.Lock()  # one shard at a time per process: a linker is not thread-safe
-
-
-def _worker_linker(spec: LinkerSpec) -> Any:
-    linker = _LINKERS.get(spec.key)
-    if linker is None:
-        linker = spec.build()
-        linker.detector  # built now, not inside the first shard  # noqa: B018
-        _LINKERS.clear()  # one linker per worker: a new spec replaces the last one
-        _LINKERS[spec.key] = linker
-    return linker
-
-
-def _load_on_worker(spec: LinkerSpec) -> str | None:
-    """A task pinned to each worker: load the linker now (in the worker's thread, not
-    its event loop); an error comes back as text."""
-    try:
-        with _LOCK:
-            _worker_linker(spec)
-    except Exception as error:  # reported by the driver, naming the worker
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-def _link_shard(spec: LinkerSpec, source: str, first_byte: int, end_byte: int,
-                first_line: int, lines: int, part: str) -> dict[str, Any]:
-    """A Dask task: link one shard of ``source`` into ``part`` (atomically). A bad line
-    comes back as ``{"error": [path, line, message]}``: the file-naming error classes do
-    not survive pickling."""
-    path = Path(source)
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(first_byte)
-            raw = handle.read(end_byte - first_byte)
-        rows = raw.split(b"\n")
-        if rows and not rows[-1]:
-            rows.pop()
-        if len(rows) != lines:
-            raise ErnieKGError(f"{path}: lines {first_line}-{first_line + lines - 1} changed "
-                               "while being linked")
-        repair, out, mentions = SurrogateRepair(path), [], 0
-        with _LOCK:
-            linker = _worker_linker(spec)
-            for number, row in enumerate(rows, start=first_line):
-                line = decode_line(row, path, number, DataFormatError).rstrip("\r\n")
-                record = jsonl_record(line, path, number, DataFormatError, EXPECTED, repair)
-                if record is None:
-                    continue
-                text, found = linked_line(linker, record, path, number)
-                out.append(text)
-                mentions += found
-    except DataFormatError as error:
-        where = error.path if error.line is None else f"{error.path}:{error.line}"
-        return {"error": [error.path, error.line, str(error)[len(where) + 2:]]}
-    except (ErnieKGError, OSError) as error:
-        return {"error": [None, None, str(error)]}
-    data = "".join(out).encode("utf-8")
-    write_atomic(part, lambda sink: sink.write(data), binary=True)
-    return {"texts": len(out), "mentions": mentions, "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest()}
 
 
 # ---------------------------------------------------------------------- driver side
@@ -345,7 +277,7 @@ class ClusterLinker:
         if not workers:
             raise ErnieKGError(f"the Dask cluster at {self.address} has no workers")
         token = uuid.uuid4().hex[:8]
-        loads = [client.submit(_load_on_worker, self.spec, workers=[worker], pure=False,
+        loads = [client.submit(load_on_worker, self.spec, workers=[worker], pure=False,
                                allow_other_workers=False, key=f"ernie-kg-load-{token}-{n}")
                  for n, worker in enumerate(workers)]
         failed = [(w, e) for w, e in zip(workers, client.gather(loads)) if e]
@@ -365,21 +297,33 @@ class ClusterLinker:
         for number in todo:
             first_byte, end_byte, first_line, lines = ranges[number]
             future = client.submit(
-                _link_shard, self.spec, str(source), first_byte, end_byte, first_line,
+                link_shard, self.spec, str(source), first_byte, end_byte, first_line,
                 lines, str(folder / f"part-{number:05d}.jsonl"), pure=False,
                 key=f"ernie-kg-link-{token}-{number:05d}")
             futures[future] = number
         bar = tqdm(total=sum(ranges[n][3] for n in todo), unit="line", desc="link",
                    disable=not progress)
+        first_bad: tuple[int, DataFormatError] | None = None
         try:
             with open(folder / "done.jsonl", "a", encoding="utf-8") as journal:
                 for future in as_completed(futures):
                     number = futures[future]
-                    result = self._result(future, paths, ranges[number])
+                    if first_bad is not None and number > first_bad[0]:
+                        continue
+                    try:
+                        result = self._result(future, paths, ranges[number])
+                    except DataFormatError as error:
+                        # Shards finish in any order: report the first bad line of the
+                        # file, so stop the later shards and wait for the earlier ones.
+                        first_bad = (number, error)
+                        client.cancel([f for f, n in futures.items() if n > number])
+                        continue
                     done[number] = {"shard": number, **result}
                     journal.write(json.dumps(done[number]) + "\n")
                     journal.flush()
                     bar.update(ranges[number][3])
+            if first_bad is not None:
+                raise first_bad[1]
         finally:
             bar.close()
             try:  # a failed run leaves no shards running behind it
