@@ -17,8 +17,9 @@
 # steps about 50. nli_b and qa_b are not measured yet: one example per label, 3x
 # (SentiHood) and 5x (SemEval) nli_m's examples, so up to 3x / 5x its time.
 # Environment: SEEDS ("0 1 2"), SETTINGS ("single qa_m nli_m qa_b nli_b"), DATASETS
-# ("sentihood semeval"), RUNS (runs/absa), RESULTS (results/absa), POST (none), EXTRA_ARGS
-# (passed to every run, e.g. "--threads 1"), PYTHON, ERNIE_KG (the CLI beside PYTHON).
+# ("sentihood semeval"), RUNS (runs/absa), RESULTS (results/absa), POST (none), POST_ARGS
+# (passed to `pretrain post-train`, e.g. "--max-steps 300"), EXTRA_ARGS (passed to every
+# run, e.g. "--threads 1"), PYTHON, ERNIE_KG (the CLI beside PYTHON).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -31,6 +32,7 @@ DATASETS="${DATASETS:-sentihood semeval}"
 ERNIE_KG="${ERNIE_KG:-$(dirname "$PYTHON")/ernie-kg}"
 POST="${POST:-}"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
+read -r -a POST_EXTRA <<< "${POST_ARGS:-}"
 RECORDED="$("$PYTHON" experiments/summarize_absa.py --output "$RESULTS" --list-recorded)"
 
 post_trained() {  # the dataset's post-trained backbone, made first when missing
@@ -38,7 +40,8 @@ post_trained() {  # the dataset's post-trained backbone, made first when missing
   if [[ ! -f "$backbone/model.safetensors" ]]; then
     echo "post-train $backbone ($(date), load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     "$PYTHON" experiments/absa_corpus.py --dataset "$dataset" --output "$POST/$dataset.txt" >&2
-    "$ERNIE_KG" pretrain post-train --corpus "$POST/$dataset.txt" --output "$backbone" >&2
+    "$ERNIE_KG" pretrain post-train --corpus "$POST/$dataset.txt" --output "$backbone" \
+      "${POST_EXTRA[@]}" >&2
   fi
   echo "$backbone"
 }
