@@ -259,3 +259,40 @@ def test_the_driver_skips_runs_the_summary_records(tmp_path):
     assert not runs.exists()  # nothing was trained
     saved = json.loads(output.with_suffix(".json").read_text())
     assert saved["recorded_only"] == ["semeval-single-seed3"]
+
+
+def test_post_training_probes_sit_beside_plain_runs_of_their_seed(tmp_path):
+    keys = CONTRACT["semeval"]
+    runs = tmp_path / "runs"
+    fake_metrics(runs / "semeval-nli_m-seed0", "semeval", dict.fromkeys(keys, 0.80), 10,
+                 dev=0.79)
+    summary = tmp_path / "absa"
+    experiment("summarize_absa").main(["--runs", str(runs), "--output", str(summary)])
+    backbone = tmp_path / "post" / "semeval-backbone"
+    backbone.mkdir(parents=True)
+    (backbone / "pretraining_settings.json").write_text(json.dumps({
+        "max_steps": 300, "batch_size": 32, "learning_rate": 2e-5,
+        "head_learning_rate": 1e-3, "head_warmup_steps": 50, "seed": 0}))
+    (backbone / "log.jsonl").write_text("".join(
+        json.dumps({"step": s, "mlm_loss": 6.0 - s / 10}) + "\n" for s in range(1, 21)))
+    probe = tmp_path / "probe" / "semeval-nli_m-post-seed0"
+    probe.mkdir(parents=True)
+    (probe / "metrics.json").write_text(json.dumps({
+        **dict.fromkeys(keys, 0.75), "dev": {"absa_score": 0.7745},
+        "settings": {"dataset": "semeval", "setting": "nli_m", "seed": 0,
+                     "backbone": str(backbone)}}))
+    output = tmp_path / "probes"
+    probes = experiment("summarize_post_probes")
+    found = probes.main(["--probe", str(probe), "--summary", str(summary.with_suffix(".json")),
+                         "--output", str(output)])
+    assert found["probes"][0]["mlm_loss"] == pytest.approx({"first": 5.85, "last": 4.05})
+    assert [r["mode"] for r in found["references"]] == ["fine-tuned"]
+    table = output.with_suffix(".md").read_text()
+    assert "| BERT-pair-NLI-M | 0 | plain | – | – | – | – | 79.00 | 80.00 |" in table
+    assert "post/semeval-backbone | 300 | 2e-05 | 50 | 5.85 -> 4.05 | 77.45 | 75.00 |" in table
+    again = probes.main(["--summary", str(summary.with_suffix(".json")),
+                         "--output", str(output)])  # earlier probes are kept
+    assert [p["run"] for p in again["probes"]] == [p["run"] for p in found["probes"]]
+    (backbone / "pretraining_settings.json").unlink()
+    with pytest.raises(SystemExit, match="not fine-tuned from a post-trained backbone"):
+        probes.main(["--probe", str(probe), "--output", str(output)])
