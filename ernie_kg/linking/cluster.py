@@ -22,7 +22,9 @@ order into OUTPUT atomically: the same bytes as ``--engine local``. A worker tha
 replaced by its nanny and its shard rerun (Dask's ``allowed-failures``, 3); past that,
 the run stops with an error naming the shard, and the finished shards wait for a rerun.
 Every shard must come back with all its lines linked before OUTPUT is written, so a
-lost shard never leaves a short file. Input, KG and output must be on a filesystem the
+lost shard never leaves a short file. A bad input line stops the run naming the file's
+first bad line, whatever order the shards finish in (the workers' tasks:
+:mod:`ernie_kg.linking.cluster_worker`). Input, KG and output must be on a filesystem the
 workers share.
 """
 
