@@ -44,7 +44,7 @@ def load_on_worker(spec: LinkerSpec) -> str | None:
 
 
 def link_shard(spec: LinkerSpec, source: str, first_byte: int, end_byte: int,
-                first_line: int, lines: int, part: str) -> dict[str, Any]:
+               first_line: int, lines: int, part: str) -> dict[str, Any]:
     """A Dask task: link one shard of ``source`` into ``part`` (atomically). A bad line
     comes back as ``{"error": [path, line, message]}``: the file-naming error classes do
     not survive pickling."""
