@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ernie_kg.cli_options import one_of, positive, positive_or_none
+from ernie_kg.cli_options import gate_rate_option, one_of, positive
 from ernie_kg.cli_pretrain import pretrain_app
 from ernie_kg.errors import ErnieKGError
 from ernie_kg.hub import check_backbone
@@ -289,9 +289,11 @@ def finetune_command(
         help="How entities enter their tokens: token or layer gates start closed (the "
              "untrained model is its backbone); none: the paper, at full strength "
              "(default: the recipe's, token)")] = None,
-    gate_lr: Annotated[float | None, typer.Option(
-        callback=positive_or_none,
-        help="Learning rate of the gates' openings (default: --knowledge-lr)")] = None,
+    gate_lr: Annotated[str, typer.Option(
+        callback=gate_rate_option,
+        help="Learning rate of the gates' openings: dev (5e-4 or 1e-2, whichever scores "
+             "better on --dev: two training runs), knowledge (= --knowledge-lr), a rate, "
+             "or rates separated by commas (chosen on dev)")] = "dev",
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per step")] = 32,
     grad_accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation steps")] = 1,
     max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per sequence")] = 128,
@@ -336,7 +338,7 @@ def finetune_command(
         log_path=output_dir / "log.jsonl", resume_from_checkpoint=True if resume else None,
         epochs=epochs, learning_rate=lr, knowledge_learning_rate=knowledge_lr,
         batch_size=batch_size, gradient_accumulation_steps=grad_accum, seed=seed,
-        **({"gate_learning_rate": gate_lr} if gate_lr else {}),
+        gate_learning_rate=gate_lr,
     )
     write_json(output_dir / "metrics.json", metrics)
     summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("accuracy", "macro_f1", "micro_f1")

@@ -11,7 +11,8 @@ import typer
 
 from ernie_kg.checks import check_number
 
-__all__ = ["one_of", "positive", "positive_or_none", "probability_or_none", "spacy_language"]
+__all__ = ["gate_rate_option", "one_of", "positive", "positive_or_none", "probability_or_none",
+           "spacy_language"]
 
 
 def _checked(value: float | None, least: float, open_least: bool, most: float | None,
@@ -40,6 +41,16 @@ def positive_or_none(value: float | None) -> float | None:
 def probability_or_none(value: float | None) -> float | None:
     """A dropout in [0, 1), or unset."""
     return _checked(value, 0, False, 1, open_most=True)
+
+
+def gate_rate_option(value: str) -> object:
+    """The knowledge gates' rate (:func:`ernie_kg.training.gate_rate.parse_gate_rate`)."""
+    from ernie_kg.training.gate_rate import parse_gate_rate  # torch: only when called
+
+    try:
+        return parse_gate_rate(value)
+    except ValueError as problem:
+        raise typer.BadParameter(str(problem)) from None
 
 
 def one_of(*choices: str) -> Callable[[str | None], str | None]:

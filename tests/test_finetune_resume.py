@@ -76,7 +76,7 @@ def _arguments(files, output: Path, *extra: str) -> list[str]:
             "--dev", str(files["root"] / "dev.json"), "--output-dir", str(output),
             "--embeddings", str(files["root"] / "embeddings"), "--backbone",
             str(files["backbone"]), "--epochs", str(EPOCHS), "--batch-size", "8",
-            "--kg-dim", "8", *extra]
+            "--kg-dim", "8", "--gate-lr", "knowledge", *extra]  # one run (test_gate_rate)
 
 
 def _records(output: Path) -> list[dict]:

@@ -45,7 +45,8 @@ from ernie_kg.modeling.modeling import ENTITY_IDS_FILE
 from ernie_kg.modeling.precision import check_dtype, reduce_precision
 from ernie_kg.processing.processor import MODEL_TABLE_ROWS, PROCESSOR_FILE
 from ernie_kg.training.evaluation import evaluate_relations, predict_logits, softmax
-from ernie_kg.training.finetuning import finetune, relation_compute_metrics
+from ernie_kg.training.finetuning import relation_compute_metrics
+from ernie_kg.training.gate_rate import finetune_choosing_gate_rate
 
 #: Settings file of a saved raw-text model (every task; ``format`` names the task).
 CLASSIFIER_FILE = "ernie_kg_classifier.json"
@@ -169,8 +170,8 @@ class SavedTextModel:
         ``output_dir/model`` and return the metrics. Training and dev features take
         entities from ``train_entities`` (``"both"``: the linker's, with the dataset's ids
         for the task spans); a model whose inference uses no entities (the baseline) is
-        trained without them too. ``settings`` go to
-        :func:`~ernie_kg.training.finetuning.finetune`."""
+        trained without them too. ``settings`` go to :func:`~ernie_kg.training.gate_rate.
+        finetune_choosing_gate_rate` (``finetune``, the gates' rate chosen on dev)."""
         self._require_float32("be trained")
         output_dir = Path(output_dir)
         entities = "none" if self.entities == "none" else check_entity_source(train_entities)
@@ -181,11 +182,11 @@ class SavedTextModel:
         dev_features = self.features(dev, entities, progress) if dev else None
         feature_seconds = time.perf_counter() - started
         settings.setdefault("metric_for_best_model", self.selection_metric)
-        result = finetune(
+        result = finetune_choosing_gate_rate(
             self.model, train_features, dev_features, output_dir=output_dir / "checkpoints",
             compute_metrics=self._compute_metrics(), log_path=log_path,
-            resume_from_checkpoint=resume_from_checkpoint, progress=progress, **settings,
-        )
+            resume_from_checkpoint=resume_from_checkpoint, progress=progress,
+            knowledge=entities != "none", **settings)
         self.model = result.model
         self.model.eval()
         metrics: dict[str, Any] = {
@@ -197,6 +198,7 @@ class SavedTextModel:
             "train_seconds": result.seconds,
             "train_samples_per_second": result.metrics.get("train_samples_per_second"),
             "best_checkpoint": result.best_checkpoint,
+            **{k: v for k, v in result.metrics.items() if k.startswith("gate_learning_")},
         }
         if dev_features is not None:
             metrics.update(self._dev_metrics(dev, dev_features, entities))

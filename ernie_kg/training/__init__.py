@@ -17,6 +17,7 @@ _LAZY = {
     "ErnieKGTrainer": "ernie_kg.training.finetuning",
     "FinetuneResult": "ernie_kg.training.finetuning",
     "finetune": "ernie_kg.training.finetuning",
+    "finetune_choosing_gate_rate": "ernie_kg.training.gate_rate",
     "relation_compute_metrics": "ernie_kg.training.finetuning",
     "typing_compute_metrics": "ernie_kg.training.finetuning",
     "training_arguments": "ernie_kg.training.finetuning",

@@ -1,0 +1,144 @@
+"""The knowledge gates' rate chosen on dev: each candidate trained from one start, the best
+on dev kept, a resume that finishes what a kill left, and the settings' checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ernie_kg.cli import app
+from ernie_kg.data.examples import RelationExample
+from ernie_kg.data.features import LabelMap
+from ernie_kg.data.fewrel import read_fewrel
+from ernie_kg.errors import SettingError
+from ernie_kg.paths import kg_data_dir
+from ernie_kg.pipelines.relation import build_relation_classifier, train_relation_classifier
+from ernie_kg.training.gate_rate import (
+    CHOOSE_ON_DEV,
+    DEFAULT_GATE_RATES,
+    finetune_started,
+    gate_rate_candidates,
+    parse_gate_rate,
+)
+
+CORPUS = kg_data_dir() / "demo_corpus"
+FAST = {"batch_size": 8, "eval_batch_size": 32, "logging_steps": 1, "progress": False,
+        "learning_rate": 1e-3, "epochs": 1, "seed": 0}
+RATES = [5e-4, 5e-2]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def corpus() -> dict[str, list[RelationExample]]:
+    """Six training and three dev examples of each demo relation."""
+    picked = {}
+    for split, per_label in (("train", 6), ("dev", 3)):
+        counts: dict[str, int] = {}
+        picked[split] = [e for e in read_fewrel(CORPUS / f"{split}.json")
+                         if counts.setdefault(e.label, 0) < per_label
+                         and not counts.update({e.label: counts[e.label] + 1})]
+    return picked
+
+
+def _classifier(tiny_backbone, corpus, demo_knowledge, knowledge=True):
+    kg, embeddings, aliases = demo_knowledge
+    return build_relation_classifier(LabelMap.from_examples(corpus["train"]), kg, embeddings,
+                                     aliases, knowledge=knowledge, backbone=tiny_backbone,
+                                     seed=0)
+
+
+def _weights(classifier) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in classifier.model.named_parameters()}
+
+
+def _steps(path) -> list[int]:
+    return [r["step"] for r in map(json.loads, path.read_text().splitlines())
+            if "loss" in r and "step" in r]
+
+
+def test_the_rate_kept_is_the_best_on_dev_and_its_run_is_the_single_run(
+        tiny_backbone, corpus, demo_knowledge, tmp_path):
+    chooser = _classifier(tiny_backbone, corpus, demo_knowledge)
+    metrics = train_relation_classifier(chooser, corpus["train"], corpus["dev"],
+                                        tmp_path / "chosen", log_path=tmp_path / "log.jsonl",
+                                        gate_learning_rate=RATES, **FAST)
+    scores = metrics["gate_learning_rate_dev"]
+    assert set(scores) == {f"{r:g}" for r in RATES}
+    kept = metrics["gate_learning_rate"]
+    assert scores[f"{kept:g}"] == max(scores.values())
+    assert kept == RATES[0] or scores[f"{RATES[1]:g}"] > scores[f"{RATES[0]:g}"]  # ties: first
+
+    # each candidate started where a single run starts: the kept weights are those of a
+    # single run at the kept rate, and so is the other candidate's dev score
+    for rate in RATES:
+        single = _classifier(tiny_backbone, corpus, demo_knowledge)
+        alone = train_relation_classifier(single, corpus["train"], corpus["dev"],
+                                          tmp_path / f"single-{rate:g}",
+                                          gate_learning_rate=rate, **FAST)
+        assert "gate_learning_rate_dev" not in alone
+        assert alone["macro_f1"] == pytest.approx(scores[f"{rate:g}"])
+        if rate == kept:
+            expected = _weights(single)
+            for name, value in _weights(chooser).items():
+                assert torch.equal(value, expected[name]), name
+    # the log holds the kept candidate's records once; each candidate kept its own log
+    copied = _steps(tmp_path / "log.jsonl")
+    assert copied and copied == _steps(tmp_path / f"log.gate-lr-{kept:g}.jsonl")
+    assert all((tmp_path / f"log.gate-lr-{r:g}.jsonl").is_file() for r in RATES)
+
+
+def test_a_resume_trains_only_the_candidate_a_kill_left_undone(
+        tiny_backbone, corpus, demo_knowledge, tmp_path):
+    run = dict(gate_learning_rate=RATES, log_path=tmp_path / "log.jsonl", **FAST)
+    first = train_relation_classifier(_classifier(tiny_backbone, corpus, demo_knowledge),
+                                      corpus["train"], corpus["dev"], tmp_path, **run)
+    checkpoints = tmp_path / "checkpoints"
+    assert finetune_started(checkpoints)
+    # killed before the second candidate's first checkpoint: its files are not there yet
+    shutil.rmtree(checkpoints / f"gate-lr-{RATES[1]:g}")
+    log = tmp_path / f"log.gate-lr-{RATES[1]:g}.jsonl"
+    log.write_text(log.read_text().splitlines()[0] + "\n")
+    again = train_relation_classifier(_classifier(tiny_backbone, corpus, demo_knowledge),
+                                      corpus["train"], corpus["dev"], tmp_path,
+                                      resume_from_checkpoint=True, **run)
+    assert again["gate_learning_rate_dev"] == pytest.approx(first["gate_learning_rate_dev"])
+    assert again["gate_learning_rate"] == first["gate_learning_rate"]
+    steps = _steps(tmp_path / "log.jsonl")
+    assert len(steps) == len(set(steps))  # copied once, not appended twice
+    assert _steps(log) == sorted(set(_steps(log)))  # the restarted candidate logged afresh
+
+
+def test_candidates_only_where_there_is_something_to_choose(tiny_backbone, corpus,
+                                                           demo_knowledge, tmp_path):
+    model = _classifier(tiny_backbone, corpus, demo_knowledge).model
+    assert gate_rate_candidates(CHOOSE_ON_DEV, model) == DEFAULT_GATE_RATES
+    assert gate_rate_candidates(CHOOSE_ON_DEV, model, can_choose=False) == (None,)
+    assert gate_rate_candidates([1e-2, 1e-2, 1e-3], model) == (1e-2, 1e-3)
+    assert gate_rate_candidates(3e-3, model) == (3e-3,)
+    # the baseline's gates never see an entity: one run, whatever the setting says
+    baseline = _classifier(tiny_backbone, corpus, demo_knowledge, knowledge=False)
+    metrics = train_relation_classifier(baseline, corpus["train"], corpus["dev"], tmp_path,
+                                        gate_learning_rate=CHOOSE_ON_DEV, **FAST)
+    assert "gate_learning_rate_dev" not in metrics
+    assert list((tmp_path / "checkpoints").glob("checkpoint-*"))
+    assert not list((tmp_path / "checkpoints").glob("gate-lr-*"))
+    for bad in ("fast", [0.0], [-1e-3], []):
+        with pytest.raises(SettingError, match="gate"):
+            gate_rate_candidates(bad, model)
+
+
+def test_the_command_lines_read_the_gate_rate():
+    assert parse_gate_rate("dev") == CHOOSE_ON_DEV
+    assert parse_gate_rate("0.01") == 0.01
+    assert parse_gate_rate("knowledge, 1e-2") == [None, 0.01]
+    for bad in ("often", "0", "-1e-3", "1e-2,x"):
+        with pytest.raises(SettingError, match="gate"):
+            parse_gate_rate(bad)
+    result = CliRunner().invoke(app, ["finetune", "--train", "t.json", "--output-dir", "o",
+                                      "--gate-lr", "often"])
+    assert result.exit_code == 2 and "often" in result.output
