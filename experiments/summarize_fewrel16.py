@@ -61,6 +61,8 @@ def collect(runs: Path) -> list[dict[str, Any]]:
             "seconds": dev.get("total_seconds"),
             "train_samples_per_second": dev.get("train_samples_per_second"),
             "entities_per_example": dev.get("train_entities_per_example"),
+            "gate_rate": dev.get("gate_learning_rate"),  # kept on dev, with every candidate's
+            "gate_rate_dev": dev.get("gate_learning_rate_dev"),  # dev score
             "log": log,
             "settings": _relative_paths(dev.get("settings", {})),
         })
@@ -157,12 +159,23 @@ def per_seed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         base, ernie = baseline.get(r["seed"]), r["test"]["macro_f1"]
         if r["model"] == "ernie" and base is not None and ernie is not None:
             rows.append({"setting": r["setting"], "seed": r["seed"], "baseline": base,
-                         "ernie": ernie, "gain": ernie - base})
+                         "ernie": ernie, "gain": ernie - base,
+                         "gate_rate": r.get("gate_rate"),
+                         "gate_rate_dev": r.get("gate_rate_dev")})
             official = (official_base.get(r["seed"]), r.get("test_official"))
             if None not in official:
                 rows[-1].update(official_baseline=official[0], official_ernie=official[1],
                                 official_gain=official[1] - official[0])
     return rows
+
+
+def _gate_choice(row: dict[str, Any]) -> str:
+    """``1e-2 (0.0005: 89.1, 0.01: 95.3)``; "–" for a run with one gate rate."""
+    if not row.get("gate_rate_dev"):
+        return "–"
+    scores = ", ".join(f"{rate}: {100 * score:.2f}"
+                       for rate, score in row["gate_rate_dev"].items())
+    return f"{row['gate_rate']:g} ({scores})"
 
 
 def _cell(stats: dict[str, Any]) -> str:
@@ -225,11 +238,13 @@ def markdown(summary: dict[str, Any], name: str = "fewrel16") -> str:
         lines.append(f"| {setting} | {100 * gain.get('macro_f1', float('nan')):+.2f} "
                      f"| {100 * gain.get('accuracy', float('nan')):+.2f} |")
     if summary.get("per_seed"):
-        lines += ["", "| setting | seed | baseline test macro-F1 | ERNIE-KG | gain (points) |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "| setting | seed | baseline test macro-F1 | ERNIE-KG | gain (points) "
+                  "| gate rate kept on dev (dev macro-F1 per candidate) |",
+                  "|---|---|---|---|---|---|"]
         for row in summary["per_seed"]:
             lines.append(f"| {row['setting']} | {row['seed']} | {100 * row['baseline']:.2f} "
-                         f"| {100 * row['ernie']:.2f} | {100 * row['gain']:+.2f} |")
+                         f"| {100 * row['ernie']:.2f} | {100 * row['gain']:+.2f} "
+                         f"| {_gate_choice(row)} |")
         official = [row for row in summary["per_seed"] if "official_gain" in row]
         if official:
             lines += ["", "SemEval-2010 Task 8's official score (macro-F1 over the 9 relation "
