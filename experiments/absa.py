@@ -93,6 +93,7 @@ from ernie_kg.training.absa_metrics import SEMEVAL_KEYS, SENTIHOOD_KEYS, absa_me
 from ernie_kg.training.checkpoints import append_log, read_log, truncate_log
 from ernie_kg.training.evaluation import predict_logits, softmax
 from ernie_kg.training.finetuning import set_threads
+from ernie_kg.training.gate_rate import finetune_started
 
 DATA_DIR = Path(os.environ.get("ERNIE_KG_ABSA", PROJECT_ROOT.parent / "shared/data/absa"))
 #: Contract keys of each dataset's metrics.json.
@@ -272,7 +273,7 @@ def run_part(directory: Path, labels: Sequence[str], splits: dict[str, list[Absa
         max_length=settings["max_length"])
     log_path = directory / "log.jsonl"
     checkpoints = directory / "checkpoints"
-    resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    resume = finetune_started(checkpoints)
     classifier.dataset, classifier.dev_examples = args.dataset, dev
     classifier.dev_evaluations, classifier.resumed = [], resume
     if not resume:  # killed before its first checkpoint: its step records go, it restarts

@@ -130,7 +130,8 @@ def grid_run(args: argparse.Namespace, seed: int) -> dict | None:
             and s.get("rc_classifier") == DEFAULT_MODEL_SETTINGS["rc_classifier"]
             and s.get("kg_extra") == [] and not s.get("entity_dropout")
             and s.get("knowledge_gate", "none") == DEFAULT_KNOWLEDGE_GATE
-            and not s.get("gate_learning_rate") and not s.get("hide_sole_facts"))
+            and s.get("gate_learning_rate") == FINETUNE["gate_learning_rate"]
+            and not s.get("hide_sole_facts"))
     if not same:
         print(f"{run}: another recipe, trained here instead")
         return None
@@ -205,6 +206,7 @@ def main() -> None:
                 classifier, train, dev, run_dir, epochs=args.epochs,
                 learning_rate=FINETUNE["learning_rate"],
                 knowledge_learning_rate=FINETUNE["knowledge_learning_rate"],
+                gate_learning_rate=FINETUNE["gate_learning_rate"],
                 batch_size=FINETUNE["batch_size"], seed=seed)
             if test is not None:
                 scored = classifier.evaluate(test)

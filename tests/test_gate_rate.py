@@ -8,13 +8,14 @@ import shutil
 
 import pytest
 import torch
+from transformers import TrainerCallback
 from typer.testing import CliRunner
 
 from ernie_kg.cli import app
 from ernie_kg.data.examples import RelationExample
 from ernie_kg.data.features import LabelMap
 from ernie_kg.data.fewrel import read_fewrel
-from ernie_kg.errors import SettingError
+from ernie_kg.errors import ErnieKGError, SettingError
 from ernie_kg.paths import kg_data_dir
 from ernie_kg.pipelines.relation import build_relation_classifier, train_relation_classifier
 from ernie_kg.training.gate_rate import (
@@ -92,13 +93,30 @@ def test_the_rate_kept_is_the_best_on_dev_and_its_run_is_the_single_run(
     assert all((tmp_path / f"log.gate-lr-{r:g}.jsonl").is_file() for r in RATES)
 
 
+class _BestAtTheFirstEpoch(TrainerCallback):
+    """A dev score that peaks before the last epoch, so the best checkpoint is not the
+    newest (Trainer keeps only the best at a limit of 1: a resume would train again)."""
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics["eval_macro_f1"] = 1.0 / state.epoch
+
+
 def test_a_resume_trains_only_the_candidate_a_kill_left_undone(
         tiny_backbone, corpus, demo_knowledge, tmp_path):
-    run = dict(gate_learning_rate=RATES, log_path=tmp_path / "log.jsonl", **FAST)
+    run = dict(gate_learning_rate=RATES, log_path=tmp_path / "log.jsonl",
+               callbacks=[_BestAtTheFirstEpoch()], **{**FAST, "epochs": 2})
     first = train_relation_classifier(_classifier(tiny_backbone, corpus, demo_knowledge),
                                       corpus["train"], corpus["dev"], tmp_path, **run)
     checkpoints = tmp_path / "checkpoints"
     assert finetune_started(checkpoints)
+    with pytest.raises(ErnieKGError, match="already holds a fine-tuning run"):  # not resumed
+        train_relation_classifier(_classifier(tiny_backbone, corpus, demo_knowledge),
+                                  corpus["train"], corpus["dev"], tmp_path, **run)
+    done = tmp_path / f"log.gate-lr-{RATES[0]:g}.jsonl"
+    done_steps = _steps(done)
+    for rate in RATES:  # best (epoch 1) and newest kept: a resume starts at the last step
+        kept = {p.name for p in (checkpoints / f"gate-lr-{rate:g}").iterdir()}
+        assert kept == {f"checkpoint-{done_steps[-1] // 2}", f"checkpoint-{done_steps[-1]}"}
     # killed before the second candidate's first checkpoint: its files are not there yet
     shutil.rmtree(checkpoints / f"gate-lr-{RATES[1]:g}")
     log = tmp_path / f"log.gate-lr-{RATES[1]:g}.jsonl"
@@ -111,6 +129,7 @@ def test_a_resume_trains_only_the_candidate_a_kill_left_undone(
     steps = _steps(tmp_path / "log.jsonl")
     assert len(steps) == len(set(steps))  # copied once, not appended twice
     assert _steps(log) == sorted(set(_steps(log)))  # the restarted candidate logged afresh
+    assert _steps(done) == done_steps  # the finished candidate trained no step again
 
 
 def test_candidates_only_where_there_is_something_to_choose(tiny_backbone, corpus,
@@ -127,7 +146,7 @@ def test_candidates_only_where_there_is_something_to_choose(tiny_backbone, corpu
     assert "gate_learning_rate_dev" not in metrics
     assert list((tmp_path / "checkpoints").glob("checkpoint-*"))
     assert not list((tmp_path / "checkpoints").glob("gate-lr-*"))
-    for bad in ("fast", [0.0], [-1e-3], []):
+    for bad in ("fast", [0.0], [-1e-3], [], [float("inf")], True):
         with pytest.raises(SettingError, match="gate"):
             gate_rate_candidates(bad, model)
 

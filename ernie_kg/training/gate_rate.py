@@ -15,6 +15,7 @@ or None: the knowledge modules' rate) trains once.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from torch import nn
 
 from ernie_kg.errors import ErnieKGError, SettingError
 from ernie_kg.modeling.layers import GATE_PARAMETERS
-from ernie_kg.training.checkpoints import truncate_log
+from ernie_kg.training.checkpoints import refuse_earlier_finetune, truncate_log
 from ernie_kg.training.finetuning import DEFAULT_FINETUNE_SETTINGS, FinetuneResult, finetune
 
 __all__ = ["CHOOSE_ON_DEV", "DEFAULT_GATE_RATES", "finetune_choosing_gate_rate",
@@ -55,7 +56,8 @@ def gate_rate_candidates(setting: Any, model: nn.Module, can_choose: bool = True
                            "(chosen on dev), a rate, None (the knowledge modules' rate) or "
                            "a list of rates")
     for rate in rates:
-        if rate is not None and not (isinstance(rate, (int, float)) and rate > 0):
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or not 0 < rate < float("inf")):
             raise SettingError(f"gate_learning_rate: {rate!r} is not a positive rate")
     has_gates = any(any(g in name for g in GATE_PARAMETERS) for name, _ in
                     model.named_parameters())
@@ -97,11 +99,12 @@ def finetune_choosing_gate_rate(
     (:func:`gate_rate_candidates`), each from the model's starting weights, keeping the
     best on dev (``metric_for_best_model``); ``knowledge=False``: the data carries no
     entities. With one candidate this is ``finetune`` itself. The result's metrics add
-    ``gate_learning_rate`` (the rate kept; None stands for the knowledge modules') and
-    ``gate_learning_rate_dev`` (each candidate's best dev score). A resume resumes each
-    candidate that has a checkpoint and starts the others; each candidate logs to
-    ``<log>.gate-lr-<rate>.jsonl``, and the kept one's records are copied into
-    ``log_path``."""
+    ``gate_learning_rate`` (the rate kept) and ``gate_learning_rate_dev`` (each candidate's
+    best dev score: Trainer's evaluation, so with the dev features' entities, e.g. the
+    dataset's ids for the task spans under ``train_entities="both"``). A resume resumes
+    each candidate that has a checkpoint (a finished one trains nothing) and starts the
+    others; each candidate logs to ``<log>.gate-lr-<rate>.jsonl``, and the kept one's
+    records are copied into ``log_path``."""
     rates = gate_rate_candidates(gate_learning_rate, model,
                                  knowledge and eval_dataset is not None)
     knowledge_rate = settings.get("knowledge_learning_rate",
@@ -111,13 +114,15 @@ def finetune_choosing_gate_rate(
         return finetune(model, train_dataset, eval_dataset, output_dir=output_dir,
                         log_path=log_path, resume_from_checkpoint=resume_from_checkpoint,
                         gate_learning_rate=rates[0], **settings)
-    rates = tuple(dict.fromkeys(knowledge_rate if r is None else r for r in rates))
-    if resume_from_checkpoint not in (None, False, True):
-        raise SettingError("resume_from_checkpoint: with gate rates chosen on dev, pass "
-                           "True (each candidate resumes from its newest checkpoint)")
-    if resume_from_checkpoint and not finetune_started(output_dir):
-        raise ErnieKGError(f"{output_dir}: nothing to resume (no checkpoint of any gate-rate "
-                           "candidate)")
+    rates = tuple({_tag(r): r for r in (knowledge_rate if r is None else r
+                                         for r in rates)}.values())  # one folder each
+    _check_before_the_first_run(output_dir, log_path, resume_from_checkpoint, settings)
+    # Keep a finished candidate's newest checkpoint beside its best (Trainer deletes it
+    # when the limit is 1): a resume then starts at its last step and trains nothing.
+    limit = settings.get("save_total_limit", DEFAULT_FINETUNE_SETTINGS["save_total_limit"])
+    if limit is not None and limit < 2:  # None keeps every checkpoint
+        settings["save_total_limit"] = 2
+    callbacks = list(settings.pop("callbacks", ()))
     start = _trainable_state(model)
     best: tuple[float, float, FinetuneResult, dict[str, torch.Tensor]] | None = None
     scores: dict[str, float] = {}
@@ -132,11 +137,12 @@ def finetune_choosing_gate_rate(
         result = finetune(model, train_dataset, eval_dataset, output_dir=directory,
                           log_path=candidate_log,
                           resume_from_checkpoint=True if resume_from_checkpoint and started
-                          else None,
+                          else None, callbacks=copy.deepcopy(callbacks),
                           gate_learning_rate=rate, **settings)
         seconds += result.seconds
         score = _dev_score(result)
         scores[_tag(rate)] = score
+        _release_optimizer(result)
         if best is None or score > best[0]:
             best = (score, rate, result, _trainable_state(result.model))
     assert best is not None
@@ -146,7 +152,40 @@ def finetune_choosing_gate_rate(
         _copy_log(_candidate_log(log_path, rate), Path(log_path))
     result.metrics.update(gate_learning_rate=rate, gate_learning_rate_dev=scores)
     result.seconds = seconds
+    if settings.get("progress", True):
+        dev = ", ".join(f"{tag}: {score:.4f}" for tag, score in scores.items())
+        print(f"gate rate {_tag(rate)} kept on dev ({dev})")
     return result
+
+
+def _check_before_the_first_run(output_dir: str | Path, log_path: str | Path | None,
+                                resume: Any, settings: dict[str, Any]) -> None:
+    """What would fail only after a whole candidate has trained, refused first."""
+    if resume not in (None, False, True):
+        raise SettingError("resume_from_checkpoint: with gate rates chosen on dev, pass "
+                           "True (each candidate resumes from its newest checkpoint)")
+    if settings.get("eval_strategy", "epoch") == "no" or \
+            settings.get("load_best_model_at_end") is False:
+        raise SettingError("choosing the gate rate on dev needs an evaluation each epoch "
+                           "and the best epoch loaded at the end: pass one gate rate instead")
+    output_dir = Path(output_dir)
+    if any(output_dir.glob("checkpoint-*")):
+        raise ErnieKGError(f"{output_dir} holds a fine-tuning run with one gate rate: resume "
+                           "it with that rate (--gate-lr RATE), or use another directory")
+    if resume and not finetune_started(output_dir):
+        raise ErnieKGError(f"{output_dir}: nothing to resume (no checkpoint of any gate-rate "
+                           "candidate)")
+    if not resume:  # a fresh run never writes over an earlier one
+        refuse_earlier_finetune(output_dir, log_path)
+        for candidate in output_dir.glob(f"{CANDIDATE_PREFIX}*"):
+            refuse_earlier_finetune(candidate, None)
+
+
+def _release_optimizer(result: FinetuneResult) -> None:
+    """Drop a finished candidate's AdamW moments (twice its weights) before the next one."""
+    trainer = result.trainer
+    trainer.optimizer = trainer.lr_scheduler = None
+    trainer.accelerator.free_memory()
 
 
 def _tag(rate: float) -> str:
