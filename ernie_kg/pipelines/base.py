@@ -170,8 +170,8 @@ class SavedTextModel:
         ``output_dir/model`` and return the metrics. Training and dev features take
         entities from ``train_entities`` (``"both"``: the linker's, with the dataset's ids
         for the task spans); a model whose inference uses no entities (the baseline) is
-        trained without them too. ``settings`` go to :func:`~ernie_kg.training.gate_rate.
-        finetune_choosing_gate_rate` (``finetune``, the gates' rate chosen on dev)."""
+        trained without them too. ``settings`` go to ``finetune`` through
+        :func:`~ernie_kg.training.gate_rate.finetune_choosing_gate_rate` (gate rate on dev)."""
         self._require_float32("be trained")
         output_dir = Path(output_dir)
         entities = "none" if self.entities == "none" else check_entity_source(train_entities)
