@@ -11,8 +11,7 @@ import typer
 
 from ernie_kg.checks import check_number
 
-__all__ = ["gate_rate_option", "one_of", "positive", "positive_or_none", "probability_or_none",
-           "spacy_language"]
+__all__ = ["gate_rate_option", "one_of", "positive", "probability_or_none", "spacy_language"]
 
 
 def _checked(value: float | None, least: float, open_least: bool, most: float | None,
@@ -30,11 +29,6 @@ def _checked(value: float | None, least: float, open_least: bool, most: float | 
 
 def positive(value: float) -> float:
     """A rate, epoch count or duration: greater than 0."""
-    return _checked(value, 0, True, None)
-
-
-def positive_or_none(value: float | None) -> float | None:
-    """:func:`positive`, or unset."""
     return _checked(value, 0, True, None)
 
 

@@ -110,12 +110,12 @@ def finetune_choosing_gate_rate(
     knowledge_rate = settings.get("knowledge_learning_rate",
                                   DEFAULT_FINETUNE_SETTINGS["knowledge_learning_rate"]) \
         or settings.get("learning_rate", DEFAULT_FINETUNE_SETTINGS["learning_rate"])
-    if len({knowledge_rate if r is None else r for r in rates}) == 1:  # None as given
+    resolved = {_tag(r): r for r in (knowledge_rate if r is None else r for r in rates)}
+    if len(resolved) == 1:  # one run, with the setting as given (None stays None)
         return finetune(model, train_dataset, eval_dataset, output_dir=output_dir,
                         log_path=log_path, resume_from_checkpoint=resume_from_checkpoint,
                         gate_learning_rate=rates[0], **settings)
-    rates = tuple({_tag(r): r for r in (knowledge_rate if r is None else r
-                                         for r in rates)}.values())  # one folder each
+    rates = tuple(resolved.values())  # one folder each
     _check_before_the_first_run(output_dir, log_path, resume_from_checkpoint, settings)
     # Keep a finished candidate's newest checkpoint beside its best (Trainer deletes it
     # when the limit is 1): a resume then starts at its last step and trains nothing.
