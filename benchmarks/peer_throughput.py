@@ -66,7 +66,6 @@ from transformers import (  # noqa: E402
 from ernie_kg.kg import EntityEmbeddings  # noqa: E402
 from ernie_kg.modeling import ErnieKGConfig, ErnieKGForRelationClassification  # noqa: E402
 from ernie_kg.paths import PROJECT_ROOT, default_backbone  # noqa: E402
-from ernie_kg.pipelines.relation import DEFAULT_MODEL_SETTINGS  # noqa: E402
 
 SIZES = {"minilm": {}, "base": {"hidden_size": 768, "num_hidden_layers": 12,
                                 "num_attention_heads": 12, "intermediate_size": 3072}}
@@ -104,15 +103,31 @@ def model_inputs(name: str, batch: dict, labels: bool) -> dict:
     return {**inputs, **batch["luke"]} if name == "luke" else inputs
 
 
-def build_models(size: str, num_labels: int, rows: int, train_luke_table: bool) -> dict:
-    """The three models of one size (random weights, seed 0)."""
+def size_config(size: str) -> BertConfig:
+    """The packaged MiniLM's config, resized to ``size``."""
     config = BertConfig.from_pretrained(default_backbone())
     config.update(SIZES[size])
+    return config
+
+
+def relation_model_settings() -> dict:
+    """The relation classifier's model defaults (imported here: the pipelines need
+    spaCy, which ``gpu_step.py``'s machine lacks; it gets them from the prepared file)."""
+    from ernie_kg.pipelines.relation import DEFAULT_MODEL_SETTINGS
+
+    return dict(DEFAULT_MODEL_SETTINGS)
+
+
+def build_models(size: str, num_labels: int, rows: int, train_luke_table: bool,
+                 config: BertConfig | None = None, model_settings: dict | None = None) -> dict:
+    """The three models of one size (random weights, seed 0); ``config`` and
+    ``model_settings`` replace the packaged backbone's and the pipeline's."""
+    config = copy.deepcopy(config) if config is not None else size_config(size)
     config.num_labels = num_labels
+    settings = model_settings if model_settings is not None else relation_model_settings()
     torch.manual_seed(0)
     ernie = ErnieKGForRelationClassification(ErnieKGConfig.from_backbone_config(
-        config, num_labels=num_labels, entity_dim=ENTITY_DIM, num_entities=0,
-        **DEFAULT_MODEL_SETTINGS))
+        config, num_labels=num_labels, entity_dim=ENTITY_DIM, num_entities=0, **settings))
     ernie.base_model.set_entity_embeddings(
         EntityEmbeddings.random([f"E{i}" for i in range(rows)], dim=ENTITY_DIM))
     shared = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
