@@ -26,6 +26,7 @@ import torch
 
 from ernie_kg.machine import cpu_flags as kernel_flags
 from ernie_kg.machine import cpu_model
+from ernie_kg.memory import freed_memory_kept, keep_freed_memory  # noqa: F401 (re-exported)
 from ernie_kg.paths import PROJECT_ROOT
 
 #: CPU flags that decide the fp32/bf16/int8 kernels oneDNN and torch pick.
@@ -62,6 +63,7 @@ def machine_info() -> dict:
         "cores_available": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "malloc_thresholds_set": freed_memory_kept(),  # ernie_kg.memory
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -73,7 +75,9 @@ def machine_line(machine: dict) -> str:
     return (f"{machine['cpu_model']} ({flag_text(machine['cpu_flags'])}; torch dispatch "
             f"{machine['torch_cpu_capability']}), {machine['cores_available']} cores, torch "
             f"{machine['torch']} with {machine['torch_threads']} threads "
-            f"(OMP_WAIT_POLICY={machine['omp_wait_policy']})")
+            f"(OMP_WAIT_POLICY={machine['omp_wait_policy']})"
+            + (", glibc malloc thresholds set (ernie_kg.memory)"
+               if machine.get("malloc_thresholds_set") else ""))
 
 
 def relative(path: Path) -> str:

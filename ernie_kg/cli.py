@@ -15,6 +15,7 @@ from ernie_kg.errors import ErnieKGError
 from ernie_kg.hub import check_backbone
 from ernie_kg.io import check_writable, claim_run_dir, write_json
 from ernie_kg.kg.embeddings import DEFAULT_EMBEDDING_SETTINGS
+from ernie_kg.memory import keep_freed_memory
 
 app = typer.Typer(help="Knowledge-enhanced language models in the style of ERNIE.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -409,6 +410,7 @@ def _close_progress_bars() -> None:
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one clear line."""
+    keep_freed_memory()
     try:
         app()
     except ErnieKGError as error:

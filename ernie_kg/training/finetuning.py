@@ -35,6 +35,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from ernie_kg.checks import check_settings
 from ernie_kg.hub import no_save_progress_bars
+from ernie_kg.memory import keep_freed_memory
 from ernie_kg.modeling.layers import (  # noqa: F401  (also this module's API)
     GATE_PARAMETERS,
     KNOWLEDGE_PARAMETERS,
@@ -135,6 +136,7 @@ class ErnieKGTrainer(Trainer):
     def __init__(self, *args: Any, knowledge_learning_rate: float | None = None,
                  gate_learning_rate: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        keep_freed_memory()  # no page faults on every step's largest buffers (ernie_kg.memory)
         self.knowledge_learning_rate = knowledge_learning_rate
         self.gate_learning_rate = gate_learning_rate
         callbacks = self.callback_handler.callbacks  # readable lines, not raw log dicts

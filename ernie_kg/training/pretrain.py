@@ -43,6 +43,7 @@ from ernie_kg.data.masking import IGNORE_INDEX, MaskingVocab
 from ernie_kg.data.pretraining import PretrainingShards
 from ernie_kg.data.pretraining_collator import PretrainingCollator, entity_row_map
 from ernie_kg.errors import ErnieKGError, SettingError
+from ernie_kg.memory import keep_freed_memory
 from ernie_kg.training.checkpoints import (  # latest_checkpoint: also this module's API
     LOG_FILE,
     append_log,
@@ -271,6 +272,7 @@ def pretrain(
     bar = tqdm(total=settings.max_steps, initial=start_step, desc="pre-training",
                unit="step", disable=not (settings.progress and context.is_main))
     model.train()
+    keep_freed_memory()  # no page faults on every step's largest buffers (ernie_kg.memory)
     started = time.perf_counter()
     history: list[dict[str, Any]] = []
     for step in range(start_step, settings.max_steps):
