@@ -290,6 +290,8 @@ def test_bad_entity_ids_raise(backbone_dir, table):
     inputs = batch()
     with pytest.raises(ValueError, match="num_entities"):
         model(inputs["input_ids"], entity_ids=inputs["entity_ids"] + NUM_ENTITIES)
+    with pytest.raises(ValueError, match=r"got values in \[-1, "):
+        model(inputs["input_ids"], entity_ids=inputs["entity_ids"] - 1)
     with pytest.raises(ValueError, match="shape"):
         model(inputs["input_ids"], entity_ids=inputs["entity_ids"][:, :5])
 

@@ -372,14 +372,14 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
             if value is not None and value.shape != input_shape:
                 raise ValueError(f"{name} has shape {tuple(value.shape)}, expected the "
                                  f"input_ids shape {tuple(input_shape)}")
-        if entity_ids.numel() and (
-            int(entity_ids.min()) < 0 or int(entity_ids.max()) > self.config.num_entities
-        ):
-            raise ValueError(
-                f"entity_ids must be entity-table rows in [0, num_entities="
-                f"{self.config.num_entities}], got values in [{int(entity_ids.min())}, "
-                f"{int(entity_ids.max())}]"
-            )
+        if entity_ids.numel() and not torch.compiler.is_compiling():
+            # one pass and one host sync (a GPU stalls at each); a compiled graph skips it
+            low, high = (int(v) for v in torch.aminmax(entity_ids))
+            if low < 0 or high > self.config.num_entities:
+                raise ValueError(
+                    f"entity_ids must be entity-table rows in [0, num_entities="
+                    f"{self.config.num_entities}], got values in [{low}, {high}]"
+                )
         return EntityLayout.from_entity_ids(entity_ids, dtype, entity_links)
 
     # ------------------------------------------------------------- forward
