@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from ernie_kg.kg import Entity, KnowledgeGraph, Relation
-from ernie_kg.paths import default_backbone, demo_kg_dir
+from ernie_kg.paths import PROJECT_ROOT, default_backbone, demo_kg_dir
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +67,22 @@ def tiny_backbone(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture
+def benchmark_script(monkeypatch) -> Callable[[str], ModuleType]:
+    """Loads ``benchmarks/<name>.py`` as a module; the sys.path entry and OMP variable
+    the benchmarks set are undone after the test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+
+    def load(name: str) -> ModuleType:
+        path = PROJECT_ROOT / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope="module")

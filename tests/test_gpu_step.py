@@ -3,26 +3,15 @@ and a clear refusal where there is no GPU."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 from types import ModuleType
 
 import pytest
 import torch
 
-from ernie_kg.paths import PROJECT_ROOT
-
 
 @pytest.fixture
-def gpu_step(monkeypatch) -> ModuleType:
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-    path = PROJECT_ROOT / "benchmarks" / "gpu_step.py"
-    spec = importlib.util.spec_from_file_location("gpu_step", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def gpu_step(benchmark_script) -> ModuleType:
+    return benchmark_script("gpu_step")
 
 
 def padded_batch(lengths: list[int], width: int) -> dict:

@@ -3,10 +3,7 @@ written (last stdout line, one JSON object) and LUKE's entity inputs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import sys
 from types import ModuleType
 
 import pytest
@@ -21,15 +18,8 @@ CONTRACT = ("ernie_vs_text_inference", "ernie_vs_text_train", "ernie_vs_luke_inf
 
 
 @pytest.fixture
-def peer(monkeypatch) -> ModuleType:
-    """The script as a module; the sys.path entry and OMP variable it sets are undone."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-    path = PROJECT_ROOT / "benchmarks" / "peer_throughput.py"
-    spec = importlib.util.spec_from_file_location("peer_throughput", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def peer(benchmark_script) -> ModuleType:
+    return benchmark_script("peer_throughput")
 
 
 @pytest.mark.skipif(not FEWREL16.is_file(), reason="../shared/data/fewrel/fewrel16.json absent")
