@@ -231,6 +231,20 @@ def report(args: argparse.Namespace) -> None:
             gains = ", ".join(f"{k} {ernie[f'test_{k}'][0] - base[f'test_{k}'][0]:+.1f}"
                               for k in METRICS)
             lines.append(f"- {setting} KG, ERNIE-KG minus baseline: {gains}")
+    lines += ["", "| KG | seed | baseline loose micro-F1 | ERNIE-KG | gain | gate rate kept "
+              "on dev (dev loose micro-F1 per candidate) |", "|---|---|---|---|---|---|"]
+    for (setting, model), runs in sorted(rows.items()):
+        base = {r["dev"]["seed"]: r for r in rows.get((setting, "baseline"), [])}
+        for run in runs if model == "ernie" else ():
+            seed, twin = run["dev"]["seed"], base.get(run["dev"]["seed"])
+            if twin is None:
+                continue
+            ours, theirs = 100 * run["test"]["loose_micro_f1"], 100 * twin["test"]["loose_micro_f1"]
+            candidates = ", ".join(f"{rate}: {100 * score:.1f}" for rate, score in
+                                   (run["dev"].get("gate_learning_rate_dev") or {}).items())
+            lines.append(f"| {setting} | {seed} | {theirs:.1f} | {ours:.1f} | "
+                         f"{ours - theirs:+.1f} | {run['dev'].get('gate_learning_rate')} "
+                         f"({candidates}) |")
     machine = first.get("platform", "")
     lines += ["", f"Machine: {machine}, torch threads {first.get('threads')}, 1-min load "
               f"{first.get('load_average', [0])[0]:.1f} at the end of seed "

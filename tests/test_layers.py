@@ -1,4 +1,4 @@
-"""Imports go one way: errors/io/spans/checks -> kg -> linking, modeling -> processing ->
+"""Imports go one way: errors/io/spans/checks/memory -> kg -> linking, modeling -> processing ->
 data -> training -> pipelines -> cli/demo, and no two modules import each other at run
 time.
 
@@ -16,6 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "ernie_kg"
 LAYERS = {
     "errors": 0, "io": 0, "paths": 0, "spans": 0, "checks": 0, "hub": 0, "machine": 0,
+    "memory": 0,
     "kg": 1,
     "linking": 2, "modeling": 2,
     "processing": 3,
