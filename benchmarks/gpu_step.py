@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> dict:
 def markdown(result: dict) -> str:
     lines = [f"# bf16 training step on a GPU: ERNIE-KG vs text-only BERT vs LUKE "
              f"({result['size']}: {result['layers']} x {result['hidden']})", "",
-             f"`python benchmarks/gpu_step.py run{' --compile' if result['compiled'] else ''}` "
+             f"`python benchmarks/gpu_step.py run{' --compile' if result.get('compiled') else ''}` "
              "(one run, the three models interleaved on "
              "every batch; batches prepared by `gpu_step.py prepare`).", "",
              f"- GPU: {result['gpu']}, torch {result['torch']}; dense bf16 peak "
