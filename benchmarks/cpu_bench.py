@@ -26,7 +26,7 @@ import torch
 
 from ernie_kg.machine import cpu_flags as kernel_flags
 from ernie_kg.machine import cpu_model
-from ernie_kg.memory import freed_memory_kept, keep_freed_memory  # noqa: F401 (re-exported)
+from ernie_kg.memory import freed_memory_kept
 from ernie_kg.paths import PROJECT_ROOT
 
 #: CPU flags that decide the fp32/bf16/int8 kernels oneDNN and torch pick.

@@ -40,7 +40,6 @@ import torch  # noqa: E402
 from cpu_bench import (  # noqa: E402
     flag_text,
     interleaved_rounds,
-    keep_freed_memory,
     load_average,
     machine_info,
     median_ms,
@@ -50,6 +49,7 @@ from transformers import AutoModelForSequenceClassification  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from ernie_kg.kg.embeddings import EntityEmbeddings  # noqa: E402
+from ernie_kg.memory import keep_freed_memory  # noqa: E402
 from ernie_kg.modeling import ErnieKGForRelationClassification  # noqa: E402
 from ernie_kg.paths import PROJECT_ROOT, default_backbone  # noqa: E402
 

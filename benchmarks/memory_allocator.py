@@ -33,8 +33,10 @@ SETTINGS = ("glibc defaults", "keep_freed_memory")
 def measure(setting: str, steps: int, threads: int) -> dict:
     """In this interpreter: per-step minor faults, CPU and wall ms of each model and task."""
     import torch
-    from cpu_bench import fewrel16_batches, keep_freed_memory
+    from cpu_bench import fewrel16_batches
     from peer_throughput import Runner, add_luke_inputs, build_models
+
+    from ernie_kg.memory import keep_freed_memory
 
     torch.set_num_threads(threads)
     applied = keep_freed_memory() if setting == SETTINGS[1] else False

@@ -46,7 +46,6 @@ import torch  # noqa: E402
 from cpu_bench import (  # noqa: E402
     fewrel16_batches,
     interleaved_rounds,
-    keep_freed_memory,
     load_average,
     machine_info,
     machine_line,
@@ -65,6 +64,7 @@ from transformers import (  # noqa: E402
 )
 
 from ernie_kg.kg import EntityEmbeddings  # noqa: E402
+from ernie_kg.memory import keep_freed_memory  # noqa: E402
 from ernie_kg.modeling import ErnieKGConfig, ErnieKGForRelationClassification  # noqa: E402
 from ernie_kg.paths import PROJECT_ROOT, default_backbone  # noqa: E402
 

@@ -234,8 +234,10 @@ def report(args: argparse.Namespace) -> None:
     lines += ["", "| KG | seed | baseline loose micro-F1 | ERNIE-KG | gain | gate rate kept "
               "on dev (dev loose micro-F1 per candidate) |", "|---|---|---|---|---|---|"]
     for (setting, model), runs in sorted(rows.items()):
+        if model != "ernie":
+            continue
         base = {r["dev"]["seed"]: r for r in rows.get((setting, "baseline"), [])}
-        for run in runs if model == "ernie" else ():
+        for run in runs:
             seed, twin = run["dev"]["seed"], base.get(run["dev"]["seed"])
             if twin is None:
                 continue

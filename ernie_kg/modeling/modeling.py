@@ -374,7 +374,7 @@ class ErnieKGModel(ErnieKGPreTrainedModel):
                                  f"input_ids shape {tuple(input_shape)}")
         if entity_ids.numel() and not torch.compiler.is_compiling():
             # one pass and one host sync (a GPU stalls at each); a compiled graph skips it
-            low, high = (int(v) for v in torch.aminmax(entity_ids))
+            low, high = torch.stack(torch.aminmax(entity_ids)).tolist()
             if low < 0 or high > self.config.num_entities:
                 raise ValueError(
                     f"entity_ids must be entity-table rows in [0, num_entities="
