@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(
 
 # A training step in small: activations of 6 MB (a [944, 1536] float32 intermediate) kept
 # for the backward pass and a 48 MB gradient (MiniLM's word embeddings), all freed at the
-# end; 5 steps after a first, counting the minor page faults.
+# end; 5 steps after 3 warm-up steps (the heap grows to the step's size once, and how
+# soon varies run to run), counting the minor page faults.
 SCRIPT = """
 import json, resource, sys, torch
 from ernie_kg.memory import keep_freed_memory, freed_memory_kept
@@ -27,7 +28,8 @@ def step():
     gradient = torch.zeros(12_000_000)
     held.append(torch.zeros(1_500_000))
     del gradient, held
-step()
+for _ in range(3):
+    step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
     step()
@@ -49,7 +51,7 @@ def test_the_largest_buffer_is_reused_instead_of_faulted_in_again():
     assert not default["kept"] and kept["applied"] and kept["kept"]
     gradient_pages = 48_000_000 // 4096
     assert default["faults"] >= 2 * gradient_pages  # mapped and faulted in again and again
-    assert kept["faults"] * 4 < default["faults"]  # heap blocks reused, already resident
+    assert kept["faults"] < gradient_pages  # heap blocks reused, already resident
 
 
 def test_the_users_own_choice_is_left_alone():
