@@ -80,6 +80,9 @@ class PretrainingSettings:
     head_learning_rate: float = 1e-3  # the fresh heads and knowledge modules
     gate_learning_rate: float = 1e-2  # gates open here so dEA trains the entity path
     head_warmup_steps: int = 50  # backbone frozen while the heads learn its states
+    #: hold the word embeddings (and the MLM decoder tied to them) as loaded: see
+    #: :func:`~ernie_kg.training.pretrain_schedule.pretraining_optimizer`
+    freeze_word_embeddings: bool = False
     mlm_prior: bool = True  # an untrained MLM head's bias: the data's log token counts
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01

@@ -44,7 +44,18 @@ def parameter_role(name: str, prefix: str = "ernie") -> str:
 
 
 def pretraining_optimizer(model: nn.Module, settings: Any) -> torch.optim.Optimizer:
-    """AdamW with one group per (role, decayed); each group's ``role`` is kept in it."""
+    """AdamW with one group per (role, decayed); each group's ``role`` is kept in it.
+
+    With ``settings.freeze_word_embeddings`` the word embeddings get no gradient. Why:
+    the MLM decoder is tied to them, and its softmax pushes every vocabulary row's logit
+    down on every step; AdamW turns those small, same-signed gradients into full-size
+    steps, so the rows of tokens the corpus never contains move most, nearly all in one
+    common direction (measured on MiniLM over SemEval-2014's training sentences, 60
+    steps: drift 1.8% of their norm against 1.2% for the corpus' own tokens, 99% of it
+    shared). A small domain corpus thus shifts the input of every token it never saw.
+    """
+    if getattr(settings, "freeze_word_embeddings", False):
+        model.get_input_embeddings().weight.requires_grad_(False)
     rates = {"backbone": settings.learning_rate, "head": settings.head_learning_rate,
              "knowledge": settings.head_learning_rate, "gate": settings.gate_learning_rate}
     prefix = getattr(model, "base_model_prefix", "ernie")
