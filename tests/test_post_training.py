@@ -162,6 +162,32 @@ def test_head_warmup_holds_the_encoder_bit_identical_then_trains_it(data, tokeni
     assert encoder and all(not torch.equal(*finals[3][n]) for n in encoder)
 
 
+@pytest.mark.parametrize("freeze", [False, True])
+def test_frozen_word_embeddings_stay_as_loaded_unseen_tokens_move_otherwise(
+        freeze, data, tokenizer, tmp_path, corpus):
+    """The tied decoder's softmax reaches every vocabulary row: without the setting, rows
+    of tokens the corpus never contains move too; with it no row moves, the encoder does."""
+    torch.manual_seed(0)
+    model = post_training_model()
+    embeddings = model.get_input_embeddings().weight
+    before = embeddings.detach().clone()
+    layer = model.ernie.encoder.layer[0].output.dense.weight.detach().clone()
+    pretrain(data, model, tmp_path / "run", tokenizer,
+             _settings(max_steps=3, head_warmup_steps=1, learning_rate=1e-4,
+                       freeze_word_embeddings=freeze), resume=False)
+    assert model.cls.predictions.decoder.weight is embeddings  # still tied
+    seen = sorted({i for line in corpus.read_text().splitlines()
+                   for i in tokenizer(line)["input_ids"]})
+    unseen = torch.ones(len(before), dtype=torch.bool)
+    unseen[seen] = False
+    moved = (embeddings.detach() != before).any(dim=1)
+    assert not torch.equal(model.ernie.encoder.layer[0].output.dense.weight, layer)
+    if freeze:
+        assert not moved.any()
+    else:
+        assert moved[unseen].float().mean() > 0.99
+
+
 def _mlm_loss(model, batch) -> float:
     model.eval()
     with torch.no_grad():
