@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summarize_absa import HEADERS, METRICS, NAMES, relative  # noqa: E402
 
 RECIPE = ("max_steps", "batch_size", "learning_rate", "head_learning_rate",
-          "head_warmup_steps")
+          "head_warmup_steps", "freeze_word_embeddings")
 
 
 def _mlm_loss(log: Path) -> dict[str, float] | None:
@@ -53,7 +53,9 @@ def probe_record(run: Path) -> dict[str, Any]:
     if not recipe_path.is_file():
         raise SystemExit(f"{recipe_path}: missing: {run} was not fine-tuned from a "
                          "post-trained backbone")
-    recipe = json.loads(recipe_path.read_text(encoding="utf-8"))
+    # backbones post-trained before the setting existed trained their word embeddings
+    recipe = {"freeze_word_embeddings": False,
+              **json.loads(recipe_path.read_text(encoding="utf-8"))}
     dataset = settings["dataset"]
     return {"run": relative(run), "dataset": dataset, "setting": settings["setting"],
             "seed": settings["seed"], "backbone": relative(backbone),
@@ -86,9 +88,9 @@ def markdown(probes: list[dict[str, Any]], references: list[dict[str, Any]],
     for dataset in sorted({p["dataset"] for p in probes}):
         metrics = METRICS[dataset]
         lines += [f"## {dataset}", "", "| setting | seed | backbone | steps | lr | head "
-                  "warm-up | MLM loss first -> last 10% | dev score | "
+                  "warm-up | word embeddings | MLM loss first -> last 10% | dev score | "
                   + " | ".join(f"test {HEADERS[m]}" for m in metrics) + " |",
-                  "|---|---|---|---|---|---|---|---|" + "---|" * len(metrics)]
+                  "|---|---|---|---|---|---|---|---|---|" + "---|" * len(metrics)]
         rows = [(r, "plain" if r["mode"] == "fine-tuned" else "run_absa.sh default", None)
                 for r in references if r["dataset"] == dataset]
         rows += [(p, p["backbone"], p) for p in probes if p["dataset"] == dataset]
@@ -98,12 +100,20 @@ def markdown(probes: list[dict[str, Any]], references: list[dict[str, Any]],
             lines.append(
                 f"| {NAMES[record['setting']]} | {record['seed']} | {label} | "
                 f"{recipe.get('max_steps', '–')} | {recipe.get('learning_rate', '–')} | "
-                f"{recipe.get('head_warmup_steps', '–')} | "
+                f"{recipe.get('head_warmup_steps', '–')} | {_embeddings(recipe)} | "
                 + (f"{loss['first']:.2f} -> {loss['last']:.2f}" if loss else "–")
                 + f" | {record['dev_absa_score']:.2f} | "
                 + " | ".join(f"{record['test'][m]:.2f}" for m in metrics) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _embeddings(recipe: dict[str, Any]) -> str:
+    """Whether post-training held the word embeddings (probes recorded before the
+    setting existed trained them)."""
+    if not recipe:
+        return "–"
+    return "held" if recipe.get("freeze_word_embeddings", False) else "trained"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
