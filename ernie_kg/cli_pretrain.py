@@ -227,6 +227,10 @@ def post_train_command(
     freeze_word_embeddings: Annotated[bool, typer.Option(
         help="Hold the word embeddings (and the MLM decoder tied to them) as loaded")
     ] = False,
+    interpolation: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of the way from the loaded backbone to the "
+                               "post-trained weights that the saved backbone takes "
+                               "(1: all of it; 0.5: weight-space ensembling)")] = 1.0,
     save_steps: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per segment")] = 128,
@@ -250,8 +254,8 @@ def post_train_command(
     settings = post_training_settings(  # checked before an earlier run is moved aside
         max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
         head_learning_rate=head_learning_rate, head_warmup_steps=head_warmup_steps,
-        freeze_word_embeddings=freeze_word_embeddings, save_steps=save_steps, seed=seed,
-        mixed_precision=mixed_precision)
+        freeze_word_embeddings=freeze_word_embeddings, interpolation=interpolation,
+        save_steps=save_steps, seed=seed, mixed_precision=mixed_precision)
     check_backbone(backbone or default_backbone())
     aside = claim_run_dir(output, resume=resume, overwrite=overwrite)
     if aside is not None:

@@ -218,11 +218,11 @@ def test_mlm_loss_on_the_corpus_goes_down(data, tokenizer, tmp_path):
     assert np.mean([r["mlm_loss"] for r in history[-5:]]) < history[0]["mlm_loss"]
 
 
-def _post_train(corpus: Path, output: Path, steps: int = 4) -> list[dict]:
+def _post_train(corpus: Path, output: Path, steps: int = 4, *extra: str) -> list[dict]:
     result = CliRunner().invoke(app, [
         "pretrain", "post-train", "--corpus", str(corpus), "--output", str(output),
         "--max-steps", str(steps), "--batch-size", "8", "--save-steps", "2",
-        "--head-warmup-steps", "1", "--max-length", "32"])
+        "--head-warmup-steps", "1", "--max-length", "32", *extra])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
 
@@ -246,6 +246,27 @@ def test_post_train_command_resumes_exactly_after_a_kill(corpus, tmp_path):
     assert first.keys() == second.keys()
     for name in first:
         torch.testing.assert_close(first[name], second[name], rtol=1e-5, atol=1e-6)
+
+
+def test_interpolation_saves_the_encoder_part_of_the_way_back(corpus, tmp_path):
+    """The same run (same seed), saved with --interpolation 0.5 and 1: the encoder of
+    the first is the midpoint of the loaded MiniLM and the second; the MLM head is the
+    trained one in both; the setting is recorded with the backbone."""
+    for weight in ("1", "0.5"):
+        _post_train(corpus, tmp_path / weight, 4, "--interpolation", weight,
+                    "--learning-rate", "1e-3")
+    trained, half = (load_file(str(tmp_path / w / "model.safetensors")) for w in ("1", "0.5"))
+    loaded = {f"bert.{k}": v for k, v in AutoModel.from_pretrained(default_backbone())
+              .state_dict().items()}
+    encoder = [k for k in trained if k in loaded and k.startswith("bert.encoder.")]
+    assert encoder and all(not torch.equal(trained[k], loaded[k]) for k in encoder)
+    for name in trained:
+        expected = (trained[name] + loaded[name]) / 2 if name in loaded else trained[name]
+        torch.testing.assert_close(half[name], expected, rtol=1e-5, atol=1e-6)
+    recorded = json.loads((tmp_path / "0.5" / "pretraining_settings.json").read_text())
+    assert recorded["interpolation"] == 0.5
+    with pytest.raises(SettingError, match="interpolation"):
+        post_training_settings(interpolation=1.5)
 
 
 @pytest.mark.parametrize("content", ["", "\n  \n\n"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,27 @@ def post_training_model(backbone: str | Path | None = None, **config_overrides: 
     layers: BERT itself. A backbone without an MLM head gets the identity-path start."""
     return ErnieKGForPreTraining.from_backbone(backbone, num_knowledge_layers=0,
                                                **config_overrides)
+
+
+@torch.no_grad()
+def interpolate_backbone(model: ErnieKGForPreTraining, original: nn.Module,
+                         weight: float) -> None:
+    """Move ``model``'s encoder (embeddings, layers, pooler) to ``original + weight *
+    (model - original)`` in place; the MLM head stays as trained.
+
+    Why: weight-space ensembling (Wortsman et al., 2022, WiSE-FT) keeps part of what the
+    loaded backbone knew. Masked LM reshapes a backbone that was never trained as a
+    masked LM (the packaged MiniLM was distilled, then trained on sentence pairs), and
+    fine-tuning pays for it (``results/absa_post_probes.md``); ``weight`` < 1 keeps
+    part of the way back.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise SettingError(f"interpolation={weight}: expected a weight in [0, 1]")
+    prefix = model.base_model_prefix + "."
+    loaded = dict(original.named_parameters())
+    for name, parameter in model.named_parameters():
+        if name.startswith(prefix) and name in loaded:
+            parameter.lerp_(loaded[name].to(parameter), 1.0 - weight)
 
 
 def save_backbone(model: nn.Module, directory: str | Path) -> None:
@@ -112,7 +134,18 @@ def post_train(
     torch.manual_seed(settings.seed)  # fresh head weights start the same in every process
     model = post_training_model(path, **overrides)
     return pretrain(data_dir, model, output_dir, tokenizer, settings, resume=resume,
-                    save_model=save_backbone)
+                    save_model=partial(save_post_trained, backbone=path,
+                                       interpolation=settings.interpolation))
+
+
+def save_post_trained(model: ErnieKGForPreTraining, directory: str | Path,
+                      backbone: str | Path, interpolation: float = 1.0) -> None:
+    """Save a post-trained model as a BERT backbone, its encoder first moved back
+    toward ``backbone``'s weights by :func:`interpolate_backbone` (checkpoints keep the
+    trained weights, so a resume is exact)."""
+    if interpolation < 1.0:
+        interpolate_backbone(model, post_training_model(backbone), interpolation)
+    save_backbone(model, directory)
 
 
 def _sha256(path: Path) -> str:

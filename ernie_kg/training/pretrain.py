@@ -83,6 +83,9 @@ class PretrainingSettings:
     #: hold the word embeddings (and the MLM decoder tied to them) as loaded: see
     #: :func:`~ernie_kg.training.pretrain_schedule.pretraining_optimizer`
     freeze_word_embeddings: bool = False
+    #: domain post-training only: how far the saved backbone moves from the loaded
+    #: weights to the trained ones (1: all the way; see ``interpolate_backbone``)
+    interpolation: float = 1.0
     mlm_prior: bool = True  # an untrained MLM head's bias: the data's log token counts
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -109,6 +112,7 @@ class PretrainingSettings:
         check_number("min_entity_coverage", self.min_entity_coverage, 0, False, 1)
         check_number("head_learning_rate", self.head_learning_rate, 0, True)
         check_number("head_warmup_steps", self.head_warmup_steps, 0)
+        check_number("interpolation", self.interpolation, 0, False, 1)
         if self.mixed_precision not in ("auto", "no"):
             raise SettingError(f"mixed_precision={self.mixed_precision!r}: expected 'auto' "
                                "(bf16 autocast on CUDA) or 'no'")
@@ -217,6 +221,10 @@ def pretrain(
     from tqdm.auto import tqdm
 
     settings = settings or PretrainingSettings()
+    if settings.interpolation != 1.0 and save_model is None:
+        raise SettingError(f"interpolation={settings.interpolation}: only domain "
+                           "post-training (saved as a BERT backbone) moves the saved "
+                           "weights back toward the loaded ones")
     context = DistributedContext()
     output_dir = Path(output_dir)
     data = PretrainingShards(data_dir)
