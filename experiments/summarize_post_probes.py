@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summarize_absa import HEADERS, METRICS, NAMES, relative  # noqa: E402
 
 RECIPE = ("max_steps", "batch_size", "learning_rate", "head_learning_rate",
-          "head_warmup_steps", "freeze_word_embeddings")
+          "head_warmup_steps", "freeze_word_embeddings", "interpolation")
 
 
 def _mlm_loss(log: Path) -> dict[str, float] | None:
@@ -54,7 +54,7 @@ def probe_record(run: Path) -> dict[str, Any]:
         raise SystemExit(f"{recipe_path}: missing: {run} was not fine-tuned from a "
                          "post-trained backbone")
     # backbones post-trained before the setting existed trained their word embeddings
-    recipe = {"freeze_word_embeddings": False,
+    recipe = {"freeze_word_embeddings": False, "interpolation": 1.0,
               **json.loads(recipe_path.read_text(encoding="utf-8"))}
     dataset = settings["dataset"]
     return {"run": relative(run), "dataset": dataset, "setting": settings["setting"],
@@ -75,7 +75,7 @@ def reference_runs(summary: Path, probes: list[dict[str, Any]]) -> list[dict[str
 
 
 def markdown(probes: list[dict[str, Any]], references: list[dict[str, Any]],
-             summary: Path) -> str:
+             summary: Path, notes: list[str] = ()) -> str:
     lines = ["# Domain post-training recipes on dev", "",
              "Each recipe post-trains the packaged MiniLM on the benchmark's training "
              "sentences (`ernie-kg pretrain post-train`, whole-word MLM), then fine-tunes "
@@ -85,12 +85,14 @@ def markdown(probes: list[dict[str, Any]], references: list[dict[str, Any]],
              "post-training table (`pretrain post-train`'s defaults when it ran: 1000 "
              "steps), both read from "
              f"`{relative(summary)}` as measured.", ""]
+    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
     for dataset in sorted({p["dataset"] for p in probes}):
         metrics = METRICS[dataset]
         lines += [f"## {dataset}", "", "| setting | seed | backbone | steps | lr | head "
-                  "warm-up | word embeddings | MLM loss first -> last 10% | dev score | "
+                  "warm-up | word embeddings | interpolation | MLM loss first -> last 10% | "
+                  "dev score | "
                   + " | ".join(f"test {HEADERS[m]}" for m in metrics) + " |",
-                  "|---|---|---|---|---|---|---|---|---|" + "---|" * len(metrics)]
+                  "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(metrics)]
         rows = [(r, "plain" if r["mode"] == "fine-tuned" else "run_absa.sh default", None)
                 for r in references if r["dataset"] == dataset]
         rows += [(p, p["backbone"], p) for p in probes if p["dataset"] == dataset]
@@ -101,6 +103,7 @@ def markdown(probes: list[dict[str, Any]], references: list[dict[str, Any]],
                 f"| {NAMES[record['setting']]} | {record['seed']} | {label} | "
                 f"{recipe.get('max_steps', '–')} | {recipe.get('learning_rate', '–')} | "
                 f"{recipe.get('head_warmup_steps', '–')} | {_embeddings(recipe)} | "
+                f"{recipe.get('interpolation', '–')} | "
                 + (f"{loss['first']:.2f} -> {loss['last']:.2f}" if loss else "–")
                 + f" | {record['dev_absa_score']:.2f} | "
                 + " | ".join(f"{record['test'][m]:.2f}" for m in metrics) + " |")
@@ -122,20 +125,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="a fine-tuned run from a post-trained backbone (repeatable)")
     p.add_argument("--summary", type=Path, default=Path("results/absa.json"))
     p.add_argument("--output", type=Path, default=Path("results/absa_post_probes"))
+    p.add_argument("--note", action="append", default=[],
+                   help="a line for the report (repeatable; kept with OUTPUT.json)")
     args = p.parse_args(argv)
     fresh = [probe_record(run) for run in args.probe]
     earlier_path = args.output.with_suffix(".json")
-    earlier = json.loads(earlier_path.read_text())["probes"] if earlier_path.is_file() else []
+    recorded = json.loads(earlier_path.read_text()) if earlier_path.is_file() else {}
+    earlier = recorded.get("probes", [])
+    notes = args.note or recorded.get("notes", [])
     names = {p["run"] for p in fresh}
     probes = sorted(fresh + [p for p in earlier if p["run"] not in names],
                     key=lambda p: (p["dataset"], p["run"]))
     if not probes:
         raise SystemExit("no probes: pass --probe RUN (or keep OUTPUT.json)")
     references = reference_runs(args.summary, probes)
-    result = {"summary": relative(args.summary), "probes": probes, "references": references}
+    result = {"summary": relative(args.summary), "probes": probes, "references": references,
+              "notes": notes}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     earlier_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    args.output.with_suffix(".md").write_text(markdown(probes, references, args.summary),
+    args.output.with_suffix(".md").write_text(markdown(probes, references, args.summary, notes),
                                               encoding="utf-8")
     return result
 

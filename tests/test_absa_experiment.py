@@ -284,16 +284,18 @@ def test_post_training_probes_sit_beside_plain_runs_of_their_seed(tmp_path):
     output = tmp_path / "probes"
     probes = experiment("summarize_post_probes")
     found = probes.main(["--probe", str(probe), "--summary", str(summary.with_suffix(".json")),
-                         "--output", str(output)])
+                         "--output", str(output), "--note", "held the top layer"])
     assert found["probes"][0]["mlm_loss"] == pytest.approx({"first": 5.85, "last": 4.05})
     assert [r["mode"] for r in found["references"]] == ["fine-tuned"]
     table = output.with_suffix(".md").read_text()
-    assert "| BERT-pair-NLI-M | 0 | plain | – | – | – | – | – | 79.00 | 80.00 |" in table
-    assert ("post/semeval-backbone | 300 | 2e-05 | 50 | trained | 5.85 -> 4.05 | 77.45 | "
-            "75.00 |") in table  # recorded before freeze_word_embeddings: it trained them
+    assert "| BERT-pair-NLI-M | 0 | plain | – | – | – | – | – | – | 79.00 | 80.00 |" in table
+    assert ("post/semeval-backbone | 300 | 2e-05 | 50 | trained | 1.0 | 5.85 -> 4.05 | "
+            "77.45 | 75.00 |") in table  # recorded before the settings: trained, all the way
     again = probes.main(["--summary", str(summary.with_suffix(".json")),
                          "--output", str(output)])  # earlier probes are kept
     assert [p["run"] for p in again["probes"]] == [p["run"] for p in found["probes"]]
+    assert again["notes"] == ["held the top layer"]  # and the notes
+    assert "- held the top layer" in output.with_suffix(".md").read_text()
     (backbone / "pretraining_settings.json").unlink()
     with pytest.raises(SystemExit, match="not fine-tuned from a post-trained backbone"):
         probes.main(["--probe", str(probe), "--output", str(output)])
