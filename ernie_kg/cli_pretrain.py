@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -124,6 +125,13 @@ def run(
     head_warmup_steps: Annotated[int, typer.Option(
         min=0, help="First steps that train only the heads and knowledge modules "
                     "(backbone frozen)")] = 50,
+    freeze_word_embeddings: Annotated[bool, typer.Option(
+        help="Hold the word embeddings (and the MLM decoder tied to them) as loaded")
+    ] = False,
+    interpolation: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Without --kg: share of the way from the loaded backbone "
+                               "to the post-trained weights that the saved backbone "
+                               "takes (1: all of it)")] = 1.0,
     save_steps: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     num_knowledge_layers: Annotated[int | None, typer.Option(
@@ -154,7 +162,7 @@ def run(
     from ernie_kg.data.pretraining import PretrainingShards
     from ernie_kg.modeling import ErnieKGForPreTraining
     from ernie_kg.paths import default_backbone
-    from ernie_kg.training.post_training import post_training_model, save_backbone
+    from ernie_kg.training.post_training import post_training_model, save_post_trained
     from ernie_kg.training.pretrain import PretrainingSettings, latest_checkpoint, pretrain
 
     if not overwrite:  # an earlier run is refused before the data is even read
@@ -178,6 +186,7 @@ def run(
         gradient_accumulation_steps=gradient_accumulation_steps,
         learning_rate=learning_rate, head_learning_rate=head_learning_rate,
         head_warmup_steps=head_warmup_steps, save_steps=save_steps, seed=seed,
+        freeze_word_embeddings=freeze_word_embeddings, interpolation=interpolation,
         whole_word_masking=whole_word, whole_entity_masking=whole_entity, dea=dea, nsp=nsp,
         mixed_precision=mixed_precision,
     )
@@ -195,7 +204,8 @@ def run(
     if kg is None:
         model = post_training_model(path, **overrides)
         result = pretrain(data, model, output, tokenizer, settings, resume=resume,
-                          save_model=save_backbone)
+                          save_model=partial(save_post_trained, backbone=path,
+                                             interpolation=interpolation))
     else:
         model = ErnieKGForPreTraining.from_backbone(path, load_kg_embeddings(kg, cache_dir),
                                                     num_knowledge_layers=num_knowledge_layers,
@@ -227,6 +237,8 @@ def post_train_command(
     freeze_word_embeddings: Annotated[bool, typer.Option(
         help="Hold the word embeddings (and the MLM decoder tied to them) as loaded")
     ] = False,
+    held_bottom_layers: Annotated[int, typer.Option(
+        min=0, help="Hold the embeddings and the first N encoder layers as loaded")] = 0,
     interpolation: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Share of the way from the loaded backbone to the "
                                "post-trained weights that the saved backbone takes "
@@ -255,7 +267,8 @@ def post_train_command(
         max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
         head_learning_rate=head_learning_rate, head_warmup_steps=head_warmup_steps,
         freeze_word_embeddings=freeze_word_embeddings, interpolation=interpolation,
-        save_steps=save_steps, seed=seed, mixed_precision=mixed_precision)
+        held_bottom_layers=held_bottom_layers, save_steps=save_steps, seed=seed,
+        mixed_precision=mixed_precision)
     check_backbone(backbone or default_backbone())
     aside = claim_run_dir(output, resume=resume, overwrite=overwrite)
     if aside is not None:

@@ -60,7 +60,8 @@ STAGING_PREFIX = ".tmp-"
 RESUME_KEYS = ("batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio",
                "seed", "mlm_probability", "whole_word_masking", "whole_entity_masking",
                "dea", "nsp", "max_steps", "head_warmup_steps", "head_learning_rate",
-               "gate_learning_rate", "mlm_prior", "freeze_word_embeddings")
+               "gate_learning_rate", "mlm_prior", "freeze_word_embeddings",
+               "held_bottom_layers")
 
 
 def _step_of(path: Path) -> int:

@@ -83,6 +83,10 @@ class PretrainingSettings:
     #: hold the word embeddings (and the MLM decoder tied to them) as loaded: see
     #: :func:`~ernie_kg.training.pretrain_schedule.pretraining_optimizer`
     freeze_word_embeddings: bool = False
+    #: hold the embeddings and the first N encoder layers as loaded (domain post-training
+    #: of a backbone that was never a masked LM: its lower layers are what fine-tuning
+    #: builds on; results/absa_post_probes.md)
+    held_bottom_layers: int = 0
     #: domain post-training only: how far the saved backbone moves from the loaded
     #: weights to the trained ones (1: all the way; see ``interpolate_backbone``)
     interpolation: float = 1.0
@@ -113,6 +117,7 @@ class PretrainingSettings:
         check_number("head_learning_rate", self.head_learning_rate, 0, True)
         check_number("head_warmup_steps", self.head_warmup_steps, 0)
         check_number("interpolation", self.interpolation, 0, False, 1)
+        check_number("held_bottom_layers", self.held_bottom_layers, 0)
         if self.mixed_precision not in ("auto", "no"):
             raise SettingError(f"mixed_precision={self.mixed_precision!r}: expected 'auto' "
                                "(bf16 autocast on CUDA) or 'no'")

@@ -53,9 +53,18 @@ def pretraining_optimizer(model: nn.Module, settings: Any) -> torch.optim.Optimi
     common direction (measured on MiniLM over SemEval-2014's training sentences, 60
     steps: drift 1.8% of their norm against 1.2% for the corpus' own tokens, 99% of it
     shared). A small domain corpus thus shifts the input of every token it never saw.
+    ``settings.held_bottom_layers`` holds the embeddings and the first N encoder layers.
     """
     if getattr(settings, "freeze_word_embeddings", False):
         model.get_input_embeddings().weight.requires_grad_(False)
+    held = getattr(settings, "held_bottom_layers", 0)
+    prefix = getattr(model, "base_model_prefix", "ernie")
+    if held:  # the embeddings and encoder layers 0 .. held - 1
+        starts = (f"{prefix}.embeddings.",
+                  *(f"{prefix}.encoder.layer.{i}." for i in range(held)))
+        for name, parameter in model.named_parameters():
+            if name.startswith(starts):
+                parameter.requires_grad_(False)
     rates = {"backbone": settings.learning_rate, "head": settings.head_learning_rate,
              "knowledge": settings.head_learning_rate, "gate": settings.gate_learning_rate}
     prefix = getattr(model, "base_model_prefix", "ernie")
