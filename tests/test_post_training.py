@@ -188,6 +188,23 @@ def test_frozen_word_embeddings_stay_as_loaded_unseen_tokens_move_otherwise(
         assert moved[unseen].float().mean() > 0.99
 
 
+def test_held_bottom_layers_stay_as_loaded_the_layers_above_train(data, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = post_training_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    pretrain(data, model, tmp_path / "run", tokenizer,
+             _settings(max_steps=3, head_warmup_steps=1, learning_rate=1e-4,
+                       held_bottom_layers=2), resume=False)
+    held = ("ernie.embeddings.", "ernie.encoder.layer.0.", "ernie.encoder.layer.1.")
+    for name, parameter in model.named_parameters():
+        if name.startswith(held):
+            assert torch.equal(parameter, before[name]), name
+        elif name.startswith("ernie.encoder.layer.") and name.endswith(".weight"):
+            assert not torch.equal(parameter, before[name]), name
+    with pytest.raises(SettingError, match="held_bottom_layers"):
+        post_training_settings(held_bottom_layers=-1)
+
+
 def _mlm_loss(model, batch) -> float:
     model.eval()
     with torch.no_grad():
