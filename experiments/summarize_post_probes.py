@@ -103,7 +103,7 @@ def markdown(probes: list[dict[str, Any]], references: list[dict[str, Any]],
                 f"| {NAMES[record['setting']]} | {record['seed']} | {label} | "
                 f"{recipe.get('max_steps', '–')} | {recipe.get('learning_rate', '–')} | "
                 f"{recipe.get('head_warmup_steps', '–')} | {_embeddings(recipe)} | "
-                f"{recipe.get('interpolation', '–')} | "
+                f"{recipe.get('interpolation', 1.0) if recipe else '–'} | "
                 + (f"{loss['first']:.2f} -> {loss['last']:.2f}" if loss else "–")
                 + f" | {record['dev_absa_score']:.2f} | "
                 + " | ".join(f"{record['test'][m]:.2f}" for m in metrics) + " |")
