@@ -50,8 +50,11 @@ def test_the_largest_buffer_is_reused_instead_of_faulted_in_again():
     default, kept = run("default"), run("set")
     assert not default["kept"] and kept["applied"] and kept["kept"]
     gradient_pages = 48_000_000 // 4096
-    assert default["faults"] >= 2 * gradient_pages  # mapped and faulted in again and again
-    assert kept["faults"] < gradient_pages  # heap blocks reused, already resident
+    # glibc's defaults map and fault the gradient in again on every one of the 5 steps;
+    # kept, the heap's blocks are reused (at most a late one-time growth of the heap,
+    # seen here once in a few runs: exactly one gradient's pages)
+    assert default["faults"] >= 4 * gradient_pages
+    assert kept["faults"] <= 2 * gradient_pages
 
 
 def test_the_users_own_choice_is_left_alone():
