@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summarize_absa import HEADERS, METRICS, NAMES, relative  # noqa: E402
 
 RECIPE = ("max_steps", "batch_size", "learning_rate", "head_learning_rate",
-          "head_warmup_steps", "freeze_word_embeddings", "interpolation")
+          "head_warmup_steps", "freeze_word_embeddings", "held_bottom_layers",
+          "interpolation")
 
 
 def _mlm_loss(log: Path) -> dict[str, float] | None:
@@ -54,7 +55,7 @@ def probe_record(run: Path) -> dict[str, Any]:
         raise SystemExit(f"{recipe_path}: missing: {run} was not fine-tuned from a "
                          "post-trained backbone")
     # backbones post-trained before the setting existed trained their word embeddings
-    recipe = {"freeze_word_embeddings": False, "interpolation": 1.0,
+    recipe = {"freeze_word_embeddings": False, "held_bottom_layers": 0, "interpolation": 1.0,
               **json.loads(recipe_path.read_text(encoding="utf-8"))}
     dataset = settings["dataset"]
     return {"run": relative(run), "dataset": dataset, "setting": settings["setting"],
@@ -89,7 +90,7 @@ def markdown(probes: list[dict[str, Any]], references: list[dict[str, Any]],
     for dataset in sorted({p["dataset"] for p in probes}):
         metrics = METRICS[dataset]
         lines += [f"## {dataset}", "", "| setting | seed | backbone | steps | lr | head "
-                  "warm-up | word embeddings | interpolation | MLM loss first -> last 10% | "
+                  "warm-up | held as loaded | interpolation | MLM loss first -> last 10% | "
                   "dev score | "
                   + " | ".join(f"test {HEADERS[m]}" for m in metrics) + " |",
                   "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(metrics)]
@@ -102,7 +103,7 @@ def markdown(probes: list[dict[str, Any]], references: list[dict[str, Any]],
             lines.append(
                 f"| {NAMES[record['setting']]} | {record['seed']} | {label} | "
                 f"{recipe.get('max_steps', '–')} | {recipe.get('learning_rate', '–')} | "
-                f"{recipe.get('head_warmup_steps', '–')} | {_embeddings(recipe)} | "
+                f"{recipe.get('head_warmup_steps', '–')} | {_held(recipe)} | "
                 f"{recipe.get('interpolation', 1.0) if recipe else '–'} | "
                 + (f"{loss['first']:.2f} -> {loss['last']:.2f}" if loss else "–")
                 + f" | {record['dev_absa_score']:.2f} | "
@@ -111,12 +112,15 @@ def markdown(probes: list[dict[str, Any]], references: list[dict[str, Any]],
     return "\n".join(lines)
 
 
-def _embeddings(recipe: dict[str, Any]) -> str:
-    """Whether post-training held the word embeddings (probes recorded before the
-    setting existed trained them)."""
+def _held(recipe: dict[str, Any]) -> str:
+    """What post-training held as loaded (probes recorded before these settings held
+    nothing)."""
     if not recipe:
         return "–"
-    return "held" if recipe.get("freeze_word_embeddings", False) else "trained"
+    layers = recipe.get("held_bottom_layers", 0)
+    if layers:
+        return f"embeddings, layers 0-{layers - 1}"
+    return "word embeddings" if recipe.get("freeze_word_embeddings", False) else "nothing"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -289,8 +289,8 @@ def test_post_training_probes_sit_beside_plain_runs_of_their_seed(tmp_path):
     assert [r["mode"] for r in found["references"]] == ["fine-tuned"]
     table = output.with_suffix(".md").read_text()
     assert "| BERT-pair-NLI-M | 0 | plain | – | – | – | – | – | – | 79.00 | 80.00 |" in table
-    assert ("post/semeval-backbone | 300 | 2e-05 | 50 | trained | 1.0 | 5.85 -> 4.05 | "
-            "77.45 | 75.00 |") in table  # recorded before the settings: trained, all the way
+    assert ("post/semeval-backbone | 300 | 2e-05 | 50 | nothing | 1.0 | 5.85 -> 4.05 | "
+            "77.45 | 75.00 |") in table  # recorded before the settings: nothing held
     again = probes.main(["--summary", str(summary.with_suffix(".json")),
                          "--output", str(output)])  # earlier probes are kept
     assert [p["run"] for p in again["probes"]] == [p["run"] for p in found["probes"]]
