@@ -128,6 +128,8 @@ def run(
     freeze_word_embeddings: Annotated[bool, typer.Option(
         help="Hold the word embeddings (and the MLM decoder tied to them) as loaded")
     ] = False,
+    held_bottom_layers: Annotated[int, typer.Option(
+        min=0, help="Hold the embeddings and the first N encoder layers as loaded")] = 0,
     interpolation: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Without --kg: share of the way from the loaded backbone "
                                "to the post-trained weights that the saved backbone "
@@ -187,7 +189,8 @@ def run(
         learning_rate=learning_rate, head_learning_rate=head_learning_rate,
         head_warmup_steps=head_warmup_steps, save_steps=save_steps, seed=seed,
         freeze_word_embeddings=freeze_word_embeddings, interpolation=interpolation,
-        whole_word_masking=whole_word, whole_entity_masking=whole_entity, dea=dea, nsp=nsp,
+        held_bottom_layers=held_bottom_layers, whole_word_masking=whole_word,
+        whole_entity_masking=whole_entity, dea=dea, nsp=nsp,
         mixed_precision=mixed_precision,
     )
     aside = claim_run_dir(output, resume=resume, overwrite=overwrite)

@@ -203,6 +203,10 @@ def test_held_bottom_layers_stay_as_loaded_the_layers_above_train(data, tokenize
             assert not torch.equal(parameter, before[name]), name
     with pytest.raises(SettingError, match="held_bottom_layers"):
         post_training_settings(held_bottom_layers=-1)
+    with pytest.raises(SettingError, match="held_bottom_layers=7: the model has no "
+                                           "ernie.encoder.layer.6"):  # MiniLM has 6
+        pretrain(data, post_training_model(), tmp_path / "too-many", tokenizer,
+                 _settings(max_steps=1, held_bottom_layers=7), resume=False)
 
 
 def _mlm_loss(model, batch) -> float:

@@ -83,9 +83,9 @@ class PretrainingSettings:
     #: hold the word embeddings (and the MLM decoder tied to them) as loaded: see
     #: :func:`~ernie_kg.training.pretrain_schedule.pretraining_optimizer`
     freeze_word_embeddings: bool = False
-    #: hold the embeddings and the first N encoder layers as loaded (domain post-training
-    #: of a backbone that was never a masked LM: its lower layers are what fine-tuning
-    #: builds on; results/absa_post_probes.md)
+    #: hold the embeddings and the first N encoder layers as loaded (on the packaged
+    #: MiniLM this alone did not keep post-training from costing fine-tuning dev score:
+    #: results/absa_post_probes.md)
     held_bottom_layers: int = 0
     #: domain post-training only: how far the saved backbone moves from the loaded
     #: weights to the trained ones (1: all the way; see ``interpolate_backbone``)

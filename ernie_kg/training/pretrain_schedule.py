@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ernie_kg.data.pretraining import PretrainingShards
+from ernie_kg.errors import SettingError
 from ernie_kg.modeling.layers import GATE_PARAMETERS, knowledge_role
 from ernie_kg.modeling.mlm_head import set_unigram_bias
 
@@ -57,17 +58,10 @@ def pretraining_optimizer(model: nn.Module, settings: Any) -> torch.optim.Optimi
     """
     if getattr(settings, "freeze_word_embeddings", False):
         model.get_input_embeddings().weight.requires_grad_(False)
-    held = getattr(settings, "held_bottom_layers", 0)
     prefix = getattr(model, "base_model_prefix", "ernie")
-    if held:  # the embeddings and encoder layers 0 .. held - 1
-        starts = (f"{prefix}.embeddings.",
-                  *(f"{prefix}.encoder.layer.{i}." for i in range(held)))
-        for name, parameter in model.named_parameters():
-            if name.startswith(starts):
-                parameter.requires_grad_(False)
+    _hold_bottom_layers(model, prefix, getattr(settings, "held_bottom_layers", 0))
     rates = {"backbone": settings.learning_rate, "head": settings.head_learning_rate,
              "knowledge": settings.head_learning_rate, "gate": settings.gate_learning_rate}
-    prefix = getattr(model, "base_model_prefix", "ernie")
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
@@ -79,6 +73,22 @@ def pretraining_optimizer(model: nn.Module, settings: Any) -> torch.optim.Optimi
           "weight_decay": settings.weight_decay if decayed else 0.0}
          for (role, decayed), params in sorted(groups.items())],
         lr=settings.learning_rate)
+
+
+def _hold_bottom_layers(model: nn.Module, prefix: str, layers: int) -> None:
+    """No gradient for the embeddings and encoder layers 0 .. ``layers`` - 1; a count
+    beyond the model's layers is an error, not a silent "all of them"."""
+    if not layers:
+        return
+    starts = (f"{prefix}.embeddings.", *(f"{prefix}.encoder.layer.{i}." for i in range(layers)))
+    found = set()
+    for name, parameter in model.named_parameters():
+        if name.startswith(starts):
+            parameter.requires_grad_(False)
+            found.update(start for start in starts if name.startswith(start))
+    if len(found) < len(starts):
+        raise SettingError(f"held_bottom_layers={layers}: the model has no "
+                           f"{sorted(set(starts) - found)[0]}* parameters")
 
 
 def _factor(step: int, start: int, warmup_ratio: float, total: int) -> float:
