@@ -27,6 +27,17 @@ pretrain_app = typer.Typer(help="Knowledge-aware pre-training: MLM (+WWM), NSP a
 
 _NO_KG = "; without it: masked LM only (domain post-training)"
 
+# Post-training options shared by `run` (without --kg) and `post-train`.
+FreezeWordEmbeddings = Annotated[bool, typer.Option(
+    help="Hold the word embeddings (and the MLM decoder tied to them) as loaded")]
+HeldBottomLayers = Annotated[int, typer.Option(
+    min=0, help="Hold the embeddings and the first N encoder layers as loaded")]
+Interpolation = Annotated[float, typer.Option(
+    min=0.0, max=1.0, help="Post-training (no --kg): share of the way from the loaded "
+                           "backbone to the post-trained weights that the saved backbone "
+                           "takes (1: all of it; 0.5: weight-space ensembling)")]
+
+
 def load_kg_embeddings(kg_dir: Path, cache_dir: Path, progress: bool = True):
     """The KG's entity table: ``KG_DIR/embeddings`` when saved there, else TransE
     trained with PyKEEN (tuned defaults) and cached by content hash in ``cache_dir``."""
@@ -125,15 +136,9 @@ def run(
     head_warmup_steps: Annotated[int, typer.Option(
         min=0, help="First steps that train only the heads and knowledge modules "
                     "(backbone frozen)")] = 50,
-    freeze_word_embeddings: Annotated[bool, typer.Option(
-        help="Hold the word embeddings (and the MLM decoder tied to them) as loaded")
-    ] = False,
-    held_bottom_layers: Annotated[int, typer.Option(
-        min=0, help="Hold the embeddings and the first N encoder layers as loaded")] = 0,
-    interpolation: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="Without --kg: share of the way from the loaded backbone "
-                               "to the post-trained weights that the saved backbone "
-                               "takes (1: all of it)")] = 1.0,
+    freeze_word_embeddings: FreezeWordEmbeddings = False,
+    held_bottom_layers: HeldBottomLayers = 0,
+    interpolation: Interpolation = 1.0,
     save_steps: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     num_knowledge_layers: Annotated[int | None, typer.Option(
@@ -237,15 +242,9 @@ def post_train_command(
     head_warmup_steps: Annotated[int, typer.Option(
         min=0, help="First steps that train only the MLM head (encoder held as "
                     "loaded)")] = 50,
-    freeze_word_embeddings: Annotated[bool, typer.Option(
-        help="Hold the word embeddings (and the MLM decoder tied to them) as loaded")
-    ] = False,
-    held_bottom_layers: Annotated[int, typer.Option(
-        min=0, help="Hold the embeddings and the first N encoder layers as loaded")] = 0,
-    interpolation: Annotated[float, typer.Option(
-        min=0.0, max=1.0, help="Share of the way from the loaded backbone to the "
-                               "post-trained weights that the saved backbone takes "
-                               "(1: all of it; 0.5: weight-space ensembling)")] = 1.0,
+    freeze_word_embeddings: FreezeWordEmbeddings = False,
+    held_bottom_layers: HeldBottomLayers = 0,
+    interpolation: Interpolation = 1.0,
     save_steps: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per segment")] = 128,

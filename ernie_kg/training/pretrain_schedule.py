@@ -56,10 +56,10 @@ def pretraining_optimizer(model: nn.Module, settings: Any) -> torch.optim.Optimi
     shared). A small domain corpus thus shifts the input of every token it never saw.
     ``settings.held_bottom_layers`` holds the embeddings and the first N encoder layers.
     """
-    if getattr(settings, "freeze_word_embeddings", False):
+    if settings.freeze_word_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     prefix = getattr(model, "base_model_prefix", "ernie")
-    _hold_bottom_layers(model, prefix, getattr(settings, "held_bottom_layers", 0))
+    _hold_bottom_layers(model, prefix, settings.held_bottom_layers)
     rates = {"backbone": settings.learning_rate, "head": settings.head_learning_rate,
              "knowledge": settings.head_learning_rate, "gate": settings.gate_learning_rate}
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
