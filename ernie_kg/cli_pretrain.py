@@ -28,14 +28,17 @@ pretrain_app = typer.Typer(help="Knowledge-aware pre-training: MLM (+WWM), NSP a
 _NO_KG = "; without it: masked LM only (domain post-training)"
 
 # Post-training options shared by `run` (without --kg) and `post-train`.
-FreezeWordEmbeddings = Annotated[bool, typer.Option(
-    help="Hold the word embeddings (and the MLM decoder tied to them) as loaded")]
+# Their post-training defaults are POST_TRAINING_DEFAULTS (ernie_kg.training.post_training;
+# written out here so that the CLI starts without torch; a test holds them equal).
+FreezeWordEmbeddings = Annotated[bool | None, typer.Option(
+    help="Hold the word embeddings (and the MLM decoder tied to them) as loaded "
+         "(post-training's default; off with --kg)")]
 HeldBottomLayers = Annotated[int, typer.Option(
     min=0, help="Hold the embeddings and the first N encoder layers as loaded")]
-Interpolation = Annotated[float, typer.Option(
+Interpolation = Annotated[float | None, typer.Option(
     min=0.0, max=1.0, help="Post-training (no --kg): share of the way from the loaded "
                            "backbone to the post-trained weights that the saved backbone "
-                           "takes (1: all of it; 0.5: weight-space ensembling)")]
+                           "takes (post-training's default 0.25; 1: all of it)")]
 
 
 def load_kg_embeddings(kg_dir: Path, cache_dir: Path, progress: bool = True):
@@ -136,9 +139,9 @@ def run(
     head_warmup_steps: Annotated[int, typer.Option(
         min=0, help="First steps that train only the heads and knowledge modules "
                     "(backbone frozen)")] = 50,
-    freeze_word_embeddings: FreezeWordEmbeddings = False,
+    freeze_word_embeddings: FreezeWordEmbeddings = None,
     held_bottom_layers: HeldBottomLayers = 0,
-    interpolation: Interpolation = 1.0,
+    interpolation: Interpolation = None,
     save_steps: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     num_knowledge_layers: Annotated[int | None, typer.Option(
@@ -169,7 +172,11 @@ def run(
     from ernie_kg.data.pretraining import PretrainingShards
     from ernie_kg.modeling import ErnieKGForPreTraining
     from ernie_kg.paths import default_backbone
-    from ernie_kg.training.post_training import post_training_model, save_post_trained
+    from ernie_kg.training.post_training import (
+        POST_TRAINING_DEFAULTS,
+        post_training_model,
+        save_post_trained,
+    )
     from ernie_kg.training.pretrain import PretrainingSettings, latest_checkpoint, pretrain
 
     if not overwrite:  # an earlier run is refused before the data is even read
@@ -182,8 +189,16 @@ def run(
             raise ErnieKGError(f"{', '.join(needs_kg)} need --kg: without a KG, `pretrain "
                                "run` is masked LM only (domain post-training)")
         nsp = dea = False
+        if freeze_word_embeddings is None:
+            freeze_word_embeddings = POST_TRAINING_DEFAULTS["freeze_word_embeddings"]
+        if interpolation is None:
+            interpolation = POST_TRAINING_DEFAULTS["interpolation"]
     else:
+        if interpolation is not None:
+            raise ErnieKGError("--interpolation is for domain post-training (without --kg): "
+                               "the knowledge-aware model is saved as trained")
         nsp, dea = nsp is not False, dea is not False  # on unless turned off
+        freeze_word_embeddings, interpolation = bool(freeze_word_embeddings), 1.0
         if PretrainingShards(data).manifest.get("instances") == "segments":
             raise ErnieKGError(f"{data} was prepared without --kg (text segments for masked "
                                "LM, no entities): run it without --kg, or prepare it with "
@@ -242,9 +257,9 @@ def post_train_command(
     head_warmup_steps: Annotated[int, typer.Option(
         min=0, help="First steps that train only the MLM head (encoder held as "
                     "loaded)")] = 50,
-    freeze_word_embeddings: FreezeWordEmbeddings = False,
+    freeze_word_embeddings: FreezeWordEmbeddings = True,
     held_bottom_layers: HeldBottomLayers = 0,
-    interpolation: Interpolation = 1.0,
+    interpolation: Interpolation = 0.25,
     save_steps: Annotated[int, typer.Option(min=1, help="Checkpoint every N steps")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per segment")] = 128,

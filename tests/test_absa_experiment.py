@@ -217,7 +217,7 @@ def test_post_trained_runs_are_compared_with_plain_runs_seed_by_seed(tmp_path):
     assert f1["worst_seed_gain"] == pytest.approx(-0.5)
     assert f1["never_more_than_tolerance_below"] is False  # seed 1: 0.5 below
     assert "| semeval | BERT-pair-QA-M | F1 | 2 | 82.75 ± 1.06 | 82.00 ± 2.83 | " \
-        "+0.75 ± 1.77 | -0.50 | no |" in output.with_suffix(".md").read_text()
+        "+0.75 ± 1.77 | +2.00 / -0.50 | no |" in output.with_suffix(".md").read_text()
 
 
 def test_runs_recorded_in_the_last_summary_outlive_their_directories(tmp_path):
@@ -299,3 +299,38 @@ def test_post_training_probes_sit_beside_plain_runs_of_their_seed(tmp_path):
     (backbone / "pretraining_settings.json").unlink()
     with pytest.raises(SystemExit, match="not fine-tuned from a post-trained backbone"):
         probes.main(["--probe", str(probe), "--output", str(output)])
+
+
+def test_a_new_default_recipe_keeps_the_earlier_default_beside_it(tmp_path):
+    """The summary's post-trained run of the old default, then the summary rebuilt with
+    the new default's run of the same name (now a probe): the old one stays in the
+    probes table as "earlier default", as recorded; the new one is listed once."""
+    keys = CONTRACT["semeval"]
+    old_runs, new_runs = tmp_path / "runs", tmp_path / "runs_new"
+    fake_metrics(old_runs / "semeval-nli_m-seed0", "semeval", dict.fromkeys(keys, 0.80), 10)
+    fake_metrics(old_runs / "semeval-nli_m-post-seed0", "semeval", dict.fromkeys(keys, 0.70),
+                 10, dev=0.74)
+    summary, output = tmp_path / "absa", tmp_path / "probes"
+    summarize, probes = experiment("summarize_absa").main, experiment("summarize_post_probes")
+    summarize(["--runs", str(old_runs), "--output", str(summary)])
+    backbone = tmp_path / "post" / "semeval-backbone"
+    backbone.mkdir(parents=True)
+    (backbone / "pretraining_settings.json").write_text(json.dumps({
+        "max_steps": 1000, "batch_size": 32, "learning_rate": 5e-5, "head_learning_rate": 1e-3,
+        "head_warmup_steps": 50, "freeze_word_embeddings": True, "interpolation": 0.25}))
+    new = new_runs / "semeval-nli_m-post-seed0"
+    fake_metrics(new, "semeval", dict.fromkeys(keys, 0.79), 10, dev=0.785)
+    metrics = json.loads((new / "metrics.json").read_text())
+    metrics["settings"].update(setting="nli_m", seed=0, backbone=str(backbone))
+    (new / "metrics.json").write_text(json.dumps(metrics))
+    args = ["--summary", str(summary.with_suffix(".json")), "--output", str(output)]
+    first = probes.main(["--probe", str(new), *args])  # before the summary is rebuilt
+    shutil.rmtree(old_runs / "semeval-nli_m-post-seed0")
+    summarize(["--runs", str(new_runs), "--output", str(summary)])  # the new default wins
+    again = probes.main(args)
+    for found in (first, again):
+        assert sorted((Path(r["run"]).parent.name, r["mode"]) for r in found["references"]) \
+            == [("runs", "fine-tuned"), ("runs", "post-trained")]
+    table = output.with_suffix(".md").read_text()
+    assert "| BERT-pair-NLI-M | 0 | earlier default | – |" in table
+    assert table.count("semeval-backbone | 1000 | 5e-05 | 50 | word embeddings | 0.25 |") == 1

@@ -7,6 +7,7 @@ to tmp_path, a handful of steps each: seconds. Nothing is mocked.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import shutil
@@ -21,6 +22,7 @@ from transformers import AutoModel, AutoTokenizer, BertForPreTraining
 from typer.testing import CliRunner
 
 from ernie_kg.cli import app, main
+from ernie_kg.cli_pretrain import post_train_command
 from ernie_kg.data.masking import IGNORE_INDEX, MaskingVocab
 from ernie_kg.data.pretraining import PretrainingShards, prepare_pretraining_data
 from ernie_kg.data.pretraining_collator import PretrainingCollator
@@ -34,6 +36,7 @@ from ernie_kg.modeling import (
 )
 from ernie_kg.paths import default_backbone, demo_kg_dir
 from ernie_kg.training.post_training import (
+    POST_TRAINING_DEFAULTS,
     post_train,
     post_training_model,
     post_training_settings,
@@ -75,7 +78,9 @@ def data(corpus, tokenizer, tmp_path_factory) -> Path:
 
 
 def _settings(**overrides):
-    values = {"batch_size": 8, "save_steps": 100, "progress": False, **overrides}
+    """Post-training settings for ``pretrain()`` itself, which saves what it trained."""
+    values = {"batch_size": 8, "save_steps": 100, "progress": False, "interpolation": 1.0,
+              **overrides}
     return post_training_settings(**values)
 
 
@@ -323,6 +328,10 @@ def test_a_missing_corpus_and_mismatched_options_are_refused(data, tmp_path):
     result = CliRunner().invoke(app, [*run, "--nsp"])
     assert isinstance(result.exception, ErnieKGError) and "--nsp need --kg" in \
         str(result.exception)
+    result = CliRunner().invoke(app, [*run, "--kg", str(demo_kg_dir()), "--interpolation",
+                                      "0.5"])
+    assert isinstance(result.exception, ErnieKGError)
+    assert "--interpolation is for domain post-training" in str(result.exception)
     result = CliRunner().invoke(app, [*run, "--kg", str(demo_kg_dir())])
     assert "prepared without --kg" in str(result.exception)
     assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
@@ -344,3 +353,19 @@ def test_data_prepared_with_a_kg_post_trains_on_its_text(tokenizer, tmp_path):
                        resume=False, save_model=save_backbone)["history"]
     assert history[0]["mlm_loss"] > 0 and "dea_loss" not in history[0]
     assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "bert"
+
+
+def test_post_training_defaults_are_one_recipe_in_the_api_and_both_commands(data, tmp_path):
+    """post_training_settings(), `post-train` and `pretrain run` without --kg all post-train
+    with POST_TRAINING_DEFAULTS (word embeddings held, saved a quarter of the way)."""
+    settings = post_training_settings()
+    assert {k: getattr(settings, k) for k in POST_TRAINING_DEFAULTS} == POST_TRAINING_DEFAULTS
+    options = inspect.signature(post_train_command).parameters
+    assert {k: options[k].default for k in POST_TRAINING_DEFAULTS} == POST_TRAINING_DEFAULTS
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["pretrain", "run", "--data", str(data), "--output",
+                                      str(out), "--max-steps", "2", "--batch-size", "8",
+                                      "--head-warmup-steps", "1"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    recorded = json.loads((out / "pretraining_settings.json").read_text())
+    assert {k: recorded[k] for k in POST_TRAINING_DEFAULTS} == POST_TRAINING_DEFAULTS

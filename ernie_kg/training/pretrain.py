@@ -229,7 +229,8 @@ def pretrain(
     if settings.interpolation != 1.0 and save_model is None:
         raise SettingError(f"interpolation={settings.interpolation}: only domain "
                            "post-training (saved as a BERT backbone) moves the saved "
-                           "weights back toward the loaded ones")
+                           "weights back toward the loaded ones: use post_train() (it saves "
+                           "through save_post_trained), or interpolation=1.0")
     context = DistributedContext()
     output_dir = Path(output_dir)
     data = PretrainingShards(data_dir)
