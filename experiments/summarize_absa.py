@@ -243,8 +243,9 @@ def markdown(summary: dict[str, Any], name: str) -> str:
              "MiniLM", "",
              "Test metrics in points, mean ± std over seeds, the paper's BERT-base (12 "
              "layers, 768 wide) figure in brackets. Runs: `experiments/run_absa.sh` into "
-             f"`{summary['runs_dir']}`; epoch chosen on dev (mean of the two headline "
-             "metrics), never on test.", ""]
+             + ", ".join(f"`{d}`" for d in sorted({str(Path(r["run"]).parent)
+                                                  for r in summary["runs"]}))
+             + "; epoch chosen on dev (mean of the two headline metrics), never on test.", ""]
     for dataset, settings in summary["table"].items():
         metrics = METRICS[dataset]
         lines += [f"## {TITLES[dataset]}", "",
