@@ -5,11 +5,12 @@ they are measured the same way: variants interleaved on the same batches (order
 rotating by round and batch), per-batch medians over rounds, the load recorded, and the
 CPU named with the flags that decide which kernels torch runs (AVX-512 BF16, AMX).
 
-The scripts set ``OMP_WAIT_POLICY=PASSIVE`` before torch loads. The CPU is shared with
-other work: with the default (spinning) policy a thread that reaches a barrier burns the
-core its descheduled partner needs, and every parallel op costs a time slice (2-3x
-slower steps here). PASSIVE threads sleep instead. It applies to every variant alike;
-set OMP_WAIT_POLICY=ACTIVE in the environment to measure the spinning default.
+The scripts set ``OMP_WAIT_POLICY=PASSIVE`` before torch loads (``wait_policy.py``). The
+CPU is often shared with other work: with a spinning policy a thread that reaches a
+barrier burns the core its descheduled partner needs, and every parallel op costs a time
+slice (2-3x slower steps here). PASSIVE threads sleep instead, and every parallel region
+pays a wake-up. On an idle machine measure with ``OMP_WAIT_POLICY=default`` (OpenMP's
+own, what a user's process has) or ``ACTIVE``; the policy is recorded with the machine.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def machine_info() -> dict:
         "cpu_count": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "malloc_thresholds_set": freed_memory_kept(),  # ernie_kg.memory
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-# Read by OpenMP when torch loads: sleeping, not spinning, threads on a shared CPU
-# (cpu_bench's docstring says why).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wait_policy import choose_wait_policy  # noqa: E402
+
+choose_wait_policy()  # before torch loads: PASSIVE unless OMP_WAIT_POLICY says otherwise
 
 import torch  # noqa: E402
 from cpu_bench import (  # noqa: E402

@@ -31,15 +31,16 @@ import sys
 import time
 from pathlib import Path
 
-# Read by OpenMP when torch loads (see benchmarks/fusion_overhead.py): on a shared CPU,
-# spinning threads burn the core their descheduled partner needs.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wait_policy import choose_wait_policy  # noqa: E402
+
+choose_wait_policy()  # before torch loads: PASSIVE unless OMP_WAIT_POLICY says otherwise
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ernie_kg.data.fewrel import read_fewrel  # noqa: E402
-from ernie_kg.machine import cpu_flags, cpu_model
+from ernie_kg.machine import cpu_flags, cpu_model  # noqa: E402
 from ernie_kg.modeling import precision  # noqa: E402
 from ernie_kg.paths import PROJECT_ROOT  # noqa: E402
 from ernie_kg.pipelines.relation import RelationClassifier  # noqa: E402
@@ -69,7 +70,7 @@ def machine() -> dict:
     return {"cpu_model": cpu_model(), "flags": cpu_flags(FLAGS),
             "cores_available": len(os.sched_getaffinity(0)),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
             "quantized_engine": torch.backends.quantized.engine,
             "int8_full_range": precision.int8_full_range()}
 
