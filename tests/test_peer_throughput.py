@@ -4,6 +4,7 @@ written (last stdout line, one JSON object) and LUKE's entity inputs."""
 from __future__ import annotations
 
 import json
+import os
 from types import ModuleType
 
 import pytest
@@ -49,3 +50,17 @@ def test_luke_gets_head_and_tail_spans_with_linked_rows(peer):
     assert positions.shape == (1, 2, peer.MAX_MENTION)
     assert positions[0, 0, :3].tolist() == [1, 2, -1]
     assert positions[0, 1, :2].tolist() == [5, -1]
+
+
+@pytest.mark.parametrize(("named", "set_to"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE"),
+                                               ("default", None), ("DEFAULT", None)])
+def test_the_wait_policy_is_passive_unless_named_and_default_leaves_it_to_openmp(
+        benchmark_script, monkeypatch, named, set_to):
+    wait_policy = benchmark_script("wait_policy")
+    if named is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", named)
+    chosen = wait_policy.choose_wait_policy()
+    assert chosen == (set_to or "default")
+    assert os.environ.get("OMP_WAIT_POLICY") == set_to
