@@ -264,8 +264,9 @@ def markdown(summary: dict[str, Any], name: str) -> str:
     lines += feature_gap_markdown(summary["feature_gap"], NAMES, HEADERS)
     lines += post_training_markdown(summary["post_training"], NAMES, HEADERS)
     if summary["recorded_only"]:
-        lines += [f"Runs whose directory is gone, read from the earlier `{name}.json` as "
-                  f"measured: {', '.join(summary['recorded_only'])}.", ""]
+        lines += [f"Runs not under `{summary['runs_dir']}` (another run directory, or one "
+                  f"gone with its checkout), read from the earlier `{name}.json` as measured: "
+                  f"{', '.join(summary['recorded_only'])}.", ""]
     lines += ["Machines: " + "; ".join(
         f"{m['cpu']}, {m['platform']}, {m['torch_threads']} torch threads ({n} runs)"
         for m, n in summary["machines"]) + f". Load average (1 min) during the runs: "
