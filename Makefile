@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make demo`, `make test` (each sets up .venv first
 # when it is missing or older than pyproject.toml / setup.py); `make setup` on its own
-# (re)installs.
+# (re)installs. TORCH_PIP_ARGS goes to torch's install, e.g. the CPU wheel index where
+# pip would otherwise pick PyPI's CUDA build: TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -11,7 +12,7 @@ INSTALLED = $(VENV)/.ernie-kg-installed
 setup:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(BIN)/pip install -e ".[dev,ner,zh]"
 	touch $(INSTALLED)
 
