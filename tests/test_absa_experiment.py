@@ -121,6 +121,25 @@ def test_the_best_pair_setting_is_chosen_on_dev_and_compared_with_single(tmp_pat
         "+5.00 | yes | 92.18 | -6.18 |" in output.with_suffix(".md").read_text()
 
 
+def test_a_setting_with_fewer_seeds_is_ranked_on_the_seeds_it_shares(tmp_path):
+    runs = tmp_path / "runs"
+    keys = CONTRACT["sentihood"]
+    for seed, dev in enumerate([0.90, 0.80, 0.80]):  # mean 83.33; seed 0 the best seed
+        fake_metrics(runs / f"sentihood-qa_m-seed{seed}", "sentihood",
+                     dict.fromkeys(keys, 0.85), 20, dev=dev)
+    # one seed: above qa_m's 3-seed mean, below qa_m on the same seed
+    fake_metrics(runs / "sentihood-nli_b-seed0", "sentihood", dict.fromkeys(keys, 0.87), 60,
+                 dev=0.88)
+    output = tmp_path / "absa"
+    found = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+                                               str(output)])["claims"]["sentihood"]
+    assert found["best_pair_on_dev"] == "qa_m" and found["seeds"] == [0, 1, 2]
+    assert found["dev_seeds_compared"] == [0]
+    assert found["dev_scores"] == {"qa_m": pytest.approx(90.0), "nli_b": pytest.approx(88.0)}
+    assert "- sentihood, mean dev score on seed 0: BERT-pair-QA-M 90.00, BERT-pair-NLI-B " \
+        "88.00" in output.with_suffix(".md").read_text()
+
+
 def test_feature_based_runs_are_paired_with_the_fine_tuned_runs_of_their_seeds(tmp_path):
     runs = tmp_path / "runs"
     keys = CONTRACT["sentihood"]
