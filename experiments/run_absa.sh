@@ -14,9 +14,9 @@
 # named <dataset>-<setting>-post-seed<S>, fine-tune from it.
 # Minutes per run, measured (--threads 1, 2-4 runs on 2 AMD EPYC cores; results/absa.md):
 # SemEval / SentiHood single 44 / 70, qa_m 46 / 42, nli_m 30 / 44; post-training 1000
-# steps about 50; SemEval nli_b 114 (5x nli_m's examples, one per label); qa_b: a first
-# epoch of 43 (SentiHood) / 50 (SemEval) minutes with dev, so about 130 / 150 a run.
-# A faster host of the same CPU name (2026-12-05): SemEval qa_m 17, nli_b 71; SentiHood nli_m 25.
+# steps about 50; SemEval nli_b 114 (5x nli_m's examples, one per label).
+# A faster host of the same CPU name (2026-12-05): SemEval qa_m 17, nli_b 71; SentiHood nli_m 25;
+# three runs on its 2 cores at once: SemEval qa_b 113, SentiHood qa_b 103, nli_b 90.
 # Environment: SEEDS ("0 1 2"), SETTINGS ("single qa_m nli_m qa_b nli_b"), DATASETS
 # ("sentihood semeval"), RUNS (runs/absa), RESULTS (results/absa), POST (none), POST_ARGS
 # (passed to `pretrain post-train`, e.g. "--max-steps 300"), EXTRA_ARGS (passed to every
