@@ -1,7 +1,7 @@
 # Two commands on a fresh machine: `make demo`, `make test` (each sets up .venv first
 # when it is missing or older than pyproject.toml / setup.py); `make setup` on its own
-# (re)installs. TORCH_PIP_ARGS goes to torch's install, e.g. the CPU wheel index where
-# pip would otherwise pick PyPI's CUDA build: TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
+# (re)installs. TORCH_PIP_ARGS goes to torch's install: where pip would pick PyPI's CUDA
+# build, TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" gets the CPU one.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin

@@ -159,7 +159,8 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
                 "test": {m: stats([r["test"][m] for r in runs]) for m in METRICS[dataset]},
                 "paper": dict(zip(METRICS[dataset], PAPER[dataset][setting])),
                 "dev_absa_score": stats([r["dev_absa_score"] for r in runs]),
-                "dev_by_seed": {r["seed"]: r["dev_absa_score"] for r in runs},
+                "dev_by_seed": {r["seed"]: r["dev_absa_score"] for r in runs
+                                if r["dev_absa_score"] is not None},
                 "minutes": stats([r["minutes"] for r in runs]),
                 "train_examples_per_second": stats([r["train_examples_per_second"]
                                                      for r in runs]),
