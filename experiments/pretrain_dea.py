@@ -20,6 +20,9 @@ pre-training on FewRel-16's training sentences, then fine-tuned on FewRel-16.
    outputs and opens them as far as FewRel's entities help), vs ERNIE-KG from the plain
    backbone (same seeds, data, settings); dev and test scored by the model's own linker.
 
+Finished runs (metrics.json) are skipped and a killed fine-tuning run resumes from its
+last checkpoint, so the experiment can be built over several sessions.
+
 Writes results/pretrain_dea.{json,md} and results/pretrain_dea_curve.png (dEA accuracy
 against the in-batch chance rate over pre-training).
 """
@@ -61,6 +64,7 @@ from ernie_kg.pipelines.relation import (  # noqa: E402
     build_relation_classifier,
     train_relation_classifier,
 )
+from ernie_kg.training.gate_rate import finetune_started  # noqa: E402
 from ernie_kg.training.pretrain import PretrainingSettings, pretrain  # noqa: E402
 
 DEFAULTS = PretrainingSettings()
@@ -207,7 +211,8 @@ def main() -> None:
                 learning_rate=FINETUNE["learning_rate"],
                 knowledge_learning_rate=FINETUNE["knowledge_learning_rate"],
                 gate_learning_rate=FINETUNE["gate_learning_rate"],
-                batch_size=FINETUNE["batch_size"], seed=seed)
+                batch_size=FINETUNE["batch_size"], seed=seed,
+                resume_from_checkpoint=True if finetune_started(run_dir / "checkpoints") else None)
             if test is not None:
                 scored = classifier.evaluate(test)
                 metrics.update({f"test_{k}": scored[k]
