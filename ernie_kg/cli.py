@@ -292,9 +292,9 @@ def finetune_command(
              "(default: the recipe's, token)")] = None,
     gate_lr: Annotated[str, typer.Option(
         callback=gate_rate_option,
-        help="Learning rate of the gates' openings: dev (5e-4 or 1e-2, whichever scores "
-             "better on --dev: two training runs), knowledge (= --knowledge-lr), a rate, "
-             "or rates separated by commas (chosen on dev)")] = "dev",
+        help="Learning rate of the gates' openings: dev (5e-4, or 1e-2 where --dev is "
+             "95% sure it scores better: two training runs), knowledge (= --knowledge-lr), "
+             "a rate, or rates separated by commas (the first unless dev is sure)")] = "dev",
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per step")] = 32,
     grad_accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation steps")] = 1,
     max_length: Annotated[int, typer.Option(min=8, help="Wordpieces per sequence")] = 128,

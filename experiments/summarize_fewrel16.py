@@ -63,6 +63,7 @@ def collect(runs: Path) -> list[dict[str, Any]]:
             "entities_per_example": dev.get("train_entities_per_example"),
             "gate_rate": dev.get("gate_learning_rate"),  # kept on dev, with every candidate's
             "gate_rate_dev": dev.get("gate_learning_rate_dev"),  # dev score
+            "gate_rate_confidence": dev.get("gate_learning_rate_confidence"),
             "log": log,
             "settings": _relative_paths(dev.get("settings", {})),
         })
@@ -161,7 +162,8 @@ def per_seed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rows.append({"setting": r["setting"], "seed": r["seed"], "baseline": base,
                          "ernie": ernie, "gain": ernie - base,
                          "gate_rate": r.get("gate_rate"),
-                         "gate_rate_dev": r.get("gate_rate_dev")})
+                         "gate_rate_dev": r.get("gate_rate_dev"),
+                         "gate_rate_confidence": r.get("gate_rate_confidence")})
             official = (official_base.get(r["seed"]), r.get("test_official"))
             if None not in official:
                 rows[-1].update(official_baseline=official[0], official_ernie=official[1],
@@ -170,12 +172,15 @@ def per_seed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _gate_choice(row: dict[str, Any]) -> str:
-    """``1e-2 (0.0005: 89.1, 0.01: 95.3)``; "–" for a run with one gate rate."""
+    """``1e-2 (0.0005: 89.1, 0.01: 95.3; 0.01 ahead on 100% of resamples)``; "–" for a
+    run with one gate rate. Runs from before the confidence rule show no share."""
     if not row.get("gate_rate_dev"):
         return "–"
     scores = ", ".join(f"{rate}: {100 * score:.2f}"
                        for rate, score in row["gate_rate_dev"].items())
-    return f"{row['gate_rate']:g} ({scores})"
+    shares = "".join(f"; {rate} ahead on {100 * share:.0f}% of resamples"
+                     for rate, share in (row.get("gate_rate_confidence") or {}).items())
+    return f"{row['gate_rate']:g} ({scores}{shares})"
 
 
 def _cell(stats: dict[str, Any]) -> str:

@@ -21,9 +21,11 @@ from ernie_kg.pipelines.relation import build_relation_classifier, train_relatio
 from ernie_kg.training.gate_rate import (
     CHOOSE_ON_DEV,
     DEFAULT_GATE_RATES,
+    SWITCH_CONFIDENCE,
     finetune_started,
     gate_rate_candidates,
     parse_gate_rate,
+    rate_to_keep,
 )
 
 CORPUS = kg_data_dir() / "demo_corpus"
@@ -70,9 +72,12 @@ def test_the_rate_kept_is_the_best_on_dev_and_its_run_is_the_single_run(
                                         gate_learning_rate=RATES, **FAST)
     scores = metrics["gate_learning_rate_dev"]
     assert set(scores) == {f"{r:g}" for r in RATES}
+    first, second = (f"{r:g}" for r in RATES)
+    confidence = metrics["gate_learning_rate_confidence"]  # the second against the first
+    assert set(confidence) == {second} and 0.0 <= confidence[second] <= 1.0
     kept = metrics["gate_learning_rate"]
-    assert scores[f"{kept:g}"] == max(scores.values())
-    assert kept == RATES[0] or scores[f"{RATES[1]:g}"] > scores[f"{RATES[0]:g}"]  # ties: first
+    switched = confidence[second] >= SWITCH_CONFIDENCE and scores[second] > scores[first]
+    assert kept == (RATES[1] if switched else RATES[0])  # the first unless dev is sure
 
     # each candidate started where a single run starts: the kept weights are those of a
     # single run at the kept rate, and so is the other candidate's dev score
@@ -149,6 +154,15 @@ def test_candidates_only_where_there_is_something_to_choose(tiny_backbone, corpu
     for bad in ("fast", [0.0], [-1e-3], [], [float("inf")], True):
         with pytest.raises(SettingError, match="gate"):
             gate_rate_candidates(bad, model)
+
+
+def test_a_later_rate_replaces_the_first_only_when_dev_is_sure():
+    scores = {"0.0005": 0.780, "0.01": 0.788, "0.05": 0.800}
+    assert rate_to_keep(scores, {"0.01": 0.80, "0.05": 0.90}) == "0.0005"  # noise
+    assert rate_to_keep(scores, {"0.01": 0.97, "0.05": 0.90}) == "0.01"
+    assert rate_to_keep(scores, {"0.01": 0.97, "0.05": 0.99}) == "0.05"  # best of the sure
+    assert rate_to_keep(scores, {"0.01": SWITCH_CONFIDENCE, "0.05": 0.5}) == "0.01"
+    assert rate_to_keep({"a": 0.8, "b": 0.8}, {"b": 1.0}) == "a"  # a tie keeps the first
 
 
 def test_the_command_lines_read_the_gate_rate():

@@ -93,6 +93,25 @@ def test_relation_metrics_by_hand():
     assert metrics["micro_f1_no_negative"] == pytest.approx(2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))
 
 
+def test_relation_metrics_are_scikit_learns_on_random_labels():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    names = ["a", "b", "c", "d", "no_relation"]
+    for size in (1, 7, 200):
+        gold = list(rng.choice(names[:4] + ["no_relation"], size))
+        predicted = list(rng.choice(names, size))  # labels missing on either side too
+        labels = sorted(set(gold) | set(predicted))
+        metrics = relation_metrics(gold, predicted, negative_label="no_relation")
+        assert metrics["accuracy"] == pytest.approx(accuracy_score(gold, predicted))
+        for average in ("macro", "micro"):
+            assert metrics[f"{average}_f1"] == pytest.approx(f1_score(
+                gold, predicted, labels=labels, average=average, zero_division=0))
+        positive = [label for label in labels if label != "no_relation"]
+        assert metrics["micro_f1_no_negative"] == pytest.approx(f1_score(
+            gold, predicted, labels=positive, average="micro", zero_division=0))
+
+
 def test_semeval_official_score_by_hand():
     gold = ["CE(e1,e2)", "CE(e2,e1)", "CE(e1,e2)", "MC(e1,e2)", "Other"]
     predicted = ["CE(e1,e2)", "CE(e1,e2)", "MC(e2,e1)", "MC(e1,e2)", "CE(e2,e1)"]
