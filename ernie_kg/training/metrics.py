@@ -43,7 +43,7 @@ def relation_metrics(
         metrics["semeval_official_macro_f1"] = semeval_official_macro_f1(gold, predicted)
     negative = negative_label or next((n for n in NEGATIVE_LABELS if n in set(gold)), None)
     if negative is not None:
-        positive = np.array([label != negative for label in labels])
+        positive = np.array([label != negative for label in labels], dtype=bool)
         metrics["micro_f1_no_negative"] = float(_f1_from_counts(
             tp[positive].sum(), fp[positive].sum(), fn[positive].sum()))
     return metrics
