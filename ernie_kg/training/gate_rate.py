@@ -14,7 +14,7 @@ other scores higher on dev on at least 95% of paired bootstrap resamples of the 
 trusts the KG further than the data shows (SemEval-2010, where the KG has little to say:
 the fast rate led on dev by 0.2-0.9 macro-F1 on every seed and, kept, trailed the twin
 on test on two seeds of three; README, results/semeval.md). The closed KG's gaps (3-9
-points) are far beyond noise (FewRel-16 closed, seed 0: ahead on 100% of resamples).
+points) are far beyond noise (FewRel-16 closed: ahead on 100% of resamples, 3 seeds).
 That costs a second training run; a single rate (``gate_learning_rate=<float>``, or
 None: the knowledge modules' rate) trains once.
 """
