@@ -140,7 +140,7 @@ def finetune_choosing_gate_rate(
         settings["save_total_limit"] = 2
     callbacks = list(settings.pop("callbacks", ()))
     start = _trainable_state(model)
-    finished: dict[str, tuple[float, FinetuneResult, dict[str, torch.Tensor]]] = {}
+    finished: dict[str, tuple[FinetuneResult, dict[str, torch.Tensor]]] = {}
     scores: dict[str, float] = {}
     dev_predictions: dict[str, EvalPrediction] = {}
     seconds = 0.0
@@ -161,10 +161,10 @@ def finetune_choosing_gate_rate(
         output = result.trainer.predict(eval_dataset)  # the best epoch's dev predictions
         dev_predictions[_tag(rate)] = EvalPrediction(output.predictions, output.label_ids)
         _release_optimizer(result)
-        finished[_tag(rate)] = (rate, result, _trainable_state(result.model))
+        finished[_tag(rate)] = (result, _trainable_state(result.model))
     confidence = _confidence_over_the_first(result, dev_predictions)
     kept = rate_to_keep(scores, confidence)
-    rate, result, weights = finished[kept]
+    rate, (result, weights) = resolved[kept], finished[kept]
     _load_trainable_state(result.model, weights)
     if log_path is not None:
         _copy_log(_candidate_log(log_path, rate), Path(log_path))
