@@ -2,15 +2,15 @@
 
     python experiments/summarize_absa.py --runs runs/absa --output results/absa
 
-Reads ``RUNS/<dataset>-<setting>[-features|-post]-seed<S>/metrics.json``
+Reads ``RUNS/<dataset>-<setting>[-features|-post|-placebo]-seed<S>/metrics.json``
 (experiments/absa.py; ``-features``: experiments/absa_features.py; ``-post``: fine-tuned
-from a post-trained backbone) and writes ``OUTPUT.md``, ``OUTPUT.json`` and
-``OUTPUT.png``: every contract metric of every setting, mean ± std over seeds in points,
-the paper's figure beside it (Sun, Huang and Qiu 2019, Tables 3 and 4, as the data README
-lists them), the seed-paired feature-based and post-training comparisons, minutes per run
-and the machines. Runs recorded in an earlier ``OUTPUT.json`` whose directories are gone
-(a new checkout) are kept as measured (``--fresh`` drops them). Paths in the outputs are
-relative to the project root.
+from a post-trained backbone; ``-placebo``: from experiments/placebo_backbone.py's) and
+writes ``OUTPUT.md``, ``OUTPUT.json`` and ``OUTPUT.png``: every contract metric of every
+setting, mean ± std over seeds in points, the paper's figure beside it (Sun, Huang and Qiu
+2019, Tables 3 and 4, as the data README lists them), the seed-paired feature-based,
+post-training and placebo comparisons, minutes per run and the machines. Runs recorded
+in an earlier ``OUTPUT.json`` whose directories are gone (a new checkout) are kept as
+measured (``--fresh`` drops them). Paths in the outputs are relative to the project root.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from absa_pairs import (  # noqa: E402  experiments/absa_pairs.py: the seed-pair
     cell,
     feature_gap,
     feature_gap_markdown,
+    placebo_markdown,
     post_training_gain,
     post_training_markdown,
     stats,
@@ -38,10 +39,12 @@ from absa_pairs import (  # noqa: E402  experiments/absa_pairs.py: the seed-pair
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RUN_NAME = re.compile(r"^(?P<dataset>sentihood|semeval)-(?P<setting>single|qa_m|nli_m|qa_b|"
-                      r"nli_b)(?P<variant>-features|-post)?-seed(?P<seed>\d+)$")
+                      r"nli_b)(?P<variant>-features|-post|-placebo)?-seed(?P<seed>\d+)$")
 #: A run's mode, by its name's variant: plain fine-tuning, frozen features
-#: (experiments/absa_features.py), fine-tuning from a post-trained backbone.
-MODES = {None: "fine-tuned", "-features": "feature-based", "-post": "post-trained"}
+#: (experiments/absa_features.py), fine-tuning from a post-trained backbone or from its
+#: placebo (experiments/placebo_backbone.py).
+MODES = {None: "fine-tuned", "-features": "feature-based", "-post": "post-trained",
+         "-placebo": "placebo"}
 SETTINGS = ("single", "qa_m", "nli_m", "qa_b", "nli_b")
 NAMES = {"single": "BERT-single", "qa_m": "BERT-pair-QA-M", "nli_m": "BERT-pair-NLI-M",
          "qa_b": "BERT-pair-QA-B", "nli_b": "BERT-pair-NLI-B"}
@@ -292,6 +295,7 @@ def markdown(summary: dict[str, Any], name: str) -> str:
     lines += claims_markdown(summary["claims"])
     lines += feature_gap_markdown(summary["feature_gap"], NAMES, HEADERS)
     lines += post_training_markdown(summary["post_training"], NAMES, HEADERS)
+    lines += placebo_markdown(summary.get("placebo", {}), NAMES, HEADERS)
     if summary["recorded_only"]:
         lines += [f"Runs not under `{summary['runs_dir']}` (another run directory, or one "
                   f"gone with its checkout), read from the earlier `{name}.json` as measured: "
@@ -366,7 +370,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = {
         "runs_dir": relative(args.runs), "table": (table := aggregate(records)),
         "claims": claims(table), "feature_gap": feature_gap(records),
-        "post_training": post_training_gain(records), "recorded_only": recorded_only,
+        "post_training": post_training_gain(records),
+        "placebo": post_training_gain(records, "placebo"), "recorded_only": recorded_only,
         "machines": [(json.loads(m), n) for m, n in machines.items()],
         "load": f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded",
         "recipe": {dataset: recipe(found) for dataset in METRICS

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -76,13 +77,23 @@ def benchmark_script(monkeypatch) -> Callable[[str], ModuleType]:
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
 
-    def load(name: str) -> ModuleType:
-        path = PROJECT_ROOT / "benchmarks" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    return load
+    return partial(load_script, "benchmarks")
+
+
+@pytest.fixture
+def experiment_script(monkeypatch) -> Callable[[str], ModuleType]:
+    """Loads ``experiments/<name>.py`` as a module; the sys.path entry it may add is
+    undone after the test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    return partial(load_script, "experiments")
+
+
+def load_script(folder: str, name: str) -> ModuleType:
+    """``<folder>/<name>.py`` of the project, imported as the module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")

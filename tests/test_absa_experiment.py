@@ -237,6 +237,31 @@ def test_post_trained_runs_are_compared_with_plain_runs_seed_by_seed(tmp_path):
     assert f1["never_more_than_tolerance_below"] is False  # seed 1: 0.5 below
     assert "| semeval | BERT-pair-QA-M | F1 | 2 | 82.75 ± 1.06 | 82.00 ± 2.83 | " \
         "+0.75 ± 1.77 | +2.00 / -0.50 | no |" in output.with_suffix(".md").read_text()
+    assert summary["placebo"] == {}
+    assert "Placebo" not in output.with_suffix(".md").read_text()
+
+
+def test_placebo_runs_measure_the_bar_apart_from_the_post_trained_ones(tmp_path):
+    runs = tmp_path / "runs"
+    keys = CONTRACT["semeval"]
+    for seed, (plain, post, placebo) in enumerate([(0.80, 0.82, 0.79), (0.84, 0.835, 0.845)]):
+        for name, value in (("", plain), ("-post", post), ("-placebo", placebo)):
+            fake_metrics(runs / f"semeval-nli_m{name}-seed{seed}", "semeval",
+                         dict.fromkeys(keys, value), 10)
+    output = tmp_path / "absa"
+    summary = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+                                                 str(output)])
+    assert summary["table"]["semeval"]["nli_m"]["test"]["f1"]["mean"] == pytest.approx(82.0)
+    post = summary["post_training"]["semeval/nli_m"]["metrics"]["f1"]
+    placebo = summary["placebo"]["semeval/nli_m"]["metrics"]["f1"]
+    assert post["seed_gains"] == pytest.approx([2.0, -0.5])
+    assert placebo["seed_gains"] == pytest.approx([-1.0, 0.5])
+    assert placebo["never_more_than_tolerance_below"] is False
+    text = output.with_suffix(".md").read_text()
+    placebo_table = text[text.index("## Placebo"):]
+    assert "| semeval | BERT-pair-NLI-M | F1 | 2 | 81.75 ± 3.89 | 82.00 ± 2.83 | " \
+        "-0.25 ± 1.06 | -1.00 / +0.50 | no |" in placebo_table
+    assert "+2.00 / -0.50" in text[:text.index("## Placebo")]
 
 
 def test_runs_recorded_in_the_last_summary_outlive_their_directories(tmp_path):

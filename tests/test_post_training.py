@@ -274,7 +274,8 @@ def test_post_train_command_resumes_exactly_after_a_kill(corpus, tmp_path):
         torch.testing.assert_close(first[name], second[name], rtol=1e-5, atol=1e-6)
 
 
-def test_interpolation_saves_the_encoder_part_of_the_way_back(corpus, tmp_path):
+def test_interpolation_saves_the_encoder_part_of_the_way_back(corpus, tmp_path,
+                                                              experiment_script):
     """The same run (same seed), saved with --interpolation 0.5 and 1: the encoder of
     the first is the midpoint of the loaded MiniLM and the second; the MLM head is the
     trained one in both; the setting is recorded with the backbone."""
@@ -291,6 +292,16 @@ def test_interpolation_saves_the_encoder_part_of_the_way_back(corpus, tmp_path):
         torch.testing.assert_close(half[name], expected, rtol=1e-5, atol=1e-6)
     recorded = json.loads((tmp_path / "0.5" / "pretraining_settings.json").read_text())
     assert recorded["interpolation"] == 0.5
+    # experiments/placebo_backbone.py moves a saved backbone the same way after the fact
+    placebo = tmp_path / "placebo"
+    experiment_script("placebo_backbone").main(["--post-trained", str(tmp_path / "1"),
+                                          "--weight", "0.5", "--output", str(placebo)])
+    moved = load_file(str(placebo / "model.safetensors"))
+    assert moved.keys() == half.keys()
+    for name in half:
+        torch.testing.assert_close(moved[name], half[name], rtol=1e-5, atol=1e-6)
+    assert AutoTokenizer.from_pretrained(placebo).vocab == AutoTokenizer.from_pretrained(
+        default_backbone()).vocab
     with pytest.raises(SettingError, match="interpolation"):
         post_training_settings(interpolation=1.5)
 
