@@ -233,7 +233,8 @@ def report(args: argparse.Namespace) -> None:
                               for k in METRICS)
             lines.append(f"- {setting} KG, ERNIE-KG minus baseline: {gains}")
     lines += ["", "| KG | seed | baseline loose micro-F1 | ERNIE-KG | gain | gate rate kept "
-              "on dev (dev loose micro-F1 per candidate) |", "|---|---|---|---|---|---|"]
+              "on dev (dev loose micro-F1 per candidate; bootstrap share) |",
+              "|---|---|---|---|---|---|"]
     for (setting, model), runs in sorted(rows.items()):
         if model != "ernie":
             continue
@@ -245,6 +246,9 @@ def report(args: argparse.Namespace) -> None:
             ours, theirs = 100 * run["test"]["loose_micro_f1"], 100 * twin["test"]["loose_micro_f1"]
             candidates = ", ".join(f"{rate}: {100 * score:.1f}" for rate, score in
                                    (run["dev"].get("gate_learning_rate_dev") or {}).items())
+            shares = run["dev"].get("gate_learning_rate_confidence") or {}
+            candidates += "".join(f"; {rate} ahead on {100 * share:.0f}% of resamples"
+                                  for rate, share in shares.items())
             lines.append(f"| {setting} | {seed} | {theirs:.1f} | {ours:.1f} | "
                          f"{ours - theirs:+.1f} | {run['dev'].get('gate_learning_rate')} "
                          f"({candidates}) |")
