@@ -8,7 +8,10 @@ changes by almost nothing (the noise floor of a "post-training does not hurt" te
 The saved backbone is ``original + weight * (post_trained - original)`` for the encoder
 (embeddings, layers, pooler), with ``original`` the packaged MiniLM unless ``--original``
 names another; ``weight`` 0.04 of a backbone saved a quarter of the way
-(`pretrain post-train`'s default) is 1% of the full post-training change.
+(`pretrain post-train`'s default) is 1% of the full post-training change. With the same
+``original``, that is the backbone `pretrain post-train --interpolation 0.01` would have
+saved from the same run, and its ``pretraining_settings.json`` says so
+(``interpolation`` times ``weight``), for ``summarize_post_probes.py``.
 """
 from __future__ import annotations
 
@@ -41,6 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     (args.output / "placebo.json").write_text(json.dumps(
         {"post_trained": str(args.post_trained), "original": str(original),
          "weight": args.weight}, indent=2) + "\n")
+    settings_file = args.post_trained / "pretraining_settings.json"
+    if settings_file.is_file():  # the run's recipe, saved that much nearer the original
+        settings = json.loads(settings_file.read_text(encoding="utf-8"))
+        settings["interpolation"] = settings.get("interpolation", 1.0) * args.weight
+        (args.output / settings_file.name).write_text(json.dumps(settings, indent=2) + "\n")
     print(f"saved {args.output}: {args.weight} of the way from {original} "
           f"to {args.post_trained}")
 

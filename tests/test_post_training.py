@@ -302,6 +302,7 @@ def test_interpolation_saves_the_encoder_part_of_the_way_back(corpus, tmp_path,
         torch.testing.assert_close(moved[name], half[name], rtol=1e-5, atol=1e-6)
     assert AutoTokenizer.from_pretrained(placebo).vocab == AutoTokenizer.from_pretrained(
         default_backbone()).vocab
+    assert json.loads((placebo / "pretraining_settings.json").read_text()) == recorded
     with pytest.raises(SettingError, match="interpolation"):
         post_training_settings(interpolation=1.5)
 
