@@ -72,7 +72,7 @@ def post_training_gain(records: list[dict[str, Any]], mode: str = "post-trained"
         for metric, v in entry.pop("values").items():
             gains = [p - f for p, f in zip(v["variant_paired"], v["plain"])]
             metrics[metric] = {
-                "post_trained": stats(v["variant_paired"]), "plain": stats(v["plain"]),
+                "variant": stats(v["variant_paired"]), "plain": stats(v["plain"]),
                 "gain": stats(gains), "seed_gains": gains,
                 "worst_seed_gain": min(gains) if gains else None,
                 "never_more_than_tolerance_below": (min(gains) >= -POST_TRAINING_TOLERANCE)
@@ -121,7 +121,7 @@ def _gain_rows(found: dict[str, Any], names: dict[str, str], headers: dict[str, 
             per_seed = " / ".join(f"{g:+.2f}" for g in item["seed_gains"]) or "–"
             rows.append(
                 f"| {entry['dataset']} | {names[entry['setting']]} | {headers[metric]} | "
-                f"{len(entry['paired_seeds'])} | {cell(item['post_trained'])} | "
+                f"{len(entry['paired_seeds'])} | {cell(item['variant'])} | "
                 f"{cell(item['plain'])} | {cell(item['gain'], signed=True)} | {per_seed} | "
                 f"{'–' if ok is None else 'yes' if ok else 'no'} |")
     return rows
