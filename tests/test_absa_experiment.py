@@ -3,7 +3,6 @@ and experiments/summarize_absa.py on fake runs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -11,7 +10,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -27,20 +25,12 @@ CONTRACT = {
 }
 
 
-def experiment(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "experiments" /
-                                                  f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.skipif(not ABSA_DATA.is_dir(), reason="../shared/data/absa is absent")
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize(("dataset", "setting"), [("semeval", "qa_m"), ("sentihood", "nli_b")])
-def test_absa_experiment_writes_contract_metrics(dataset, setting, tmp_path):
+def test_absa_experiment_writes_contract_metrics(dataset, setting, tmp_path, experiment_script):
     out = tmp_path / "run"
-    metrics = experiment("absa").main([
+    metrics = experiment_script("absa").main([
         "--dataset", dataset, "--setting", setting, "--seed", "0", "--output-dir", str(out),
         "--limit", "12", "--epochs", "1", "--max-length", "48", "--eval-limit", "24",
         "--no-progress",
@@ -72,7 +62,7 @@ def fake_metrics(path: Path, dataset: str, values: dict[str, float], minutes: fl
     }))
 
 
-def test_summary_of_two_seeds_beside_the_paper(tmp_path):
+def test_summary_of_two_seeds_beside_the_paper(tmp_path, experiment_script):
     runs = tmp_path / "runs"
     keys = CONTRACT["sentihood"]
     fake_metrics(runs / "sentihood-qa_m-seed0", "sentihood", dict.fromkeys(keys, 0.80), 20)
@@ -80,7 +70,7 @@ def test_summary_of_two_seeds_beside_the_paper(tmp_path):
                  {**dict.fromkeys(keys, 0.90), "sentiment_auc": float("nan")}, 30)
     (runs / "notes").mkdir()  # not a run: ignored
     output = tmp_path / "results" / "absa"
-    summary = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+    summary = experiment_script("summarize_absa").main(["--runs", str(runs), "--output",
                                                  str(output)])
     row = summary["table"]["sentihood"]["qa_m"]
     assert row["seeds"] == [0, 1]
@@ -98,7 +88,8 @@ def test_summary_of_two_seeds_beside_the_paper(tmp_path):
     assert output.with_suffix(".png").stat().st_size > 0
 
 
-def test_the_best_pair_setting_is_chosen_on_dev_and_compared_with_single(tmp_path):
+def test_the_best_pair_setting_is_chosen_on_dev_and_compared_with_single(tmp_path,
+                                                                       experiment_script):
     runs = tmp_path / "runs"
     keys = CONTRACT["semeval"]
     for seed, (single, qa_m, nli_m) in enumerate([(0.80, 0.84, 0.95), (0.82, 0.88, 0.95)]):
@@ -110,7 +101,7 @@ def test_the_best_pair_setting_is_chosen_on_dev_and_compared_with_single(tmp_pat
         fake_metrics(runs / f"semeval-nli_m-seed{seed}", "semeval",
                      dict.fromkeys(keys, nli_m), 10, dev=0.7)
     output = tmp_path / "absa"
-    found = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+    found = experiment_script("summarize_absa").main(["--runs", str(runs), "--output",
                                                str(output)])["claims"]["semeval"]
     assert found["best_pair_on_dev"] == "qa_m"
     f1 = found["metrics"]["f1"]
@@ -121,7 +112,7 @@ def test_the_best_pair_setting_is_chosen_on_dev_and_compared_with_single(tmp_pat
         "+5.00 | yes | 92.18 | -6.18 |" in output.with_suffix(".md").read_text()
 
 
-def test_a_setting_with_fewer_seeds_is_ranked_on_the_seeds_it_shares(tmp_path):
+def test_a_setting_with_fewer_seeds_is_ranked_on_the_seeds_it_shares(tmp_path, experiment_script):
     runs = tmp_path / "runs"
     keys = CONTRACT["sentihood"]
     for seed, dev in enumerate([0.90, 0.80, 0.80]):  # mean 83.33; seed 0 the best seed
@@ -131,7 +122,7 @@ def test_a_setting_with_fewer_seeds_is_ranked_on_the_seeds_it_shares(tmp_path):
     fake_metrics(runs / "sentihood-nli_b-seed0", "sentihood", dict.fromkeys(keys, 0.87), 60,
                  dev=0.88)
     output = tmp_path / "absa"
-    found = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+    found = experiment_script("summarize_absa").main(["--runs", str(runs), "--output",
                                                str(output)])["claims"]["sentihood"]
     assert found["best_pair_on_dev"] == "qa_m" and found["seeds"] == [0, 1, 2]
     assert found["dev_seeds_compared"] == [0]
@@ -140,7 +131,8 @@ def test_a_setting_with_fewer_seeds_is_ranked_on_the_seeds_it_shares(tmp_path):
         "88.00" in output.with_suffix(".md").read_text()
 
 
-def test_feature_based_runs_are_paired_with_the_fine_tuned_runs_of_their_seeds(tmp_path):
+def test_feature_based_runs_are_paired_with_the_fine_tuned_runs_of_their_seeds(
+        tmp_path, experiment_script):
     runs = tmp_path / "runs"
     keys = CONTRACT["sentihood"]
     for seed, (tuned, frozen) in enumerate([(0.90, 0.80), (0.92, 0.86)]):
@@ -151,7 +143,7 @@ def test_feature_based_runs_are_paired_with_the_fine_tuned_runs_of_their_seeds(t
     fake_metrics(runs / "sentihood-nli_m-features-seed7", "sentihood",  # no fine-tuned twin
                  dict.fromkeys(keys, 0.1), 3)
     output = tmp_path / "absa"
-    summary = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+    summary = experiment_script("summarize_absa").main(["--runs", str(runs), "--output",
                                                  str(output)])
     assert summary["table"]["sentihood"]["nli_m"]["seeds"] == [0, 1]  # fine-tuned only
     gap = summary["feature_gap"]["sentihood/nli_m"]
@@ -163,10 +155,10 @@ def test_feature_based_runs_are_paired_with_the_fine_tuned_runs_of_their_seeds(t
 
 @pytest.mark.skipif(not ABSA_DATA.is_dir(), reason="../shared/data/absa is absent")
 @pytest.mark.usefixtures("one_torch_thread")
-def test_feature_based_run_trains_a_head_on_frozen_features(tmp_path):
+def test_feature_based_run_trains_a_head_on_frozen_features(tmp_path, experiment_script):
     """The packaged MiniLM's last four layers; cached features: a second seed encodes
     nothing and trains only its head."""
-    module = experiment("absa_features")
+    module = experiment_script("absa_features")
     argv = ["--dataset", "semeval", "--setting", "nli_m", "--output-dir",
             str(tmp_path / "s0"), "--limit", "16",
             "--eval-limit", "12", "--epochs", "3", "--feature-cache", str(tmp_path / "cache")]
@@ -183,14 +175,14 @@ def test_feature_based_run_trains_a_head_on_frozen_features(tmp_path):
 
 @pytest.mark.skipif(not ABSA_DATA.is_dir(), reason="../shared/data/absa is absent")
 @pytest.mark.usefixtures("one_torch_thread")
-def test_single_setting_on_a_post_trained_backbone(tiny_backbone, tmp_path):
+def test_single_setting_on_a_post_trained_backbone(tiny_backbone, tmp_path, experiment_script):
     """One classifier per category, assembled per group; a rerun reads the finished parts
     (nothing is retrained) and scores the same."""
     out = tmp_path / "run"
     argv = ["--dataset", "semeval", "--setting", "single", "--seed", "1", "--output-dir",
             str(out), "--post-trained", tiny_backbone, "--limit", "12", "--epochs", "1",
             "--max-length", "48", "--eval-limit", "12", "--no-progress"]
-    module = experiment("absa")
+    module = experiment_script("absa")
     first = module.main(argv)
     parts = sorted(p.name for p in (out / "single").iterdir())
     assert parts == ["ambience", "anecdotes_miscellaneous", "food", "price", "service"]
@@ -208,10 +200,10 @@ def test_single_setting_on_a_post_trained_backbone(tiny_backbone, tmp_path):
 
 @pytest.mark.skipif(not ABSA_DATA.is_dir(), reason="../shared/data/absa is absent")
 @pytest.mark.parametrize("dataset", ["semeval", "sentihood"])
-def test_post_training_corpus_holds_no_dev_or_test_sentence(dataset, tmp_path):
-    module = experiment("absa_corpus")
+def test_post_training_corpus_holds_no_dev_or_test_sentence(dataset, tmp_path, experiment_script):
+    module = experiment_script("absa_corpus")
     lines = module.main(["--dataset", dataset, "--output", str(tmp_path / "corpus.txt")])
-    absa = experiment("absa")
+    absa = experiment_script("absa")
     train, dev, test = absa.load_splits(dataset, ABSA_DATA)
     assert len(lines) > 0.9 * len(train) and len(set(lines)) == len(lines)
     held_out = {e.text for e in build_examples([*dev, *test], "qa_m")}  # as the model reads
@@ -219,7 +211,7 @@ def test_post_training_corpus_holds_no_dev_or_test_sentence(dataset, tmp_path):
     assert (tmp_path / "corpus.txt").read_text().splitlines() == lines
 
 
-def test_post_trained_runs_are_compared_with_plain_runs_seed_by_seed(tmp_path):
+def test_post_trained_runs_are_compared_with_plain_runs_seed_by_seed(tmp_path, experiment_script):
     runs = tmp_path / "runs"
     keys = CONTRACT["semeval"]
     for seed, (plain, post) in enumerate([(0.80, 0.82), (0.84, 0.835)]):
@@ -228,7 +220,7 @@ def test_post_trained_runs_are_compared_with_plain_runs_seed_by_seed(tmp_path):
         fake_metrics(runs / f"semeval-qa_m-post-seed{seed}", "semeval",
                      dict.fromkeys(keys, post), 10)
     output = tmp_path / "absa"
-    summary = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+    summary = experiment_script("summarize_absa").main(["--runs", str(runs), "--output",
                                                  str(output)])
     assert summary["table"]["semeval"]["qa_m"]["seeds"] == [0, 1]  # plain runs only
     f1 = summary["post_training"]["semeval/qa_m"]["metrics"]["f1"]
@@ -241,7 +233,7 @@ def test_post_trained_runs_are_compared_with_plain_runs_seed_by_seed(tmp_path):
     assert "Placebo" not in output.with_suffix(".md").read_text()
 
 
-def test_placebo_runs_measure_the_bar_apart_from_the_post_trained_ones(tmp_path):
+def test_placebo_runs_measure_the_bar_apart_from_the_post_trained_ones(tmp_path, experiment_script):
     runs = tmp_path / "runs"
     keys = CONTRACT["semeval"]
     for seed, (plain, post, placebo) in enumerate([(0.80, 0.82, 0.79), (0.84, 0.835, 0.845)]):
@@ -249,7 +241,7 @@ def test_placebo_runs_measure_the_bar_apart_from_the_post_trained_ones(tmp_path)
             fake_metrics(runs / f"semeval-nli_m{name}-seed{seed}", "semeval",
                          dict.fromkeys(keys, value), 10)
     output = tmp_path / "absa"
-    summary = experiment("summarize_absa").main(["--runs", str(runs), "--output",
+    summary = experiment_script("summarize_absa").main(["--runs", str(runs), "--output",
                                                  str(output)])
     assert summary["table"]["semeval"]["nli_m"]["test"]["f1"]["mean"] == pytest.approx(82.0)
     post = summary["post_training"]["semeval/nli_m"]["metrics"]["f1"]
@@ -264,13 +256,13 @@ def test_placebo_runs_measure_the_bar_apart_from_the_post_trained_ones(tmp_path)
     assert "+2.00 / -0.50" in text[:text.index("## Placebo")]
 
 
-def test_runs_recorded_in_the_last_summary_outlive_their_directories(tmp_path):
+def test_runs_recorded_in_the_last_summary_outlive_their_directories(tmp_path, experiment_script):
     runs = tmp_path / "runs"
     keys = CONTRACT["sentihood"]
     fake_metrics(runs / "sentihood-single-seed0", "sentihood", dict.fromkeys(keys, 0.70), 20)
     fake_metrics(runs / "sentihood-qa_m-seed0", "sentihood", dict.fromkeys(keys, 0.80), 20)
     output = tmp_path / "results" / "absa"
-    summarize = experiment("summarize_absa").main
+    summarize = experiment_script("summarize_absa").main
     summarize(["--runs", str(runs), "--output", str(output)])
     shutil.rmtree(runs / "sentihood-single-seed0")  # a new checkout: that directory is gone
     shutil.rmtree(runs / "sentihood-qa_m-seed0")
@@ -286,14 +278,14 @@ def test_runs_recorded_in_the_last_summary_outlive_their_directories(tmp_path):
     assert "single" not in fresh["table"]["sentihood"]
 
 
-def test_the_driver_skips_runs_the_summary_records(tmp_path):
+def test_the_driver_skips_runs_the_summary_records(tmp_path, experiment_script):
     """experiments/run_absa.sh with a run recorded in RESULTS.json but no directory:
     skipped, not trained again, and the summary still counts it."""
     runs = tmp_path / "runs"
     fake_metrics(runs / "semeval-single-seed3", "semeval",
                  dict.fromkeys(CONTRACT["semeval"], 0.5), 5)
     output = tmp_path / "absa"
-    experiment("summarize_absa").main(["--runs", str(runs), "--output", str(output)])
+    experiment_script("summarize_absa").main(["--runs", str(runs), "--output", str(output)])
     shutil.rmtree(runs)
     env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "3", "SETTINGS": "single",
            "DATASETS": "semeval", "RUNS": str(runs), "RESULTS": str(output)}
@@ -305,13 +297,13 @@ def test_the_driver_skips_runs_the_summary_records(tmp_path):
     assert saved["recorded_only"] == ["semeval-single-seed3"]
 
 
-def test_post_training_probes_sit_beside_plain_runs_of_their_seed(tmp_path):
+def test_post_training_probes_sit_beside_plain_runs_of_their_seed(tmp_path, experiment_script):
     keys = CONTRACT["semeval"]
     runs = tmp_path / "runs"
     fake_metrics(runs / "semeval-nli_m-seed0", "semeval", dict.fromkeys(keys, 0.80), 10,
                  dev=0.79)
     summary = tmp_path / "absa"
-    experiment("summarize_absa").main(["--runs", str(runs), "--output", str(summary)])
+    experiment_script("summarize_absa").main(["--runs", str(runs), "--output", str(summary)])
     backbone = tmp_path / "post" / "semeval-backbone"
     backbone.mkdir(parents=True)
     (backbone / "pretraining_settings.json").write_text(json.dumps({
@@ -326,7 +318,7 @@ def test_post_training_probes_sit_beside_plain_runs_of_their_seed(tmp_path):
         "settings": {"dataset": "semeval", "setting": "nli_m", "seed": 0,
                      "backbone": str(backbone)}}))
     output = tmp_path / "probes"
-    probes = experiment("summarize_post_probes")
+    probes = experiment_script("summarize_post_probes")
     found = probes.main(["--probe", str(probe), "--summary", str(summary.with_suffix(".json")),
                          "--output", str(output), "--note", "held the top layer"])
     assert found["probes"][0]["mlm_loss"] == pytest.approx({"first": 5.85, "last": 4.05})
@@ -345,7 +337,7 @@ def test_post_training_probes_sit_beside_plain_runs_of_their_seed(tmp_path):
         probes.main(["--probe", str(probe), "--output", str(output)])
 
 
-def test_a_new_default_recipe_keeps_the_earlier_default_beside_it(tmp_path):
+def test_a_new_default_recipe_keeps_the_earlier_default_beside_it(tmp_path, experiment_script):
     """The summary's post-trained run of the old default, then the summary rebuilt with
     the new default's run of the same name (now a probe): the old one stays in the
     probes table as "earlier default", as recorded; the new one is listed once."""
@@ -355,7 +347,8 @@ def test_a_new_default_recipe_keeps_the_earlier_default_beside_it(tmp_path):
     fake_metrics(old_runs / "semeval-nli_m-post-seed0", "semeval", dict.fromkeys(keys, 0.70),
                  10, dev=0.74)
     summary, output = tmp_path / "absa", tmp_path / "probes"
-    summarize, probes = experiment("summarize_absa").main, experiment("summarize_post_probes")
+    summarize = experiment_script("summarize_absa").main
+    probes = experiment_script("summarize_post_probes")
     summarize(["--runs", str(old_runs), "--output", str(summary)])
     backbone = tmp_path / "post" / "semeval-backbone"
     backbone.mkdir(parents=True)

@@ -295,7 +295,7 @@ def test_interpolation_saves_the_encoder_part_of_the_way_back(corpus, tmp_path,
     # experiments/placebo_backbone.py moves a saved backbone the same way after the fact
     placebo = tmp_path / "placebo"
     experiment_script("placebo_backbone").main(["--post-trained", str(tmp_path / "1"),
-                                          "--weight", "0.5", "--output", str(placebo)])
+                                                "--weight", "0.5", "--output", str(placebo)])
     moved = load_file(str(placebo / "model.safetensors"))
     assert moved.keys() == half.keys()
     for name in half:
