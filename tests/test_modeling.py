@@ -28,7 +28,13 @@ from ernie_kg.modeling import (
     default_layer_types,
 )
 from ernie_kg.modeling.entity_table import TABLE_DIR, MappedEntityTable
-from ernie_kg.modeling.layers import _fuse, _FusedGelu, knowledge_role, shut_knowledge_gates
+from ernie_kg.modeling.layers import (
+    EntityLayout,
+    _fuse,
+    _FusedGelu,
+    knowledge_role,
+    shut_knowledge_gates,
+)
 
 VOCAB, HIDDEN, LAYERS, ENTITY_DIM, NUM_ENTITIES = 99, 32, 4, 8, 20
 
@@ -245,6 +251,25 @@ def test_packed_entity_stream_equals_dense_masked_formulation(backbone_dir, tabl
         ours = model(**inputs).last_hidden_state
         reference = _dense_reference(model, **inputs)
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_entity_attention_inference_path_equals_sdpa(backbone_dir, table):
+    """Without dropout, entity attention runs as batched matmuls; it must equal what
+    training computes with scaled_dot_product_attention (padding slots masked alike)."""
+    model = build(ErnieKGModel, backbone_dir, table, 2).eval()
+    attention = next(layer.entity_attention for layer in model.encoder.layer
+                     if getattr(layer, "entity_attention", None) is not None)
+    entity_ids = torch.tensor([[0, 3, 0, 5, 7, 0], [2, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]])
+    layout = EntityLayout.from_entity_ids(entity_ids, torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    shape = (3, attention.num_heads, layout.num_slots, attention.head_dim)
+    query, key, value = (torch.randn(shape, generator=generator) for _ in range(3))
+    ours = attention._attend(query, key, value, layout.key_bias)
+    reference = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=layout.key_bias)
+    real = (layout.batch_index, slice(None), layout.slot_index)  # the slots unpack reads
+    torch.testing.assert_close(ours[real], reference[real], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(ours[real], value[real])  # it attended, not copied
 
 
 def test_fused_gelu_matches_autograd_index_ops():

@@ -119,7 +119,11 @@ class ErnieKGEntityAttention(nn.Module):
     """Multi-head self-attention among the entities of each sequence, + residual and LN.
 
     ERNIE's ``BertSelfAttention`` + ``BertSelfOutput`` at ``hidden_size = entity_dim``; it
-    never looks at the tokens (the streams meet only in the feed-forward fusion).
+    never looks at the tokens (the streams meet only in the feed-forward fusion). Without
+    attention dropout (inference) it is two batched matmuls: a sequence holds a handful of
+    entities, and at such sizes ``scaled_dot_product_attention``'s CPU kernel costs about
+    three times as much on two threads (130 us against 42 us for 16 sequences of 6 slots,
+    AMD EPYC), a few tenths of a percent of a MiniLM forward per knowledge layer.
     """
 
     def __init__(self, config: ErnieKGConfig) -> None:
@@ -137,16 +141,27 @@ class ErnieKGEntityAttention(nn.Module):
         """Entity states ``[N, entity_dim]`` after attending to their sequence's entities."""
         batch, slots = layout.batch_size, layout.num_slots
         qkv = layout.pack(self.qkv(states)).view(batch, slots, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        context = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=layout.key_bias.to(query.dtype),
-            dropout_p=self.attention_dropout if self.training else 0.0,
-        )
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, slots, d]
+        dropout = self.attention_dropout if self.training else 0.0
+        if dropout:
+            context = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=layout.key_bias.to(query.dtype), dropout_p=dropout
+            )
+        else:
+            context = self._attend(query, key, value, layout.key_bias)
         context = layout.unpack(context.transpose(1, 2).reshape(batch, slots, -1))
         return self.LayerNorm(states + self.dropout(self.dense(context)))
+
+    def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_bias: torch.Tensor) -> torch.Tensor:
+        """``softmax(q k^T / sqrt(d) + key_bias) v`` without dropout, as batched matmuls."""
+        batch, heads, slots, head_dim = query.shape
+        flat = (batch * heads, slots, head_dim)
+        query, key, value = (t.reshape(flat) for t in (query, key, value))
+        bias = key_bias.to(query.dtype).expand(batch, heads, slots, slots)
+        scores = torch.baddbmm(bias.reshape(batch * heads, slots, slots), query,
+                               key.transpose(1, 2), alpha=head_dim ** -0.5)
+        return torch.bmm(scores.softmax(-1), value).view(batch, heads, slots, head_dim)
 
 
 class ErnieKGEntityOutput(nn.Module):
