@@ -108,8 +108,10 @@ def test_the_best_pair_setting_is_chosen_on_dev_and_compared_with_single(tmp_pat
     assert f1["gain_over_single"] == pytest.approx(5.0)  # 86 - 81
     assert f1["beats_single_by_more_than_std"] is True  # stds: 2.8 and 1.4
     assert f1["gap_to_paper"] == pytest.approx(86.0 - 92.18)
+    assert f1["single_gap_to_paper"] == pytest.approx(81.0 - 90.89)  # the paper's single F1
+    assert found["metrics"]["accuracy_4way"]["single_gap_to_paper"] == pytest.approx(81 - 83.7)
     assert "| semeval | BERT-pair-QA-M (2 seeds) | F1 | 86.00 ± 2.83 | 81.00 ± 1.41 | " \
-        "+5.00 | yes | 92.18 | -6.18 |" in output.with_suffix(".md").read_text()
+        "+5.00 | yes | 92.18 | -6.18 | -9.89 (90.89) |" in output.with_suffix(".md").read_text()
 
 
 def test_a_setting_with_fewer_seeds_is_ranked_on_the_seeds_it_shares(tmp_path, experiment_script):
