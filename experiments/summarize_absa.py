@@ -222,7 +222,7 @@ def claims(table: dict[str, Any]) -> dict[str, Any]:
                 gain = pair_stats["mean"] - single_stats["mean"]
                 spread = max(pair_stats["std"] or 0.0, single_stats["std"] or 0.0)
                 both = min(pair_stats["n"], single_stats["n"])
-                paper_single = PAPER[dataset]["single"][METRICS[dataset].index(metric)]
+                paper_single = single["paper"][metric]
                 item.update({"single": single_stats, "gain_over_single": gain,
                              "beats_single_by_more_than_std": (gain > spread) if both > 1
                              else None, "paper_single": paper_single,

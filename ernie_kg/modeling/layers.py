@@ -142,23 +142,23 @@ class ErnieKGEntityAttention(nn.Module):
         batch, slots = layout.batch_size, layout.num_slots
         qkv = layout.pack(self.qkv(states)).view(batch, slots, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, slots, d]
-        dropout = self.attention_dropout if self.training else 0.0
-        if dropout:
-            context = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=layout.key_bias.to(query.dtype), dropout_p=dropout
-            )
+        bias, dropout = layout.key_bias.to(query.dtype), self.attention_dropout
+        if self.training and dropout:
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias,
+                                                     dropout_p=dropout)
         else:
-            context = self._attend(query, key, value, layout.key_bias)
+            context = self._attend(query, key, value, bias)
         context = layout.unpack(context.transpose(1, 2).reshape(batch, slots, -1))
         return self.LayerNorm(states + self.dropout(self.dense(context)))
 
     def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 key_bias: torch.Tensor) -> torch.Tensor:
-        """``softmax(q k^T / sqrt(d) + key_bias) v`` without dropout, as batched matmuls."""
+        """``softmax(q k^T / sqrt(d) + key_bias) v`` without dropout, as batched matmuls
+        (``key_bias`` ``[B, 1, 1, slots]`` in the queries' dtype)."""
         batch, heads, slots, head_dim = query.shape
         flat = (batch * heads, slots, head_dim)
         query, key, value = (t.reshape(flat) for t in (query, key, value))
-        bias = key_bias.to(query.dtype).expand(batch, heads, slots, slots)
+        bias = key_bias.expand(batch, heads, slots, slots)
         scores = torch.baddbmm(bias.reshape(batch * heads, slots, slots), query,
                                key.transpose(1, 2), alpha=head_dim ** -0.5)
         return torch.bmm(scores.softmax(-1), value).view(batch, heads, slots, head_dim)
