@@ -13,28 +13,39 @@ import sys
 import pytest
 
 pytestmark = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc"
+    or tuple(map(int, platform.libc_ver()[1].split(".")[:2])) < (2, 33),
+    reason="glibc >= 2.33 only (mallinfo2)")
 
 # A training step in small: activations of 6 MB (a [944, 1536] float32 intermediate) kept
 # for the backward pass and a 48 MB gradient (MiniLM's word embeddings), all freed at the
 # end; 5 steps after 3 warm-up steps (the heap grows to the step's size once, and how
-# soon varies run to run), counting the minor page faults.
+# soon varies run to run). Per step, the bytes malloc holds in mmapped chunks while the
+# gradient is alive, less those after the step (glibc's mallinfo2 ``hblkhd``): the
+# gradient's own mapping, or 0 where it came from the heap; and the minor page faults.
 SCRIPT = """
-import json, resource, sys, torch
+import ctypes, ctypes.util, json, resource, sys, torch
 from ernie_kg.memory import keep_freed_memory, freed_memory_kept
 applied = keep_freed_memory() if sys.argv[1] == "set" else False
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+libc.mallinfo2.restype = MallInfo2
 def step():
     held = [torch.zeros(1_500_000) for _ in range(4)]
     gradient = torch.zeros(12_000_000)
+    mapped = libc.mallinfo2().hblkhd
     held.append(torch.zeros(1_500_000))
     del gradient, held
+    return mapped - libc.mallinfo2().hblkhd
 for _ in range(3):
     step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
-    step()
+mapped = [step() for _ in range(5)]
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"applied": applied, "kept": freed_memory_kept(), "faults": faults}))
+print(json.dumps({"applied": applied, "kept": freed_memory_kept(), "faults": faults,
+                  "gradient_mapped": mapped}))
 """
 
 
@@ -49,12 +60,17 @@ def run(mode: str, **env: str) -> dict:
 def test_the_largest_buffer_is_reused_instead_of_faulted_in_again():
     default, kept = run("default"), run("set")
     assert not default["kept"] and kept["applied"] and kept["kept"]
+    # glibc's defaults map the 48 MB gradient afresh on every step (its dynamic mmap
+    # threshold stops at 32 MiB) and unmap it on free; kept, it comes from the heap
+    assert all(size >= 48_000_000 for size in default["gradient_mapped"])
+    assert kept["gradient_mapped"] == [0] * 5
+    # so default faults the gradient's pages in on every step. Kept, the heap's pages are
+    # reused: usually no fault at all, but whether the kernel left them in place is its
+    # own business (CI once counted three gradients' pages in five steps), so the count
+    # is bounded by default's only
     gradient_pages = 48_000_000 // 4096
-    # glibc's defaults map and fault the gradient in again on every one of the 5 steps;
-    # kept, the heap's blocks are reused (at most a late one-time growth of the heap,
-    # seen here once in a few runs: exactly one gradient's pages)
     assert default["faults"] >= 4 * gradient_pages
-    assert kept["faults"] <= 2 * gradient_pages
+    assert kept["faults"] < default["faults"]
 
 
 def test_the_users_own_choice_is_left_alone():
