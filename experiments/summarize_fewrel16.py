@@ -90,10 +90,12 @@ def _official_score(gold: list[str] | None, predicted: list[str] | None) -> floa
 def disagreements(gold: list[str], ernie: list[str], baseline: list[str]
                   ) -> dict[str, Any]:
     """The test predictions on which two runs differ, and which of them is right there
-    (McNemar's counts), with McNemar's exact two-sided p-value (ties: neither model is
-    right more often). Why: a per-seed gain in macro-F1 over many labels moves by tenths
-    of a point when one prediction in a small class changes; these counts say how many
-    predictions a gain or loss is made of."""
+    (McNemar's counts), with McNemar's exact two-sided p-value (null: neither model is
+    right more often where they differ; rows where both are wrong do not count).
+
+    Why: a per-seed gain in macro-F1 over many labels moves by tenths of a point when one
+    prediction in a small class changes; these counts say how many predictions a gain or
+    loss is made of."""
     if not len(gold) == len(ernie) == len(baseline):
         raise ValueError(f"{len(gold)} gold labels, {len(ernie)} and {len(baseline)} "
                          "predictions: they must be of the same test examples")
