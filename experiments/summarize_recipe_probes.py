@@ -33,8 +33,9 @@ def probe_record(run: Path) -> dict[str, Any]:
         raise SystemExit(f"{path}: missing (has the run finished?)")
     metrics = json.loads(path.read_text(encoding="utf-8"))
     settings = metrics["settings"]
+    log = run / "log.jsonl"  # none for ``single``: one log per classifier, no joint score
     per_epoch = [json.loads(line) for line in
-                 (run / "log.jsonl").read_text(encoding="utf-8").splitlines()
+                 (log.read_text(encoding="utf-8").splitlines() if log.is_file() else [])
                  if "eval_absa_score" in line]
     dataset = settings["dataset"]
     return {"run": relative(run), "dataset": dataset, "setting": settings["setting"],
@@ -84,7 +85,8 @@ def markdown(probes: list[dict[str, Any]], summary: dict[str, Any], summary_path
                     + " | ".join(f"{reference['test'][m]:.2f}" for m in metrics) + " |")
             change = ("–" if reference is None
                       else f"{probe['dev_absa_score'] - reference['dev_absa_score']:+.2f}")
-            epochs = " / ".join(f"{score:.2f}" for score in probe["dev_by_epoch"])
+            epochs = (" / ".join(f"{score:.2f}" for score in probe["dev_by_epoch"])
+                      or "– (one classifier per aspect)")
             lines.append(
                 f"| {NAMES[probe['setting']]} | {probe['seed']} | {probe['epochs']:g} epochs, "
                 f"lr {probe['learning_rate']} | {epochs} | {probe['dev_absa_score']:.2f} | "
