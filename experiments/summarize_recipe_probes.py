@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from summarize_absa import HEADERS, METRICS, NAMES, relative  # noqa: E402
+from summarize_absa import HEADERS, METRICS, NAMES, merged, relative  # noqa: E402
 
 
 def probe_record(run: Path) -> dict[str, Any]:
@@ -107,9 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     earlier_path = args.output.with_suffix(".json")
     recorded = json.loads(earlier_path.read_text()) if earlier_path.is_file() else {}
     fresh = [probe_record(run) for run in args.probe]
-    names = {probe["run"] for probe in fresh}
-    probes = sorted(fresh + [p for p in recorded.get("probes", []) if p["run"] not in names],
-                    key=lambda p: (p["dataset"], p["setting"], p["seed"], p["run"]))
+    probes, _ = merged(fresh, recorded.get("probes", []))  # a fresh run wins over its record
+    probes.sort(key=lambda p: (p["dataset"], p["setting"], p["seed"], p["run"]))
     if not probes:
         raise SystemExit("no probes: pass --probe RUN (or keep OUTPUT.json)")
     summary = json.loads(args.summary.read_text(encoding="utf-8"))
