@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ernie_kg.data.fewrel import read_fewrel  # noqa: E402
+from ernie_kg.errors import ErnieKGError  # noqa: E402
 from ernie_kg.machine import cpu_flags, cpu_model  # noqa: E402
 from ernie_kg.modeling import precision  # noqa: E402
 from ernie_kg.paths import PROJECT_ROOT  # noqa: E402
@@ -65,6 +66,14 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def packing_engine() -> str:
+    """The engine int8 weights are packed for; "none" where torch has no int8 engine."""
+    try:
+        return precision.int8_packing_engine()
+    except ErnieKGError:
+        return "none"
+
+
 def machine() -> dict:
     """lscpu's model name and the flags that decide bf16 and int8 speed."""
     return {"cpu_model": cpu_model(), "flags": cpu_flags(FLAGS),
@@ -72,6 +81,7 @@ def machine() -> dict:
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
             "quantized_engine": torch.backends.quantized.engine,
+            "int8_packing_engine": packing_engine(),
             "int8_full_range": precision.int8_full_range()}
 
 
@@ -197,7 +207,9 @@ def write(result: dict, output: Path) -> None:
         f"{result['examples']} examples, batch size {result['batch_size']}.",
         f"- Machine: {m['cpu_model']} ({flags}), {m['cores_available']} cores, torch "
         f"{m['torch']}, torch threads: {m['torch_threads']}, quantized engine "
-        f"{m['quantized_engine']} (8-bit activations: {m['int8_full_range']}).",
+        f"{m['quantized_engine']}, int8 weights packed for "
+        f"{m.get('int8_packing_engine', m['quantized_engine'])} (8-bit activations: "
+        f"{m['int8_full_range']}).",
         f"- Load average (1, 5, 15 min): {result['load_average_before']} before, 1-min "
         f"{result['load_1min_during']} during, {result['load_average_after']} after.",
         f"- {result['repeats']} rounds; speed-up = float32's median time / the variant's; "

@@ -33,6 +33,7 @@ from ernie_kg.modeling.precision import (
     Int8DynamicLinear,
     check_dtype,
     int8_full_range,
+    int8_packing_engine,
     reduce_precision,
 )
 from ernie_kg.paths import PROJECT_ROOT, kg_data_dir
@@ -171,6 +172,46 @@ def test_int8_takes_outlier_features_out_of_the_int8_product():
     assert torch.equal(models[math.inf](calm), models[INT8_OUTLIER_THRESHOLD](calm))
 
 
+def test_int8_outlier_split_does_not_depend_on_the_calls_before():
+    """The previous call's outlier set is only a guess: a module that has seen other
+    inputs gives what a fresh one gives, when the set stays, grows, shrinks or empties."""
+    torch.manual_seed(0)
+    base = torch.randn(48, 128)
+    inputs = []
+    for scaled in ([7], [7], [7, 40], [40], [], [7]):
+        x = base.clone()
+        x[:, scaled] *= 30
+        inputs.append(x)
+    torch.manual_seed(1)
+    used = reduce_precision(torch.nn.Sequential(torch.nn.Linear(128, 32)), "int8")
+    for x in inputs:
+        torch.manual_seed(1)
+        fresh = reduce_precision(torch.nn.Sequential(torch.nn.Linear(128, 32)), "int8")
+        assert torch.equal(used(x), fresh(x))
+    assert used[0]._last_outliers.tolist() == [7]
+
+
+def test_int8_layers_reading_one_input_share_its_split_until_it_changes():
+    """Attention's query, key and value read one tensor: the second layer reuses the
+    first one's split, and not once the tensor was written in place."""
+    torch.manual_seed(0)
+    x = torch.randn(48, 128)
+    x[:, 7] *= 30
+
+    def layer(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return reduce_precision(torch.nn.Sequential(torch.nn.Linear(128, 32)), "int8")[0]
+
+    first, second = layer(1), layer(2)
+    expected = layer(2)(x.clone())  # the same weights on a tensor of its own
+    first(x)
+    assert torch.equal(second(x), expected)
+    assert second.__dict__.get("_last_outliers") is None  # it did not look for them
+    x[:, 40] *= 30  # a new outlier, written in place
+    assert torch.equal(second(x), layer(2)(x.clone()))
+    assert second._last_outliers.tolist() == [7, 40]
+
+
 def test_every_saved_classifier_takes_a_dtype(tiny_backbone, demo_knowledge, tmp_path):
     kg, embeddings, aliases = demo_knowledge
     typer = build_entity_typer(["city", "country"], kg, embeddings, aliases,
@@ -288,3 +329,26 @@ def test_the_benchmark_reports_every_variant_and_its_skips(saved, tmp_path):
     assert rows["float32"]["agreement"] == 1.0 and rows["int8"]["agreement"] >= 0.9
     text = output.with_suffix(".md").read_text()
     assert "Not run here (`--skip`): bfloat16." in text and "| int8-t3 |" in text
+
+
+def test_int8_packs_for_onednn_on_amx_and_leaves_the_engine_as_it_was(monkeypatch):
+    """AMX: weights packed for oneDNN under torch's default engine, not for an engine the
+    user chose; either way the process's engine is what it was, and the product right."""
+    engines = torch.backends.quantized.supported_engines
+    if not {"x86", "fbgemm", "onednn"} <= set(engines):
+        pytest.skip("needs torch's x86 engines")
+    monkeypatch.setattr(torch.backends.quantized, "engine", "x86")
+    torch.manual_seed(0)
+    x = torch.randn(32, 64)
+    for amx in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert int8_packing_engine() == ("onednn" if amx else "x86")
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 16))
+        expected = model(x).detach()
+        reduce_precision(model, "int8")
+        assert torch.backends.quantized.engine == "x86"
+        assert float((model(x) - expected).abs().max()) < 0.05 * float(expected.abs().max())
+    monkeypatch.setattr(torch.backends.quantized, "engine", "fbgemm")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert int8_packing_engine() == "fbgemm"
