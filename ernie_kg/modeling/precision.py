@@ -123,7 +123,8 @@ def int8_packing_engine() -> str:
     ``x86`` packs for fbgemm, whose kernels use VNNI but not AMX. On an Intel Xeon with
     AMX (2 threads, torch 2.13) a ``[2560, 384] x [384, 1536]`` dynamic int8 product took
     1.1 ms packed for oneDNN, 2.9 ms for fbgemm (float32: 7.9 ms); the FewRel-16 model's
-    int8 inference went from 0.99x to 1.36x float32 (results/reduced_precision_intel.md).
+    int8 inference ran at 0.99x float32 packed for fbgemm and at 1.15-1.25x packed for
+    oneDNN, in runs of results/reduced_precision_intel.md's command.
     An engine the user chose (anything but ``x86``) is kept."""
     engine = int8_engine()
     cpu = getattr(torch, "cpu", None)
