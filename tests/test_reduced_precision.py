@@ -24,6 +24,7 @@ from ernie_kg.data.examples import PairExample, TypingExample
 from ernie_kg.data.features import LabelMap
 from ernie_kg.data.fewrel import read_fewrel
 from ernie_kg.errors import ErnieKGError, SettingError
+from ernie_kg.modeling import precision as precision_module
 from ernie_kg.modeling.entity_table import MappedEntityTable
 from ernie_kg.modeling.layers import GATE_PARAMETERS
 from ernie_kg.modeling.precision import (
@@ -31,6 +32,7 @@ from ernie_kg.modeling.precision import (
     INT8_OUTLIER_THRESHOLD,
     FullRangeDynamicLinear,
     Int8DynamicLinear,
+    SharedInputProjection,
     check_dtype,
     int8_full_range,
     int8_packing_engine,
@@ -122,12 +124,43 @@ def test_int8_quantizes_every_linear_layer_and_keeps_the_rest(saved):
 
     model = RelationClassifier.load(saved, dtype="int8").model
     named = [m for n, m in model.named_modules() if n.endswith((
-        "query", "intermediate.dense", "entity_intermediate", "trust", "qkv", "classifier"))]
-    assert len(named) == 10  # 2 layers x (query, W_t, W_e, trust), 1 qkv, the classifier
+        "query_key_value.fused", "intermediate.dense", "entity_intermediate", "trust", "qkv",
+        "classifier"))]
+    assert len(named) == 10  # 2 layers x (q/k/v, W_t, W_e, trust), 1 qkv, the classifier
     assert all(isinstance(m, DynamicQuantizedLinear) for m in named)
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
     assert model.base_model.embeddings.word_embeddings.weight.dtype == torch.float32
     assert isinstance(model.base_model.entity_embeddings, MappedEntityTable)
+
+
+def test_int8_attention_projections_as_one_product_equal_three(saved, test_examples,
+                                                                monkeypatch):
+    """query, key and value as one int8 product (one quantized input, one call) give the
+    three products' logits; the product runs once per input, again once it changes."""
+    fused = RelationClassifier.load(saved, dtype="int8")
+    shared = [m for m in fused.model.modules() if isinstance(m, SharedInputProjection)]
+    assert len(shared) == 2  # one per backbone layer
+    monkeypatch.setattr(precision_module, "_share_attention_inputs", lambda model: None)
+    separate = RelationClassifier.load(saved, dtype="int8")
+    assert not any(isinstance(m, SharedInputProjection) for m in separate.model.modules())
+    np.testing.assert_allclose(fused._logits(test_examples), separate._logits(test_examples),
+                               rtol=1e-5, atol=1e-5)
+    calls = []
+    projection = shared[0]
+    projection.fused.register_forward_hook(lambda *args: calls.append(1))
+    x = torch.randn(4, projection.fused.in_features)
+    attention = [m for m in fused.model.modules() if hasattr(m, "query_key_value")][0]
+    parts = [attention.query(x), attention.key(x), attention.value(x)]
+    assert len(calls) == 1 and projection._kept is None  # let go once all three took theirs
+    torch.testing.assert_close(torch.cat(parts, -1), projection(x))
+    assert len(calls) == 2
+    attention.key(x)  # the kept output
+    assert len(calls) == 2
+    x.mul_(2)  # written in place: computed again
+    attention.value(x)
+    assert len(calls) == 3
+    attention.value(x)  # a part taken twice: another input's turn, a new call
+    assert len(calls) == 4
 
 
 def test_int8_activations_take_8_bits_only_where_vnni_cannot_saturate(monkeypatch):

@@ -23,7 +23,8 @@ object, set once (:func:`reduce_precision`, applied by
   keeps 7: agreement with float32 on FewRel-16 fell from 98.1% to 95.9% on 640 test
   examples, from 98.8% to 97.8% on 320 dev examples); input features beyond
   :data:`INT8_OUTLIER_THRESHOLD` in a call are multiplied in float32 instead
-  (:class:`Int8DynamicLinear`, LLM.int8()'s decomposition). Where the CPU has AMX tiles
+  (:class:`Int8DynamicLinear`, LLM.int8()'s decomposition). Attention's query, key and
+  value run as one int8 product (:class:`SharedInputProjection`). Where the CPU has AMX tiles
   and torch's default ``x86`` engine is set, the weights are packed for oneDNN
   (:func:`int8_packing_engine`): the engine matters only when packing, and ``x86``
   packs for fbgemm, which leaves AMX unused.
@@ -58,6 +59,7 @@ from ernie_kg.errors import ErnieKGError, SettingError
 
 __all__ = ["BF16_MODE", "BF16_MODES", "DTYPES", "INT8_KEEP_FLOAT",
            "INT8_OUTLIER_THRESHOLD", "FullRangeDynamicLinear", "Int8DynamicLinear",
+           "ProjectionSlice", "SharedInputProjection",
            "check_dtype", "int8_engine", "int8_full_range", "int8_packing_engine",
            "reduce_precision"]
 
@@ -124,7 +126,8 @@ def int8_packing_engine() -> str:
     AMX (2 threads, torch 2.13) a ``[2560, 384] x [384, 1536]`` dynamic int8 product took
     1.1 ms packed for oneDNN, 2.9 ms for fbgemm (float32: 7.9 ms); the FewRel-16 model's
     int8 inference ran at 0.99x float32 packed for fbgemm and at 1.15-1.25x packed for
-    oneDNN, in runs of results/reduced_precision_intel.md's command.
+    oneDNN, in runs of results/reduced_precision_intel.md's command (1.35-1.40x once
+    query, key and value were one product, :class:`SharedInputProjection`).
     An engine the user chose (anything but ``x86``) is kept."""
     engine = int8_engine()
     cpu = getattr(torch, "cpu", None)
@@ -306,11 +309,77 @@ def _autocast_forward(module: nn.Module, device_type: str) -> None:
     module.forward = autocast_forward
 
 
+class SharedInputProjection(nn.Module):
+    """Attention's query, key and value projections as one ``[3H, H]`` product, for int8.
+
+    Why: each int8 call quantizes its input and launches its own product; the three read
+    one tensor, so one call does the work of three (on an Intel Xeon with AMX, 2 threads,
+    a ``[3200, 384]`` input: 1.4 ms against 3 x 1.07 ms). Weights are quantized per output
+    channel and activations per call, so the fused product is the three products. The
+    output is kept for the other :class:`ProjectionSlice` calls on the same input (same
+    tensor, same version) and let go once each slice has taken its part.
+    """
+
+    def __init__(self, projections: list[nn.Linear]) -> None:
+        super().__init__()
+        self.fused = nn.Linear(projections[0].in_features,
+                               sum(p.out_features for p in projections))
+        with torch.no_grad():
+            self.fused.weight.copy_(torch.cat([p.weight for p in projections]))
+            self.fused.bias.copy_(torch.cat([p.bias for p in projections]))
+        self.parts = len(projections)
+        self._kept: tuple[Any, Any, torch.Tensor, set[int]] | None = None
+
+    def forward(self, x: torch.Tensor, part: int | None = None) -> torch.Tensor:
+        """All projections of ``x``, ``[..., 3H]``; ``part`` names the slice taking it."""
+        kept = self._kept
+        if kept is None or kept[0]() is not x or kept[1] != _version(x) or part in kept[3]:
+            kept = (weakref.ref(x), _version(x), self.fused(x), set())
+        if part is not None:
+            kept[3].add(part)
+        self._kept = None if len(kept[3]) == self.parts else kept
+        return kept[2]
+
+
+class ProjectionSlice(nn.Module):
+    """One of the projections :class:`SharedInputProjection` computes together."""
+
+    def __init__(self, shared: SharedInputProjection, part: int, width: int) -> None:
+        super().__init__()
+        self.__dict__["shared"] = shared  # registered once, on the attention module
+        self.part, self.width = part, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        start = self.part * self.width
+        return self.shared(x, self.part)[..., start:start + self.width]
+
+
+def _share_attention_inputs(model: nn.Module) -> None:
+    """Replace each attention's float ``query``, ``key`` and ``value`` (one input, one
+    size, none kept in float32) by slices of one :class:`SharedInputProjection`."""
+    for name, module in list(model.named_modules()):
+        parts = [getattr(module, part, None) for part in ("query", "key", "value")]
+        if not all(type(p) is nn.Linear for p in parts) or any(
+                k in f"{name}.{part}" for k in INT8_KEEP_FLOAT
+                for part in ("query", "key", "value")):
+            continue
+        if len({(p.in_features, p.out_features, p.bias is not None) for p in parts}) != 1 \
+                or parts[0].bias is None:
+            continue
+        shared = SharedInputProjection(parts)
+        module.query_key_value = shared
+        width = parts[0].out_features
+        for i, part in enumerate(("query", "key", "value")):
+            setattr(module, part, ProjectionSlice(shared, i, width))
+
+
 def _quantize_linear(model: nn.Module, outlier_threshold: float) -> nn.Module:
     """Dynamic int8 for every ``nn.Linear`` not named in :data:`INT8_KEEP_FLOAT`, in place
-    (``inplace=True``: a copy of the model would copy a memory-mapped entity table)."""
+    (``inplace=True``: a copy of the model would copy a memory-mapped entity table);
+    attention's query, key and value as one product (:class:`SharedInputProjection`)."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    _share_attention_inputs(model)
     spec = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
             if type(module) is nn.Linear and not any(k in name for k in INT8_KEEP_FLOAT)}
     target = FullRangeDynamicLinear if int8_full_range() else Int8DynamicLinear
