@@ -350,6 +350,7 @@ class ProjectionSlice(nn.Module):
         self.part, self.width = part, width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """This projection of ``x``: its columns of the shared product."""
         start = self.part * self.width
         return self.shared(x, self.part)[..., start:start + self.width]
 
