@@ -164,9 +164,7 @@ class Int8DynamicLinear(quantized_dynamic.Linear):
     The features beyond the threshold are the same few from call to call, so the previous
     call's set is tried first (:meth:`_split`): checking that this call has exactly those
     costs one min/max pass over the masked input, where finding them costs three. The
-    result is the same either way, whatever came before. A split is also reused by the
-    next layer called on the very same input tensor, unchanged (attention's query, key and
-    value read one LayerNorm output): one split where there were three."""
+    result is the same either way, whatever came before."""
 
     reduce_range = True
     outlier_threshold = INT8_OUTLIER_THRESHOLD
@@ -183,18 +181,8 @@ class Int8DynamicLinear(quantized_dynamic.Linear):
         return y.to(x.dtype)
 
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(this call's outlier features or None, ``x`` with them zeroed)."""
-        key = (_version(x), self.outlier_threshold)
-        source, last_key, last_split = _LAST_SPLIT
-        if source is not None and source() is x and last_key == key:
-            outliers, inliers = last_split
-            return outliers, (x if inliers is None else inliers)
-        outliers, inliers = self._find_split(x)
-        _LAST_SPLIT[:] = [weakref.ref(x), key, (outliers, None if outliers is None else inliers)]
-        return outliers, inliers
-
-    def _find_split(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """:meth:`_split` computed: the previous call's outliers tried first."""
+        """(this call's outlier features or None, ``x`` with them zeroed); the previous
+        call's outliers are tried first."""
         flat = x.detach().reshape(-1, x.shape[-1])
         guess = self.__dict__.get("_last_outliers")
         if guess is not None and flat.numel():
@@ -231,11 +219,6 @@ class Int8DynamicLinear(quantized_dynamic.Linear):
             weight = self._packed_params._weight_bias()[0].dequantize()
             cache.update({i: weight[:, i].clone() for i in wanted if i not in cache})
         return torch.stack([cache[i] for i in wanted], dim=1)
-
-
-#: The last split: a weak reference to its input (never kept alive by this), (the input's
-#: version, the threshold), (outliers, the masked input or None where there are none).
-_LAST_SPLIT: list[Any] = [None, None, None]
 
 
 def _version(x: torch.Tensor) -> int | None:
