@@ -349,7 +349,17 @@ def test_int8_packs_for_onednn_on_amx_and_leaves_the_engine_as_it_was(monkeypatc
     engines = torch.backends.quantized.supported_engines
     if not {"x86", "fbgemm", "onednn"} <= set(engines):
         pytest.skip("needs torch's x86 engines")
+    import torch.ao.quantization as quantization
+
     monkeypatch.setattr(torch.backends.quantized, "engine", "x86")
+    packed_under = []
+    quantize_dynamic = quantization.quantize_dynamic
+
+    def recording(*args, **kwargs):
+        packed_under.append(torch.backends.quantized.engine)
+        return quantize_dynamic(*args, **kwargs)
+
+    monkeypatch.setattr(quantization, "quantize_dynamic", recording)
     torch.manual_seed(0)
     x = torch.randn(32, 64)
     for amx in (True, False):
@@ -359,6 +369,7 @@ def test_int8_packs_for_onednn_on_amx_and_leaves_the_engine_as_it_was(monkeypatc
         model = torch.nn.Sequential(torch.nn.Linear(64, 16))
         expected = model(x).detach()
         reduce_precision(model, "int8")
+        assert packed_under[-1] == ("onednn" if amx else "x86")
         assert torch.backends.quantized.engine == "x86"
         assert float((model(x) - expected).abs().max()) < 0.05 * float(expected.abs().max())
     monkeypatch.setattr(torch.backends.quantized, "engine", "fbgemm")
