@@ -208,7 +208,7 @@ def write(result: dict, output: Path) -> None:
         f"- Machine: {m['cpu_model']} ({flags}), {m['cores_available']} cores, torch "
         f"{m['torch']}, torch threads: {m['torch_threads']}, quantized engine "
         f"{m['quantized_engine']}, int8 weights packed for "
-        f"{m.get('int8_packing_engine', m['quantized_engine'])} (8-bit activations: "
+        f"{m['int8_packing_engine']} (8-bit activations: "
         f"{m['int8_full_range']}).",
         f"- Load average (1, 5, 15 min): {result['load_average_before']} before, 1-min "
         f"{result['load_1min_during']} during, {result['load_average_after']} after.",

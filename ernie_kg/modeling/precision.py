@@ -130,11 +130,17 @@ def int8_packing_engine() -> str:
     query, key and value were one product, :class:`SharedInputProjection`).
     An engine the user chose (anything but ``x86``) is kept."""
     engine = int8_engine()
-    cpu = getattr(torch, "cpu", None)
-    amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-    if engine == "x86" and amx and "onednn" in torch.backends.quantized.supported_engines:
+    if engine == "x86" and _cpu_supports("_is_amx_tile_supported") and \
+            "onednn" in torch.backends.quantized.supported_engines:
         return "onednn"
     return engine
+
+
+def _cpu_supports(*checks: str) -> bool:
+    """Whether any of torch's ``torch.cpu._is_*_supported`` checks holds (False where this
+    torch lacks them)."""
+    cpu = getattr(torch, "cpu", None)
+    return any(getattr(cpu, check, lambda: False)() for check in checks)
 
 
 def int8_full_range() -> bool:
@@ -144,9 +150,7 @@ def int8_full_range() -> bool:
     saturates unless activations keep 7 bits, so torch's dynamic ``Linear`` always passes
     ``reduce_range=True``. VNNI (``vpdpbusd``) accumulates in int32 and cannot saturate;
     there the 8th bit halves the activations' rounding error for free."""
-    cpu = getattr(torch, "cpu", None)
-    vnni = any(getattr(cpu, check, lambda: False)()
-               for check in ("_is_vnni_supported", "_is_amx_tile_supported"))
+    vnni = _cpu_supports("_is_vnni_supported", "_is_amx_tile_supported")
     return vnni and torch.backends.quantized.engine in ("x86", "fbgemm", "onednn")
 
 
@@ -189,8 +193,7 @@ class Int8DynamicLinear(quantized_dynamic.Linear):
             beyond = flat.index_select(-1, guess).abs().amax(0) > self.outlier_threshold
             if bool(beyond.all()):  # each guessed feature is an outlier now; any other?
                 inliers = x.index_fill(-1, guess, 0.0)
-                low, high = torch.aminmax(inliers.detach())
-                if max(-float(low), float(high)) <= self.outlier_threshold:
+                if self._within_threshold(inliers.detach()):
                     return guess, inliers
         outliers = self._outlier_features(flat)
         self.__dict__["_last_outliers"] = outliers
@@ -203,12 +206,16 @@ class Int8DynamicLinear(quantized_dynamic.Linear):
         dimension is about 30x slower on CPU)."""
         if not flat.numel() or self.outlier_threshold == math.inf:
             return None
-        low, high = torch.aminmax(flat)
-        if max(-float(low), float(high)) <= self.outlier_threshold:
+        if self._within_threshold(flat):
             return None
         beyond = (flat.amax(0) > self.outlier_threshold) | \
             (flat.amin(0) < -self.outlier_threshold)
         return torch.nonzero(beyond).flatten()
+
+    def _within_threshold(self, values: torch.Tensor) -> bool:
+        """Whether no value's magnitude exceeds the threshold: one min/max pass."""
+        low, high = torch.aminmax(values)
+        return max(-float(low), float(high)) <= self.outlier_threshold
 
     def _weight_columns(self, features: torch.Tensor) -> torch.Tensor:
         """The float weight columns ``W[:, features]`` ``[out, k]``, from a cache filled by
@@ -343,12 +350,10 @@ def _share_attention_inputs(model: nn.Module) -> None:
     size, none kept in float32) by slices of one :class:`SharedInputProjection`."""
     for name, module in list(model.named_modules()):
         parts = [getattr(module, part, None) for part in ("query", "key", "value")]
-        if not all(type(p) is nn.Linear for p in parts) or any(
-                k in f"{name}.{part}" for k in INT8_KEEP_FLOAT
-                for part in ("query", "key", "value")):
-            continue
-        if len({(p.in_features, p.out_features, p.bias is not None) for p in parts}) != 1 \
-                or parts[0].bias is None:
+        if not all(type(p) is nn.Linear and p.bias is not None for p in parts) \
+                or len({(p.in_features, p.out_features) for p in parts}) != 1 \
+                or any(k in f"{name}.{part}" for k in INT8_KEEP_FLOAT
+                       for part in ("query", "key", "value")):
             continue
         shared = SharedInputProjection(parts)
         module.query_key_value = shared
