@@ -1,0 +1,161 @@
+"""What one small op of ERNIE-KG's entity stream costs where the model runs it: right
+after a token-size matrix product, against the same op run hot (back to back).
+
+Why: on Intel Xeon the fusion overhead is several times its FLOP share
+(results/peer_throughput_intel.md: ERNIE-KG/text 1.06-1.07x at MiniLM size against a
+FLOP bound of 1.005), and the profile puts the extra time in the entity stream's small
+ops, not in its arithmetic. This separates an op's own cost (hot: its weights, the
+dispatcher's data and code in cache) from what running after a large op adds (the large
+product has evicted them), per op and for chains of k ops (a cost paid once per group of
+small ops, or once per op). Shapes are the MiniLM entity stream's on FewRel-16 batches
+of 16 (41 entities, 944 token rows). Run it on each CPU kind to compare.
+
+    python benchmarks/small_op_cost.py --output results/small_op_cost_intel
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wait_policy import choose_wait_policy  # noqa: E402
+
+choose_wait_policy()  # before torch loads: PASSIVE unless OMP_WAIT_POLICY says otherwise
+
+import torch  # noqa: E402
+from cpu_bench import load_average, machine_info, machine_line, timed  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from ernie_kg.memory import keep_freed_memory  # noqa: E402
+
+ENTITIES, TOKENS, HIDDEN, INTERMEDIATE, ENTITY_DIM = 41, 944, 384, 1536, 100
+
+
+def small_ops(chains: tuple[int, ...]) -> dict[str, Callable[[], object]]:
+    """The entity stream's ops at MiniLM size, and chains of k element-wise adds."""
+    g = torch.Generator().manual_seed(0)
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g)
+    e, fused = rand(ENTITIES, ENTITY_DIM), rand(ENTITIES, INTERMEDIATE)
+    rows = rand(ENTITIES, INTERMEDIATE)
+    w_e, b_e = rand(INTERMEDIATE, ENTITY_DIM), rand(INTERMEDIATE)
+    w_out, b_out = rand(ENTITY_DIM, INTERMEDIATE), rand(ENTITY_DIM)
+    w_qkv, b_qkv = rand(3 * ENTITY_DIM, ENTITY_DIM), rand(3 * ENTITY_DIM)
+    norm = torch.nn.LayerNorm(ENTITY_DIM)
+    ops: dict[str, Callable[[], object]] = {
+        f"W_e: [{ENTITIES}, {ENTITY_DIM}] x [{ENTITY_DIM}, {INTERMEDIATE}]":
+            lambda: F.linear(e, w_e, b_e),
+        f"entity output: [{ENTITIES}, {INTERMEDIATE}] x [{INTERMEDIATE}, {ENTITY_DIM}]":
+            lambda: F.linear(fused, w_out, b_out),
+        f"entity q/k/v: [{ENTITIES}, {ENTITY_DIM}] x [{ENTITY_DIM}, {3 * ENTITY_DIM}]":
+            lambda: F.linear(e, w_qkv, b_qkv),
+        f"GELU [{ENTITIES}, {INTERMEDIATE}]": lambda: F.gelu(rows),
+        f"LayerNorm [{ENTITIES}, {ENTITY_DIM}]": lambda: norm(e),
+        "view (no kernel)": lambda: rows.view(-1),
+    }
+    for k in chains:
+        def chain(k: int = k) -> None:
+            out = rows
+            for _ in range(k):
+                out = out + fused
+        ops[f"{k} add{'s' if k > 1 else ''} [{ENTITIES}, {INTERMEDIATE}] in a row"] = chain
+    return ops
+
+
+def large_op() -> Callable[[], object]:
+    """The token stream's W_t product at the same batch: what runs before the small ops."""
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randn(TOKENS, HIDDEN, generator=g)
+    w_t = torch.randn(INTERMEDIATE, HIDDEN, generator=g)
+    return lambda: F.linear(tokens, w_t)
+
+
+def op_cost(op: Callable[[], object], before: Callable[[], object], repeats: int
+            ) -> dict[str, float]:
+    """Median microseconds of ``op`` hot and right after ``before``, the two measured in
+    alternation so that load hits both alike."""
+    hot, after = [], []
+    for index in range(repeats + 10):  # the first 10: warm-up
+        op()
+        start = time.perf_counter()
+        op()
+        hot_seconds = time.perf_counter() - start
+        before()
+        start = time.perf_counter()
+        op()
+        after_seconds = time.perf_counter() - start
+        if index >= 10:
+            hot.append(hot_seconds)
+            after.append(after_seconds)
+    hot_us, after_us = 1e6 * statistics.median(hot), 1e6 * statistics.median(after)
+    return {"hot_us": round(hot_us, 1), "after_large_us": round(after_us, 1),
+            "added_us": round(after_us - hot_us, 1)}
+
+
+def measure(threads: tuple[int, ...], repeats: int, chains: tuple[int, ...]) -> dict:
+    """``costs[threads][op]`` for every thread count, and the large op's own time."""
+    costs, large_ms = {}, {}
+    before = large_op()
+    for count in threads:
+        torch.set_num_threads(count)
+        large_ms[count] = round(1e3 * statistics.median(
+            timed(before)[0] for _ in range(max(5, repeats // 10))), 2)
+        costs[count] = {name: op_cost(op, before, repeats)
+                        for name, op in small_ops(chains).items()}
+    return {"costs": costs, "large_op_ms": large_ms}
+
+
+def markdown(summary: dict) -> str:
+    lines = ["# What a small entity-stream op costs after a token-size product", "",
+             f"`{summary['command']}`", "",
+             f"- Machine: {machine_line(summary['machine'])}; 1-min load "
+             f"{summary['load_before'][0]} before, {summary['load_after'][0]} after.",
+             f"- Large op: the token stream's W_t product, [{TOKENS}, {HIDDEN}] x "
+             f"[{HIDDEN}, {INTERMEDIATE}]: " + ", ".join(
+                 f"{ms} ms at {t} thread{'s' if int(t) > 1 else ''}"
+                 for t, ms in summary["large_op_ms"].items()) + ".",
+             f"- Medians of {summary['repeats']} alternating measurements; hot: the op run "
+             "again right after itself; after large: right after the large op; added: the "
+             "difference (what the op pays for running where the model runs it).", ""]
+    for threads, costs in summary["costs"].items():
+        lines += [f"## {threads} thread{'s' if int(threads) > 1 else ''}", "",
+                  "| op | hot us | after large us | added us |", "|---|---|---|---|"]
+        lines += [f"| {name} | {c['hot_us']} | {c['after_large_us']} | {c['added_us']} |"
+                  for name, c in costs.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--repeats", type=int, default=400)
+    p.add_argument("--chains", type=int, nargs="+", default=[1, 2, 5, 10])
+    p.add_argument("--output", type=Path, default=Path("results/small_op_cost"))
+    args = p.parse_args(argv)
+    if args.repeats < 1 or min(args.threads) < 1:
+        p.error("--repeats and --threads must be at least 1")
+    keep_freed_memory()
+    torch.set_num_threads(max(args.threads))
+    machine, load_before = machine_info(), load_average()
+    measured = measure(tuple(args.threads), args.repeats, tuple(args.chains))
+    summary = {"command": "python benchmarks/small_op_cost.py " + " ".join(argv or sys.argv[1:]),
+               "machine": machine, "repeats": args.repeats, **measured,
+               "load_before": load_before, "load_after": load_average()}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    args.output.with_suffix(".md").write_text(markdown(summary))
+    added = {t: {name: c["added_us"] for name, c in costs.items()}
+             for t, costs in summary["costs"].items()}
+    print(json.dumps({"added_us": added}))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
