@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     keep_freed_memory()
     torch.set_num_threads(max(args.threads))
     machine, load_before = machine_info(), load_average()
-    measured = measure(tuple(args.threads), args.repeats, tuple(args.chains))
+    with torch.inference_mode():  # as the model runs at inference: no autograd records
+        measured = measure(tuple(args.threads), args.repeats, tuple(args.chains))
     summary = {"command": "python benchmarks/small_op_cost.py " + " ".join(argv or sys.argv[1:]),
                "machine": machine, "repeats": args.repeats, **measured,
                "load_before": load_before, "load_after": load_average()}
