@@ -5,10 +5,11 @@ Why: on Intel Xeon the fusion overhead is several times its FLOP share
 (results/peer_throughput_intel.md: ERNIE-KG/text 1.06-1.07x at MiniLM size against a
 FLOP bound of 1.005), and the profile puts the extra time in the entity stream's small
 ops, not in its arithmetic. This separates an op's own cost (hot: its weights, the
-dispatcher's data and code in cache) from what running after a large op adds (the large
-product has evicted them), per op and for chains of k ops (a cost paid once per group of
-small ops, or once per op). Shapes are the MiniLM entity stream's on FewRel-16 batches
-of 16 (41 entities, 944 token rows). Run it on each CPU kind to compare.
+dispatcher's data and code in cache) from what running after a large op adds (most
+likely the caches the large product evicted; no hardware counters are read), per op and
+for chains of k ops (a cost paid once per group of small ops, or once per op). Shapes
+are the MiniLM entity stream's on FewRel-16 batches of 16 (41 entities, 944 token rows).
+Run it on each CPU kind to compare.
 
     python benchmarks/small_op_cost.py --output results/small_op_cost_intel
 """
