@@ -228,12 +228,6 @@ class Int8DynamicLinear(quantized_dynamic.Linear):
         return torch.stack([cache[i] for i in wanted], dim=1)
 
 
-def _version(x: torch.Tensor) -> int | None:
-    """``x``'s in-place version counter; None for an inference-mode tensor, which has none
-    (nothing in a forward pass writes into a layer's input between two layers' calls)."""
-    return None if x.is_inference() else x._version
-
-
 class FullRangeDynamicLinear(Int8DynamicLinear):
     """:class:`Int8DynamicLinear` with 8-bit activations (:func:`int8_full_range`)."""
 
@@ -297,6 +291,12 @@ def _autocast_forward(module: nn.Module, device_type: str) -> None:
             return forward(*args, **kwargs)
 
     module.forward = autocast_forward
+
+
+def _version(x: torch.Tensor) -> int | None:
+    """``x``'s in-place version counter; None for an inference-mode tensor, which has none
+    (nothing in a forward pass writes into a layer's input between two layers' calls)."""
+    return None if x.is_inference() else x._version
 
 
 class SharedInputProjection(nn.Module):
