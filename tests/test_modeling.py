@@ -27,9 +27,9 @@ from ernie_kg.modeling import (
     ErnieKGModel,
     default_layer_types,
 )
+from ernie_kg.modeling.entity_layout import EntityLayout
 from ernie_kg.modeling.entity_table import TABLE_DIR, MappedEntityTable
 from ernie_kg.modeling.layers import (
-    EntityLayout,
     _fuse,
     _FusedGelu,
     knowledge_role,
@@ -253,6 +253,26 @@ def test_packed_entity_stream_equals_dense_masked_formulation(backbone_dir, tabl
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
+def test_packed_entity_stream_gradients_equal_dense_masked_formulation(backbone_dir, table):
+    """Training backpropagates through the per-head packing (written through a permuted
+    view) and the shared bias exactly as through ERNIE's dense masked stream."""
+    model = build(ErnieKGModel, backbone_dir, table, 2, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0).train()
+    inputs = batch(seed=5)
+    gradients = []
+    for forward in (lambda: model(**inputs).last_hidden_state,
+                    lambda: _dense_reference(model, **inputs)):
+        model.zero_grad(set_to_none=True)
+        forward().pow(2).sum().backward()
+        gradients.append({n: p.grad.clone() for n, p in model.named_parameters()
+                          if "entity_attention" in n and p.grad is not None})
+    ours, reference = gradients
+    assert set(ours) == set(reference) and any("qkv" in n for n in ours)
+    for name in ours:
+        torch.testing.assert_close(ours[name], reference[name], atol=1e-5, rtol=1e-4)
+    assert any(g.abs().sum() > 0 for n, g in ours.items() if "qkv" in n)
+
+
 def test_entity_attention_inference_path_equals_sdpa(backbone_dir, table):
     """Without dropout, entity attention runs as batched matmuls; it must equal what
     training computes with scaled_dot_product_attention (padding slots masked alike)."""
@@ -264,7 +284,7 @@ def test_entity_attention_inference_path_equals_sdpa(backbone_dir, table):
     generator = torch.Generator().manual_seed(0)
     shape = (3, attention.num_heads, layout.num_slots, attention.head_dim)
     query, key, value = (torch.randn(shape, generator=generator) for _ in range(3))
-    ours = attention._attend(query, key, value, layout.key_bias)
+    ours = attention._attend(query, key, value, layout)
     reference = torch.nn.functional.scaled_dot_product_attention(
         query, key, value, attn_mask=layout.key_bias)
     real = (layout.batch_index, slice(None), layout.slot_index)  # the slots unpack reads

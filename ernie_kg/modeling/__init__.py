@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from ernie_kg.modeling.configuration import LAYER_TYPES, ErnieKGConfig, default_layer_types
+from ernie_kg.modeling.entity_layout import EntityLayout
 from ernie_kg.modeling.heads import (
     ErnieKGEntityPredictionHead,
     ErnieKGForEntityTyping,
@@ -22,7 +23,6 @@ from ernie_kg.modeling.heads import (
     ErnieKGForSequenceClassification,
 )
 from ernie_kg.modeling.layers import (
-    EntityLayout,
     ErnieKGAggregatorLayer,
     ErnieKGEncoder,
     ErnieKGEntityAttention,

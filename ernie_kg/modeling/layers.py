@@ -24,7 +24,6 @@ Why they are built this way:
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,10 +34,10 @@ from transformers.activations import GELUActivation
 from transformers.models.bert.modeling_bert import BertLayer
 
 from ernie_kg.modeling.configuration import ErnieKGConfig
+from ernie_kg.modeling.entity_layout import EntityLayout
 from ernie_kg.modeling.random_streams import entity_random_stream
 
 __all__ = [
-    "EntityLayout",
     "ErnieKGAggregatorLayer",
     "ErnieKGEncoder",
     "ErnieKGEntityAttention",
@@ -46,72 +45,6 @@ __all__ = [
     "ErnieKGEntityOutput",
     "shut_knowledge_gates",
 ]
-
-
-# --------------------------------------------------------------------------- layout
-@dataclass
-class EntityLayout:
-    """Where the entities of a batch sit, computed once per forward pass.
-
-    ``flat_index`` holds the aligned positions in the flattened ``[B * L]`` token grid;
-    ``slot_index`` is each entity's rank within its sequence, so ``(batch_index,
-    slot_index)`` addresses the packed ``[B, num_slots, dim]`` tensor used by entity
-    self-attention. ``key_bias`` is the additive mask hiding padding slots. ``links``
-    ``[N]`` (or None) is each entity's ``entity_links`` value, for the knowledge gate.
-    """
-
-    flat_index: torch.Tensor
-    batch_index: torch.Tensor
-    slot_index: torch.Tensor
-    rows: torch.Tensor
-    key_bias: torch.Tensor
-    batch_size: int
-    seq_len: int
-    num_slots: int
-    links: torch.Tensor | None = None
-
-    @classmethod
-    def from_entity_ids(cls, entity_ids: torch.Tensor, dtype: torch.dtype,
-                        entity_links: torch.Tensor | None = None) -> EntityLayout | None:
-        """The layout of ``entity_ids`` ``[B, L]`` (0 = no entity; ``entity_links`` the
-        same shape, or None); None if nothing is aligned."""
-        aligned = entity_ids > 0
-        flat_index = aligned.reshape(-1).nonzero().squeeze(1)
-        if flat_index.numel() == 0:
-            return None
-        batch_size, seq_len = entity_ids.shape
-        counts = aligned.sum(dim=1)
-        num_slots = int(counts.max())
-        slot_index = (aligned.cumsum(dim=1) - 1).reshape(-1)[flat_index]
-        slots = torch.arange(num_slots, device=entity_ids.device)
-        key_bias = torch.zeros(batch_size, num_slots, dtype=dtype, device=entity_ids.device)
-        key_bias.masked_fill_(slots[None, :] >= counts[:, None], torch.finfo(dtype).min)
-        return cls(
-            flat_index=flat_index,
-            batch_index=torch.div(flat_index, seq_len, rounding_mode="floor"),
-            slot_index=slot_index,
-            rows=entity_ids.reshape(-1)[flat_index],
-            key_bias=key_bias[:, None, None, :],
-            batch_size=batch_size,
-            seq_len=seq_len,
-            num_slots=num_slots,
-            links=None if entity_links is None else entity_links.reshape(-1)[flat_index],
-        )
-
-    def pack(self, states: torch.Tensor) -> torch.Tensor:
-        """``[N, d]`` -> ``[B, num_slots, d]``, zero in the padding slots."""
-        packed = states.new_zeros(self.batch_size, self.num_slots, states.shape[-1])
-        return packed.index_put((self.batch_index, self.slot_index), states)
-
-    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
-        """``[B, num_slots, d]`` -> ``[N, d]`` (the real entities only)."""
-        return packed[self.batch_index, self.slot_index]
-
-    def scatter(self, states: torch.Tensor) -> torch.Tensor:
-        """``[N, d]`` -> position-aligned ``[B, L, d]``, zero where no entity is aligned."""
-        grid = states.new_zeros(self.batch_size * self.seq_len, states.shape[-1])
-        grid = grid.index_copy(0, self.flat_index, states)
-        return grid.view(self.batch_size, self.seq_len, -1)
 
 
 # --------------------------------------------------------------------------- entity modules
@@ -123,7 +56,11 @@ class ErnieKGEntityAttention(nn.Module):
     attention dropout (inference) it is two batched matmuls: a sequence holds a handful of
     entities, and at such sizes ``scaled_dot_product_attention``'s CPU kernel costs about
     three times as much on two threads (130 us against 42 us for 16 sequences of 6 slots,
-    AMD EPYC), a few tenths of a percent of a MiniLM forward per knowledge layer.
+    AMD EPYC), a few tenths of a percent of a MiniLM forward per knowledge layer. The
+    projections are packed straight into the per-head layout and the padding bias is
+    expanded once per forward pass: each copy or small op saved here is paid for in
+    every knowledge layer, and on an Intel Xeon an op run between the token stream's large
+    products costs several times its arithmetic (``benchmarks/small_op_cost.py``).
     """
 
     def __init__(self, config: ErnieKGConfig) -> None:
@@ -139,29 +76,28 @@ class ErnieKGEntityAttention(nn.Module):
 
     def forward(self, states: torch.Tensor, layout: EntityLayout) -> torch.Tensor:
         """Entity states ``[N, entity_dim]`` after attending to their sequence's entities."""
-        batch, slots = layout.batch_size, layout.num_slots
-        qkv = layout.pack(self.qkv(states)).view(batch, slots, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, slots, d]
-        bias, dropout = layout.key_bias.to(query.dtype), self.attention_dropout
-        if self.training and dropout:
+        query, key, value = layout.pack_heads(self.qkv(states), 3, self.num_heads).unbind(0)
+        dropout = self.attention_dropout if self.training else 0.0
+        if dropout:
+            bias = layout.key_bias.to(query.dtype)  # [B, 1, 1, slots]
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias,
                                                      dropout_p=dropout)
         else:
-            context = self._attend(query, key, value, bias)
-        context = layout.unpack(context.transpose(1, 2).reshape(batch, slots, -1))
-        return self.LayerNorm(states + self.dropout(self.dense(context)))
+            context = self._attend(query, key, value, layout)
+        context = self.dense(layout.unpack_heads(context))
+        if self.training:
+            context = self.dropout(context)
+        return self.LayerNorm(states + context)
 
     def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                key_bias: torch.Tensor) -> torch.Tensor:
+                layout: EntityLayout) -> torch.Tensor:
         """``softmax(q k^T / sqrt(d) + key_bias) v`` without dropout, as batched matmuls
-        (``key_bias`` ``[B, 1, 1, slots]`` in the queries' dtype)."""
+        (``query``, ``key``, ``value`` contiguous ``[B, heads, slots, d]``)."""
         batch, heads, slots, head_dim = query.shape
         flat = (batch * heads, slots, head_dim)
-        query, key, value = (t.reshape(flat) for t in (query, key, value))
-        bias = key_bias.expand(batch, heads, slots, slots)
-        scores = torch.baddbmm(bias.reshape(batch * heads, slots, slots), query,
-                               key.transpose(1, 2), alpha=head_dim ** -0.5)
-        return torch.bmm(scores.softmax(-1), value).view(batch, heads, slots, head_dim)
+        scores = torch.baddbmm(layout.attention_bias(heads, query.dtype), query.view(flat),
+                               key.view(flat).transpose(1, 2), alpha=head_dim ** -0.5)
+        return torch.bmm(scores.softmax(-1), value.view(flat)).view(query.shape)
 
 
 class ErnieKGEntityOutput(nn.Module):

@@ -31,6 +31,7 @@ from ernie_kg.errors import ErnieKGError, SavedFileError
 from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.vocab import EntityVocab
 from ernie_kg.modeling.configuration import ErnieKGConfig
+from ernie_kg.modeling.entity_layout import EntityLayout
 from ernie_kg.modeling.entity_table import (
     DELTA_FILE,
     TABLE_DIR,
@@ -44,7 +45,6 @@ from ernie_kg.modeling.entity_table import (
 )
 from ernie_kg.modeling.layers import (
     KNOWLEDGE_PARAMETERS,
-    EntityLayout,
     ErnieKGEncoder,
     ErnieKGEntityGate,
 )
