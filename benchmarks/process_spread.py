@@ -1,8 +1,8 @@
 """The peer benchmark's ratios over several fresh processes: how far one run can be trusted.
 
 Why: ``peer_throughput.py`` interleaves its variants inside one process, which cancels
-load drifts, but not what is fixed for the life of a process (where the weights and
-buffers land in memory, which cache sets they share). On an idle Intel Xeon the same
+load drifts, but not what stays fixed for the life of a process (most likely where the
+weights and buffers land in memory; not measured here). On an idle Intel Xeon the same
 model code gave ERNIE-KG/text inference ratios from 1.06 to 1.10 in back-to-back
 processes, as wide as the 0.03 margin the FLOP-bound bar allows. This runs the benchmark
 ``--processes`` times, one after another, each a fresh interpreter with its own
