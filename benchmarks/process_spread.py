@@ -2,9 +2,10 @@
 
 Why: ``peer_throughput.py`` interleaves its variants inside one process, which cancels
 load drifts, but not what stays fixed for the life of a process (most likely where the
-weights and buffers land in memory; not measured here). On an idle Intel Xeon the same
-model code gave ERNIE-KG/text inference ratios from 1.06 to 1.10 in back-to-back
-processes, as wide as the 0.03 margin the FLOP-bound bar allows. This runs the benchmark
+weights and buffers land in memory; not measured here). On an idle Intel Xeon one model
+code gave ERNIE-KG/text inference ratios from 1.039 to 1.069 in five back-to-back
+processes (results/peer_spread_intel.md), as wide as the 0.03 margin the FLOP-bound bar
+allows. This runs the benchmark
 ``--processes`` times, one after another, each a fresh interpreter with its own
 ``--output``, and reports every contract ratio per process with the median and range,
 beside the FLOP bound; the last stdout line is the medians as JSON.
@@ -24,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from ernie_kg.paths import PROJECT_ROOT  # no torch: see load_average
 
 PEER = Path(__file__).resolve().parent / "peer_throughput.py"
 #: (ratio key of the contract, the FLOP bound it is held against)

@@ -84,10 +84,7 @@ class ErnieKGEntityAttention(nn.Module):
                                                      dropout_p=dropout)
         else:
             context = self._attend(query, key, value, layout)
-        context = self.dense(layout.unpack_heads(context))
-        if self.training:
-            context = self.dropout(context)
-        return self.LayerNorm(states + context)
+        return self.LayerNorm(states + self.dropout(self.dense(layout.unpack_heads(context))))
 
     def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 layout: EntityLayout) -> torch.Tensor:
