@@ -17,12 +17,22 @@ import os
 BENCHMARK_DEFAULT = "PASSIVE"
 
 
+#: The first call's choice: OpenMP reads the variable once, when torch loads it.
+_chosen: str | None = None
+
+
 def choose_wait_policy() -> str:
     """Set (or, for ``default``, clear) ``OMP_WAIT_POLICY``; returns the policy as named.
-    Call before torch is imported."""
-    named = os.environ.get("OMP_WAIT_POLICY", BENCHMARK_DEFAULT)
-    if named.lower() == "default":
-        os.environ.pop("OMP_WAIT_POLICY", None)
-        return "default"
-    os.environ["OMP_WAIT_POLICY"] = named
-    return named
+    Call before torch is imported. A later call (a benchmark importing another one)
+    returns the first choice and leaves the variable as it is: changing it then would
+    not change OpenMP, only what ``cpu_bench.machine_info`` records."""
+    global _chosen
+    if _chosen is None:
+        named = os.environ.get("OMP_WAIT_POLICY", BENCHMARK_DEFAULT)
+        if named.lower() == "default":
+            os.environ.pop("OMP_WAIT_POLICY", None)
+            _chosen = "default"
+        else:
+            os.environ["OMP_WAIT_POLICY"] = named
+            _chosen = named
+    return _chosen

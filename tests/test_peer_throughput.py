@@ -64,3 +64,13 @@ def test_the_wait_policy_is_passive_unless_named_and_default_leaves_it_to_openmp
     chosen = wait_policy.choose_wait_policy()
     assert chosen == (set_to or "default")
     assert os.environ.get("OMP_WAIT_POLICY") == set_to
+
+
+def test_a_second_wait_policy_choice_keeps_the_first(benchmark_script, monkeypatch):
+    """A benchmark importing another (entity_stream_cost imports peer_throughput) chooses
+    twice; OpenMP read the first, so the record must say the first."""
+    wait_policy = benchmark_script("wait_policy")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "default")
+    assert wait_policy.choose_wait_policy() == "default"
+    assert wait_policy.choose_wait_policy() == "default"
+    assert "OMP_WAIT_POLICY" not in os.environ
