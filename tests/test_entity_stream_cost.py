@@ -31,6 +31,7 @@ def test_parts_cover_every_entity_module_and_add_up(benchmark_script, tmp_path, 
         assert calls == 1, name
         if name.count(".") == 2:
             assert measured["hot_ms"][name] > 0, name
+            assert measured["again_in_model_ms"][name] > 0, name
     ernie, text = measured["in_model_ms"]["ernie"], measured["in_model_ms"]["text"]
     parts = sum(row["in_model_ms"] for row in summary["breakdown"])
     assert parts == pytest.approx(ernie["forward"] - text["forward"], abs=0.01)
