@@ -148,7 +148,8 @@ def repeated_in_model(model: nn.Module, inputs: list[dict], rounds: int) -> dict
 
 def measure(models: dict[str, nn.Module], batches: list[dict], rounds: int,
             hot_repeats: int) -> dict:
-    """Whole forwards (no hooks), then per layer and module (hooks), then hot calls."""
+    """Whole forwards (no hooks), per layer and module (hooks), hot calls, repeats in the
+    model."""
     inputs = {name: [model_inputs(name, b, labels=False) for b in batches] for name in models}
     names = list(models)
 
