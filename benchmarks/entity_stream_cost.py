@@ -203,7 +203,7 @@ def measure(models: dict[str, nn.Module], batches: list[dict], rounds: int,
         "in_model_ms": {n: {p: round(ms(t), 4) for p, t in parts[n].items()} for n in names},
         "hot_ms": {p: round(1000 * statistics.fmean(t), 4) for p, t in hot.items()},
         "again_in_model_ms": repeated_in_model(models["ernie"], inputs["ernie"], rounds),
-        "calls_per_forward": {p: c for p, c in calls["ernie"].items()},
+        "calls_per_forward": dict(calls["ernie"]),
     }
 
 
