@@ -33,7 +33,14 @@ from wait_policy import choose_wait_policy  # noqa: E402
 choose_wait_policy()  # before torch loads: PASSIVE unless OMP_WAIT_POLICY says otherwise
 
 import torch  # noqa: E402
-from cpu_bench import fewrel16_batches, load_average, machine_info, machine_line  # noqa: E402
+from cpu_bench import (  # noqa: E402
+    fewrel16_batches,
+    load_average,
+    machine_info,
+    machine_line,
+    median_ms,
+    paired_ratio,
+)
 from peer_throughput import build_models, model_inputs  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -142,8 +149,7 @@ def repeated_in_model(model: nn.Module, inputs: list[dict], rounds: int) -> dict
             current.clear()
     for handle in handles:
         handle.remove()
-    return {name: round(1000 * statistics.fmean(statistics.median(t) for t in per_batch), 4)
-            for name, per_batch in times.items()}
+    return {name: round(median_ms(per_batch), 4) for name, per_batch in times.items()}
 
 
 def measure(models: dict[str, nn.Module], batches: list[dict], rounds: int,
@@ -193,14 +199,11 @@ def measure(models: dict[str, nn.Module], batches: list[dict], rounds: int,
         for part, call in captured_calls(models["ernie"], batch_input).items():
             hot[part].append(hot_seconds(call, hot_repeats))
 
-    def ms(times: list[list[float]]) -> float:  # mean over batches of the median round
-        return 1000 * statistics.fmean(statistics.median(t) for t in times)
-
     return {
-        "whole_ms": {n: round(ms(whole[n]), 3) for n in names},
-        "paired_ratio": round(statistics.median(
-            a / b for xs, ys in zip(whole["ernie"], whole["text"]) for a, b in zip(xs, ys)), 4),
-        "in_model_ms": {n: {p: round(ms(t), 4) for p, t in parts[n].items()} for n in names},
+        "whole_ms": {n: round(median_ms(whole[n]), 3) for n in names},
+        "paired_ratio": paired_ratio(whole["ernie"], whole["text"]),
+        "in_model_ms": {n: {p: round(median_ms(t), 4) for p, t in parts[n].items()}
+                        for n in names},
         "hot_ms": {p: round(1000 * statistics.fmean(t), 4) for p, t in hot.items()},
         "again_in_model_ms": repeated_in_model(models["ernie"], inputs["ernie"], rounds),
         "calls_per_forward": dict(calls["ernie"]),
