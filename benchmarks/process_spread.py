@@ -25,8 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ernie_kg.paths import PROJECT_ROOT  # no torch: see load_average
-
+#: The checkout's root. Not ``ernie_kg.paths``: importing the package loads OpenMP (faiss),
+#: which rejects ``OMP_WAIT_POLICY=default`` with a warning; the children clear it first.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PEER = Path(__file__).resolve().parent / "peer_throughput.py"
 #: (ratio key of the contract, the FLOP bound it is held against)
 BOUNDED = {"ernie_vs_text_inference": "flop_bound_inference",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from types import ModuleType
 
 import pytest
@@ -57,3 +60,14 @@ def test_arguments_are_checked_before_any_process_starts(spread):
 def test_a_failing_process_is_reported_with_its_error(spread, tmp_path):
     with pytest.raises(SystemExit, match="peer_throughput.py failed"):
         spread.run_once(["--sizes", "no-such-size"], tmp_path / "run")
+
+
+def test_the_starter_loads_no_openmp_that_rejects_the_default_policy():
+    """It only starts the benchmark's processes: with ``OMP_WAIT_POLICY=default`` (which
+    each child clears before torch loads) it must not load OpenMP itself, or libgomp
+    warns of an invalid value."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "default"}
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "benchmarks" / "process_spread.py"),
+                           "--help"], capture_output=True, text=True, env=env, check=True)
+    assert "fresh processes" in done.stdout
+    assert "libgomp" not in done.stderr
