@@ -52,7 +52,17 @@ def run_once(peer_args: list[str], output: Path) -> dict:
     result = json.loads(output.with_suffix(".json").read_text())
     size = result["sizes"][result["contract_size"]]
     return {"contract": contract, "paired_fp32": size["paired_median_ratios"]["fp32"],
+            "sequences_per_second": size["sequences_per_second"],
             "load_1min_during": size["load_1min_during"], "machine": result["machine"]}
+
+
+def throughput(runs: list[dict]) -> dict[str, dict[str, float]]:
+    """Absolute figures beside the ratios: per task ("inference", "train_step") and
+    variant ("ernie/fp32", ...), the median sequences per second over the processes."""
+    first = runs[0]["sequences_per_second"]
+    return {task: {variant: round(statistics.median(
+        run["sequences_per_second"][task][variant] for run in runs), 2)
+        for variant in first[task]} for task in first}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -113,6 +123,9 @@ def markdown(result: dict) -> str:
         lines.append(f"| {key} | {', '.join(number(v) for v in row['per_process'])} | "
                      f"{number(row['median'])} | {span(row)} | "
                      f"{paired} | {within} |")
+    lines += ["", "Sequences per second, median over the processes:", ""]
+    lines += [f"- {task}: " + ", ".join(f"{variant} {value}" for variant, value in row.items())
+              for task, row in result["sequences_per_second"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": runs[0]["machine"], "load_before": load_before,
         "load_after": load_average(),
         "load_1min_during": [run["load_1min_during"] for run in runs],
-        "summary": summarize(runs),
+        "summary": summarize(runs), "sequences_per_second": throughput(runs),
         "files": {ext: os.path.relpath(args.output.with_suffix(f".{ext}").resolve(), PROJECT_ROOT)
                   for ext in ("json", "md")},
     }

@@ -46,6 +46,17 @@ def test_two_processes_summarized_against_the_bound(spread, tmp_path, capsys):
     assert saved["summary"] == summary and saved["processes"] == 2
     table = out.with_suffix(".md").read_text()
     assert "| ernie_vs_text_train |" in table and "of 2 (median:" in table
+    speeds = saved["sequences_per_second"]
+    assert set(speeds) == {"inference", "train_step"}
+    assert all(speeds[task][f"{model}/fp32"] > 0 for task in speeds
+               for model in ("ernie", "text", "luke"))
+    assert f"- inference: ernie/fp32 {speeds['inference']['ernie/fp32']}" in table
+
+
+def test_throughput_is_the_median_over_processes(spread):
+    runs = [{"sequences_per_second": {"inference": {"ernie/fp32": v, "text/fp32": 2 * v}}}
+            for v in (10.0, 30.0, 20.0)]
+    assert spread.throughput(runs) == {"inference": {"ernie/fp32": 20.0, "text/fp32": 40.0}}
 
 
 def test_arguments_are_checked_before_any_process_starts(spread):
