@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -35,11 +36,13 @@ choose_wait_policy()  # before torch loads: PASSIVE unless OMP_WAIT_POLICY says 
 import torch  # noqa: E402
 from cpu_bench import (  # noqa: E402
     fewrel16_batches,
+    interleaved_rounds,
     load_average,
     machine_info,
     machine_line,
     median_ms,
     paired_ratio,
+    timed,
 )
 from peer_throughput import build_models, model_inputs  # noqa: E402
 from torch import nn  # noqa: E402
@@ -155,43 +158,32 @@ def repeated_in_model(model: nn.Module, inputs: list[dict], rounds: int) -> dict
 def measure(models: dict[str, nn.Module], batches: list[dict], rounds: int,
             hot_repeats: int) -> dict:
     """Whole forwards (no hooks), per layer and module (hooks), hot calls, repeats in the
-    model."""
+    model. Both timed passes alternate the models as the peer benchmark does
+    (``cpu_bench.interleaved_rounds``, one warm-up round)."""
     inputs = {name: [model_inputs(name, b, labels=False) for b in batches] for name in models}
     names = list(models)
+    slots = [{"index": index} for index in range(len(batches))]
 
-    def alternate(record: Callable[[str, int, float, bool], None]) -> None:
-        """Every model on every batch, the first model rotating; round 0 warms up."""
-        for round_index in range(rounds + 1):
-            for batch_index in range(len(batches)):
-                shift = (round_index + batch_index) % len(names)
-                for name in names[shift:] + names[:shift]:
-                    start = time.perf_counter()
-                    models[name](**inputs[name][batch_index])
-                    record(name, batch_index, time.perf_counter() - start, round_index > 0)
+    def forward(name: str, slot: dict) -> tuple[float, float]:
+        return timed(lambda: models[name](**inputs[name][slot["index"]]))
 
-    whole: dict[str, list[list[float]]] = {n: [[] for _ in batches] for n in names}
-
-    def record_whole(name: str, batch_index: int, seconds: float, kept: bool) -> None:
-        if kept:
-            whole[name][batch_index].append(seconds)
-
-    alternate(record_whole)
+    whole = interleaved_rounds(names, slots, {"forward": forward}, rounds, 1,
+                               math.inf)["wall"]["forward"]
     clocks = {name: ModuleClock(timed_modules(model, entity_modules=name == "ernie"))
               for name, model in models.items()}
+    # every call's module times, warm-up round first: [model][part][batch]
     parts: dict[str, dict[str, list[list[float]]]] = {n: defaultdict(
         lambda: [[] for _ in batches]) for n in names}
     calls: dict[str, dict[str, int]] = {}
 
-    def record_parts(name: str, batch_index: int, seconds: float, kept: bool) -> None:
-        taken, counts = clocks[name].take()
-        if not kept:
-            return
-        taken["forward"] = seconds
-        for part, part_seconds in taken.items():
-            parts[name][part][batch_index].append(part_seconds)
-        calls[name] = counts
+    def hooked_forward(name: str, slot: dict) -> tuple[float, float]:
+        seconds, cpu = forward(name, slot)
+        taken, calls[name] = clocks[name].take()
+        for part, part_seconds in {**taken, "forward": seconds}.items():
+            parts[name][part][slot["index"]].append(part_seconds)
+        return seconds, cpu
 
-    alternate(record_parts)
+    interleaved_rounds(names, slots, {"forward": hooked_forward}, rounds, 1, math.inf)
     for clock in clocks.values():
         clock.remove()
     hot: dict[str, list[float]] = defaultdict(list)
@@ -202,8 +194,8 @@ def measure(models: dict[str, nn.Module], batches: list[dict], rounds: int,
     return {
         "whole_ms": {n: round(median_ms(whole[n]), 3) for n in names},
         "paired_ratio": paired_ratio(whole["ernie"], whole["text"]),
-        "in_model_ms": {n: {p: round(median_ms(t), 4) for p, t in parts[n].items()}
-                        for n in names},
+        "in_model_ms": {n: {p: round(median_ms([b[1:] for b in t]), 4)  # b[0]: warm-up
+                            for p, t in parts[n].items()} for n in names},
         "hot_ms": {p: round(1000 * statistics.fmean(t), 4) for p, t in hot.items()},
         "again_in_model_ms": repeated_in_model(models["ernie"], inputs["ernie"], rounds),
         "calls_per_forward": dict(calls["ernie"]),
