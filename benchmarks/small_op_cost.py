@@ -9,6 +9,10 @@ dispatcher's data and code in cache) from what running after a large op adds (mo
 likely the caches the large product evicted; no hardware counters are read), per op and
 for chains of k ops (a cost paid once per group of small ops, or once per op). Shapes
 are the MiniLM entity stream's on FewRel-16 batches of 16 (41 entities, 944 token rows).
+``--flush-mb`` also times each op after streaming that many megabytes of other data
+through the caches (what a forward's other layers do between two calls of an op), and
+small products whose weights span 6 KB to 2.4 MB: whether the added cost follows how far
+the op's code and data fell, and its weights' bytes.
 Run it on each CPU kind to compare.
 
     python benchmarks/small_op_cost.py --output results/small_op_cost_intel
@@ -36,6 +40,8 @@ from torch.nn import functional as F  # noqa: E402
 from ernie_kg.memory import keep_freed_memory  # noqa: E402
 
 ENTITIES, TOKENS, HIDDEN, INTERMEDIATE, ENTITY_DIM = 41, 944, 384, 1536, 100
+#: Output widths of the [41, 100] x [100, out] products of the weight-size rows.
+WEIGHT_OUTPUTS = (16, 300, 1536, 6144)
 
 
 def small_ops(chains: tuple[int, ...]) -> dict[str, Callable[[], object]]:
@@ -69,6 +75,25 @@ def small_ops(chains: tuple[int, ...]) -> dict[str, Callable[[], object]]:
     return ops
 
 
+def weight_sizes() -> dict[str, Callable[[], object]]:
+    """[41, 100] x [100, out] products (:data:`WEIGHT_OUTPUTS`): one op, weights of 6 KB
+    to 2.4 MB."""
+    g = torch.Generator().manual_seed(2)
+    e = torch.randn(ENTITIES, ENTITY_DIM, generator=g)
+    ops = {}
+    for out in WEIGHT_OUTPUTS:
+        w, b = torch.randn(out, ENTITY_DIM, generator=g), torch.randn(out, generator=g)
+        ops[f"[{ENTITIES}, {ENTITY_DIM}] x [{ENTITY_DIM}, {out}] ({4 * w.numel() // 1024} KB "
+            "weights)"] = lambda w=w, b=b: F.linear(e, w, b)
+    return ops
+
+
+def flush(megabytes: int) -> Callable[[], object]:
+    """Stream ``megabytes`` of other data through the caches (an in-place add over them)."""
+    buffer = torch.zeros(megabytes * 2**20 // 4)
+    return lambda: buffer.add_(1.0)
+
+
 def large_op() -> Callable[[], object]:
     """The token stream's W_t product at the same batch: what runs before the small ops."""
     g = torch.Generator().manual_seed(1)
@@ -99,8 +124,10 @@ def op_cost(op: Callable[[], object], before: Callable[[], object], repeats: int
             "added_us": round(after_us - hot_us, 1)}
 
 
-def measure(threads: tuple[int, ...], repeats: int, chains: tuple[int, ...]) -> dict:
-    """``costs[threads][op]`` for every thread count, and the large op's own time."""
+def measure(threads: tuple[int, ...], repeats: int, chains: tuple[int, ...],
+            flush_mb: tuple[int, ...] = ()) -> dict:
+    """``costs[threads][op]`` for every thread count, the large op's own time and, at the
+    most threads, ``flush_costs[megabytes][op]`` (the ops and :func:`weight_sizes`)."""
     costs, large_ms = {}, {}
     before = large_op()
     for count in threads:
@@ -109,7 +136,11 @@ def measure(threads: tuple[int, ...], repeats: int, chains: tuple[int, ...]) -> 
             timed(before)[0] for _ in range(max(5, repeats // 10))), 2)
         costs[count] = {name: op_cost(op, before, repeats)
                         for name, op in small_ops(chains).items()}
-    return {"costs": costs, "large_op_ms": large_ms}
+    torch.set_num_threads(max(threads))
+    ops = {**small_ops(chains[:1]), **weight_sizes()}
+    flush_costs = {megabytes: {name: op_cost(op, flush(megabytes), repeats)
+                               for name, op in ops.items()} for megabytes in flush_mb}
+    return {"costs": costs, "large_op_ms": large_ms, "flush_costs": flush_costs}
 
 
 def markdown(summary: dict) -> str:
@@ -130,6 +161,18 @@ def markdown(summary: dict) -> str:
         lines += [f"| {name} | {c['hot_us']} | {c['after_large_us']} | {c['added_us']} |"
                   for name, c in costs.items()]
         lines.append("")
+    if summary["flush_costs"]:
+        sizes = list(summary["flush_costs"])
+        first = summary["flush_costs"][sizes[0]]
+        lines += [f"## After streaming other data through the caches ({max(summary['costs'])} "
+                  "threads)", "", "Added us: the op right after an in-place add over that "
+                  "many MB, against the op hot.", "",
+                  "| op | hot us | " + " | ".join(f"after {mb} MB" for mb in sizes) + " |",
+                  "|---|---|" + "---|" * len(sizes)]
+        for name, cost in first.items():
+            added = [f"+{summary['flush_costs'][mb][name]['added_us']}" for mb in sizes]
+            lines.append(f"| {name} | {cost['hot_us']} | " + " | ".join(added) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -138,15 +181,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=400)
     p.add_argument("--chains", type=int, nargs="+", default=[1, 2, 5, 10])
+    p.add_argument("--flush-mb", type=int, nargs="*", default=[],
+                   help="also time the ops after streaming this many MB (e.g. 4 16 64 256)")
     p.add_argument("--output", type=Path, default=Path("results/small_op_cost"))
     args = p.parse_args(argv)
-    if args.repeats < 1 or min(args.threads) < 1:
-        p.error("--repeats and --threads must be at least 1")
+    if args.repeats < 1 or min(args.threads) < 1 or min(args.flush_mb, default=1) < 1:
+        p.error("--repeats, --threads and --flush-mb must be at least 1")
     keep_freed_memory()
     torch.set_num_threads(max(args.threads))
     machine, load_before = machine_info(), load_average()
     with torch.inference_mode():  # as the model runs at inference: no autograd records
-        measured = measure(tuple(args.threads), args.repeats, tuple(args.chains))
+        measured = measure(tuple(args.threads), args.repeats, tuple(args.chains),
+                           tuple(args.flush_mb))
     summary = {"command": "python benchmarks/small_op_cost.py " + " ".join(argv or sys.argv[1:]),
                "machine": machine, "repeats": args.repeats, **measured,
                "load_before": load_before, "load_after": load_average()}

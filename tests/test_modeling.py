@@ -27,6 +27,7 @@ from ernie_kg.modeling import (
     ErnieKGModel,
     default_layer_types,
 )
+from ernie_kg.modeling import layers as layers_module
 from ernie_kg.modeling.entity_layout import EntityLayout
 from ernie_kg.modeling.entity_table import TABLE_DIR, MappedEntityTable
 from ernie_kg.modeling.layers import (
@@ -242,9 +243,19 @@ def _dense_reference(model: ErnieKGModel, input_ids, attention_mask, entity_ids)
     return hidden
 
 
+@pytest.fixture(params=["over all entities", "packed per sequence"])
+def attention_path(request, monkeypatch) -> str:
+    """Entity attention over the batch's N entities (small batches) or on the packed
+    per-sequence slots (beyond ``DENSE_ATTENTION_MAX_ENTITIES``): both must be ERNIE's."""
+    if request.param == "packed per sequence":
+        monkeypatch.setattr(layers_module, "DENSE_ATTENTION_MAX_ENTITIES", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("knowledge_layers", [2, 4])
 def test_packed_entity_stream_equals_dense_masked_formulation(backbone_dir, table,
-                                                              knowledge_layers):
+                                                              knowledge_layers,
+                                                              attention_path):
     model = build(ErnieKGModel, backbone_dir, table, knowledge_layers).eval()
     inputs = batch(seed=3)
     with torch.no_grad():
@@ -253,7 +264,8 @@ def test_packed_entity_stream_equals_dense_masked_formulation(backbone_dir, tabl
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
 
 
-def test_packed_entity_stream_gradients_equal_dense_masked_formulation(backbone_dir, table):
+def test_packed_entity_stream_gradients_equal_dense_masked_formulation(backbone_dir, table,
+                                                                       attention_path):
     """Training backpropagates through the per-head packing (written through a permuted
     view) and the shared bias exactly as through ERNIE's dense masked stream."""
     model = build(ErnieKGModel, backbone_dir, table, 2, hidden_dropout_prob=0.0,
@@ -314,6 +326,29 @@ def test_fused_gelu_matches_autograd_index_ops():
     no_entity = torch.ones(10, dtype=torch.bool)
     no_entity[index] = False
     assert torch.equal(results[0][0][no_entity], plain[no_entity])  # GELU(W_t w + b_t) exactly
+
+
+@pytest.mark.parametrize("gate", ["none", "scalar", "per row"])
+def test_inference_fusion_equals_the_training_fusion(gate):
+    """Without autograd the fusion runs as plain ops with the gate folded into the add;
+    it must give the autograd function's values (and leave ``pre`` untouched)."""
+    generator = torch.Generator().manual_seed(3)
+    pre = torch.randn(10, 6, generator=generator)
+    knowledge = torch.randn(3, 6, generator=generator)
+    factor = {"none": None, "scalar": torch.tensor(0.3),
+              "per row": torch.rand(3, 1, generator=generator)}[gate]
+    index = torch.tensor([1, 4, 8])
+    original = pre.clone()
+    with torch.no_grad():
+        hidden, fused = _fuse(GELUActivation(), pre, knowledge, index, factor)
+    assert torch.equal(pre, original)
+    trained = [t.detach() for t in _fuse(GELUActivation(), pre.requires_grad_(),
+                                         knowledge.requires_grad_(), index, factor)]
+    torch.testing.assert_close(hidden, trained[0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(fused, trained[1], atol=1e-6, rtol=1e-6)
+    if factor is not None:  # the gate changed the aligned rows
+        plain = _fuse(GELUActivation(), pre.detach(), knowledge.detach(), index)[1]
+        assert not torch.allclose(fused, plain)
 
 
 def test_other_activations_take_the_generic_fusion(tmp_path, table):

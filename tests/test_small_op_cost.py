@@ -28,7 +28,27 @@ def test_each_op_is_timed_hot_and_after_the_large_product(benchmark_script, tmp_
     assert last["added_us"]["1"].keys() == costs.keys()
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_flushes_time_the_ops_and_the_weight_sizes(benchmark_script, tmp_path):
+    script = benchmark_script("small_op_cost")
+    out = tmp_path / "flush"
+    summary = script.main(["--threads", "1", "--repeats", "3", "--chains", "2",
+                           "--flush-mb", "1", "2", "--output", str(out)])
+    assert list(summary["flush_costs"]) == [1, 2]
+    costs = summary["flush_costs"][2]
+    assert "2 adds [41, 1536] in a row" in costs and "LayerNorm [41, 100]" in costs
+    widths = [name for name in costs if "KB weights" in name]
+    assert widths == [f"[41, 100] x [100, {out}] ({4 * 100 * out // 1024} KB weights)"
+                      for out in script.WEIGHT_OUTPUTS]
+    assert all(cost["hot_us"] > 0 and cost["after_large_us"] > 0 for cost in costs.values())
+    text = out.with_suffix(".md").read_text()
+    assert "| op | hot us | after 1 MB | after 2 MB |" in text
+    assert "(2400 KB weights) |" in text
+
+
 def test_bad_arguments_are_refused(benchmark_script, tmp_path):
     script = benchmark_script("small_op_cost")
     with pytest.raises(SystemExit):
         script.main(["--repeats", "0", "--output", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):
+        script.main(["--flush-mb", "0", "--output", str(tmp_path / "x")])

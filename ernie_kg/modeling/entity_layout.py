@@ -4,6 +4,7 @@ knowledge layer (the modules never re-derive positions from ``entity_ids``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -14,23 +15,23 @@ __all__ = ["EntityLayout"]
 class EntityLayout:
     """Where the entities of a batch sit, computed once per forward pass.
 
-    ``flat_index`` holds the aligned positions in the flattened ``[B * L]`` token grid;
-    ``slot_index`` is each entity's rank within its sequence, so ``(batch_index,
-    slot_index)`` addresses the packed ``[B, heads, num_slots, d]`` tensors used by entity
-    self-attention. ``key_bias`` is the additive mask hiding padding slots. ``links``
+    ``flat_index`` holds the aligned positions in the flattened ``[B * L]`` token grid,
+    ``batch_index`` each entity's sequence, ``rows`` its entity-table row. ``links``
     ``[N]`` (or None) is each entity's ``entity_links`` value, for the knowledge gate.
+    The packed per-sequence view used by entity self-attention on large batches
+    (``slot_index``: each entity's rank within its sequence, so ``(batch_index,
+    slot_index)`` addresses ``[B, heads, num_slots, d]`` tensors; ``key_bias``: the
+    additive mask hiding padding slots) is built on first use: smaller batches never
+    need it, and each op it saves is paid for in every forward pass.
     """
 
     flat_index: torch.Tensor
     batch_index: torch.Tensor
-    slot_index: torch.Tensor
     rows: torch.Tensor
-    key_bias: torch.Tensor
-    batch_size: int
-    seq_len: int
-    num_slots: int
+    aligned: torch.Tensor  # [B, L] bool
+    dtype: torch.dtype
     links: torch.Tensor | None = None
-    _attention_bias: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_entity_ids(cls, entity_ids: torch.Tensor, dtype: torch.dtype,
@@ -41,24 +42,45 @@ class EntityLayout:
         flat_index = aligned.reshape(-1).nonzero().squeeze(1)
         if flat_index.numel() == 0:
             return None
-        batch_size, seq_len = entity_ids.shape
-        counts = aligned.sum(dim=1)
-        num_slots = int(counts.max())
-        slot_index = (aligned.cumsum(dim=1) - 1).reshape(-1)[flat_index]
-        slots = torch.arange(num_slots, device=entity_ids.device)
-        key_bias = torch.zeros(batch_size, num_slots, dtype=dtype, device=entity_ids.device)
-        key_bias.masked_fill_(slots[None, :] >= counts[:, None], torch.finfo(dtype).min)
         return cls(
             flat_index=flat_index,
-            batch_index=torch.div(flat_index, seq_len, rounding_mode="floor"),
-            slot_index=slot_index,
+            batch_index=torch.div(flat_index, entity_ids.shape[1], rounding_mode="floor"),
             rows=entity_ids.reshape(-1)[flat_index],
-            key_bias=key_bias[:, None, None, :],
-            batch_size=batch_size,
-            seq_len=seq_len,
-            num_slots=num_slots,
+            aligned=aligned,
+            dtype=dtype,
             links=None if entity_links is None else entity_links.reshape(-1)[flat_index],
         )
+
+    @property
+    def batch_size(self) -> int:
+        """B, the batch's sequences."""
+        return self.aligned.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        """L, the padded sequence length."""
+        return self.aligned.shape[1]
+
+    @cached_property
+    def num_slots(self) -> int:
+        """The most entities in one sequence of the batch."""
+        return int(self.aligned.sum(dim=1).max())
+
+    @cached_property
+    def slot_index(self) -> torch.Tensor:
+        """``[N]``: each entity's rank within its sequence."""
+        return (self.aligned.cumsum(dim=1) - 1).reshape(-1)[self.flat_index]
+
+    @cached_property
+    def key_bias(self) -> torch.Tensor:
+        """``[B, 1, 1, num_slots]``: 0 on a sequence's entity slots, the dtype's minimum
+        on its padding slots."""
+        counts = self.aligned.sum(dim=1)
+        slots = torch.arange(self.num_slots, device=self.aligned.device)
+        bias = torch.zeros(self.batch_size, self.num_slots, dtype=self.dtype,
+                           device=self.aligned.device)
+        bias.masked_fill_(slots[None, :] >= counts[:, None], torch.finfo(self.dtype).min)
+        return bias[:, None, None, :]
 
     def pack_heads(self, states: torch.Tensor, parts: int, heads: int) -> torch.Tensor:
         """``[N, parts * heads * d]`` -> ``[parts, B, heads, num_slots, d]``, zero in the
@@ -78,12 +100,33 @@ class EntityLayout:
     def attention_bias(self, heads: int, dtype: torch.dtype) -> torch.Tensor:
         """``key_bias`` expanded to ``[B * heads, num_slots, num_slots]`` for batched
         matmuls; built once per forward pass and shared by the layers."""
-        key = (heads, dtype)
-        if key not in self._attention_bias:
+        key = ("attention_bias", heads, dtype)
+        if key not in self._cache:
             slots = self.num_slots
             bias = self.key_bias.to(dtype).expand(self.batch_size, heads, slots, slots)
-            self._attention_bias[key] = bias.reshape(self.batch_size * heads, slots, slots)
-        return self._attention_bias[key]
+            self._cache[key] = bias.reshape(self.batch_size * heads, slots, slots)
+        return self._cache[key]
+
+    def sequence_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """``[1, N, N]`` additive bias: 0 between two entities of the same sequence, the
+        dtype's minimum between others (so attention over all N entities of the batch is
+        attention within each sequence); built once per forward pass, shared by the layers."""
+        key = ("sequence_bias", dtype)
+        if key not in self._cache:
+            other = self.batch_index[:, None] != self.batch_index[None, :]
+            bias = torch.zeros(other.shape, dtype=dtype, device=other.device)
+            self._cache[key] = bias.masked_fill_(other, torch.finfo(dtype).min)[None]
+        return self._cache[key]
+
+    def link_column(self, dtype: torch.dtype) -> torch.Tensor:
+        """``links`` as a ``[N, 1]`` column of ``dtype`` (zeros without links), the
+        knowledge gates' extra input; built once per forward pass, shared by the layers."""
+        key = ("link_column", dtype)
+        if key not in self._cache:
+            count = self.flat_index.numel()
+            self._cache[key] = (self.flat_index.new_zeros(count, 1, dtype=dtype)
+                                if self.links is None else self.links.to(dtype)[:, None])
+        return self._cache[key]
 
     def scatter(self, states: torch.Tensor) -> torch.Tensor:
         """``[N, d]`` -> position-aligned ``[B, L, d]``, zero where no entity is aligned."""

@@ -9,16 +9,27 @@ Why they are built this way:
   Without entities it runs ``BertLayer.forward`` itself: knowledge off is the backbone,
   bit for bit, whatever the number of aggregator layers.
 * Entities are sparse (about a quarter of the tokens), so the entity stream is stored
-  only at aligned positions (``[N, entity_dim]``). Entity self-attention runs on a small
-  per-sequence packed tensor ``[B, max_entities, entity_dim]``; ``W_e e_k + b_e`` is
-  added into the ``[B, L, intermediate]`` pre-activation only at the aligned rows; the
-  entity output projection reads only those rows. Masked attention over all L positions
-  gives the same result, since non-entity keys get zero weight and non-entity queries are
-  discarded by ERNIE's ``ent_mask``.
+  only at aligned positions (``[N, entity_dim]``). Entity self-attention runs over the
+  batch's N entities with a bias that keeps each within its sequence (up to
+  :data:`DENSE_ATTENTION_MAX_ENTITIES`; beyond, on a per-sequence packed tensor
+  ``[B, max_entities, entity_dim]``, whose scores grow with B, not N squared);
+  ``W_e e_k + b_e`` is added into the ``[B, L, intermediate]`` pre-activation only at the
+  aligned rows; the entity output projection reads only those rows. Masked attention over
+  all L positions gives the same result, since non-entity keys get zero weight and
+  non-entity queries are discarded by ERNIE's ``ent_mask``.
 * For GELU backbones (BERT, MiniLM) the fusion activation is one autograd function
   (:class:`_FusedGelu`) whose backward touches the full ``[B*L, intermediate]`` grid
   only as the backbone's own GELU backward does: autograd's generic index ops would add
   a zero-filled grid, a scatter and a full-size add per layer, a few percent of a step.
+  At inference the same values are computed without the autograd function, with the
+  knowledge gate's factor folded into the add (``addcmul``).
+* The entity stream dispatches as few ops as it can: on an Intel Xeon an op whose code
+  and data the token stream's traffic pushed out of the L2 cache costs 20-45 us more
+  than hot, whatever its size (a LayerNorm of 41 rows 7 us hot, +26 us after 16 MB of
+  other traffic; results/small_op_cost_intel_flush.md), and the entity stream runs some
+  forty such ops per layer. Hence attention over all N entities (no packing and
+  unpacking), no ``.to`` when the dtype already matches, no dropout call in eval, the
+  gates' ``links`` column and the attention bias built once per forward.
 """
 
 from __future__ import annotations
@@ -37,7 +48,13 @@ from ernie_kg.modeling.configuration import ErnieKGConfig
 from ernie_kg.modeling.entity_layout import EntityLayout
 from ernie_kg.modeling.random_streams import entity_random_stream
 
+#: Entity self-attention runs over all N entities of a batch (scores ``[heads, N, N]``)
+#: up to this N; beyond, per sequence on the packed slots, whose scores grow with the
+#: batch instead of N squared (1024: 16 MB of scores at 4 heads).
+DENSE_ATTENTION_MAX_ENTITIES = 1024
+
 __all__ = [
+    "DENSE_ATTENTION_MAX_ENTITIES",
     "ErnieKGAggregatorLayer",
     "ErnieKGEncoder",
     "ErnieKGEntityAttention",
@@ -76,15 +93,32 @@ class ErnieKGEntityAttention(nn.Module):
 
     def forward(self, states: torch.Tensor, layout: EntityLayout) -> torch.Tensor:
         """Entity states ``[N, entity_dim]`` after attending to their sequence's entities."""
-        query, key, value = layout.pack_heads(self.qkv(states), 3, self.num_heads).unbind(0)
+        count = states.shape[0]
         dropout = self.attention_dropout if self.training else 0.0
+        if count > DENSE_ATTENTION_MAX_ENTITIES:
+            context = self._attend_packed(self.qkv(states), layout, dropout)
+        else:  # [N, 3 * dim] -> three [heads, N, head_dim] views
+            query, key, value = self.qkv(states).view(
+                count, 3, self.num_heads, self.head_dim).permute(1, 2, 0, 3).unbind(0)
+            scores = torch.baddbmm(layout.sequence_bias(query.dtype), query,
+                                   key.transpose(1, 2), alpha=self.head_dim ** -0.5)
+            probs = scores.softmax(-1)
+            if dropout:
+                probs = F.dropout(probs, dropout)
+            context = torch.bmm(probs, value).transpose(0, 1).reshape(count, -1)
+        return self.LayerNorm(states + _dropout(self.dropout, self.dense(context)))
+
+    def _attend_packed(self, qkv: torch.Tensor, layout: EntityLayout,
+                       dropout: float) -> torch.Tensor:
+        """Attention on the per-sequence packed slots: ``[N, 3 * dim]`` -> ``[N, dim]``."""
+        query, key, value = layout.pack_heads(qkv, 3, self.num_heads).unbind(0)
         if dropout:
             bias = layout.key_bias.to(query.dtype)  # [B, 1, 1, slots]
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias,
                                                      dropout_p=dropout)
         else:
             context = self._attend(query, key, value, layout)
-        return self.LayerNorm(states + self.dropout(self.dense(layout.unpack_heads(context))))
+        return layout.unpack_heads(context)
 
     def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 layout: EntityLayout) -> torch.Tensor:
@@ -108,7 +142,7 @@ class ErnieKGEntityOutput(nn.Module):
 
     def forward(self, fused: torch.Tensor, entity_states: torch.Tensor) -> torch.Tensor:
         """The fused rows ``[N, intermediate]`` projected into the next entity states."""
-        return self.LayerNorm(entity_states + self.dropout(self.dense(fused)))
+        return self.LayerNorm(entity_states + _dropout(self.dropout, self.dense(fused)))
 
 
 #: Name fragments of the parameters that start fresh in ERNIE-KG (the entity stream).
@@ -172,21 +206,23 @@ class ErnieKGEntityGate(nn.Module):
             inputs = config.hidden_size + config.entity_dim + int(self.reads_links)
             self.trust = nn.Linear(inputs, 1)
 
-    def forward(self, knowledge: torch.Tensor, tokens: torch.Tensor,
-                entities: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
-        """``knowledge`` ``[N, I]`` scaled per entity (``tokens`` ``[N, H]`` are the aligned
-        tokens' attention outputs, ``entities`` ``[N, entity_dim]`` their entities,
-        ``links`` ``[N]`` their ``entity_links``, read with ``config.knowledge_links``;
-        None reads as 0, no fact with the text's other entities)."""
+    def forward(self, tokens: torch.Tensor, entities: torch.Tensor,
+                links: torch.Tensor | None = None) -> torch.Tensor:
+        """The factor on each aligned token's ``W_e e_k + b_e``: ``[N, 1]`` ("token") or a
+        scalar ("layer"). ``tokens`` ``[N, H]`` are the aligned tokens' attention outputs,
+        ``entities`` ``[N, entity_dim]`` their entities, ``links`` ``[N, 1]`` their
+        ``entity_links`` (:meth:`EntityLayout.link_column`), read with
+        ``config.knowledge_links``; None reads as 0, no fact with the text's other
+        entities."""
         gate = torch.tanh(self.scale)
-        if self.trust is not None:
-            parts = [tokens, entities.to(tokens.dtype)]
-            if self.reads_links:
-                parts.append(tokens.new_zeros(len(tokens), 1) if links is None
-                             else links.to(tokens.dtype)[:, None])
-            trust = self.trust(torch.cat(parts, dim=-1))
-            gate = gate * 2 * torch.sigmoid(trust)
-        return knowledge * gate.to(knowledge.dtype)
+        if self.trust is None:
+            return _cast(gate, tokens.dtype)
+        parts = [tokens, _cast(entities, tokens.dtype)]
+        if self.reads_links:
+            parts.append(tokens.new_zeros(len(tokens), 1) if links is None
+                         else _cast(links, tokens.dtype))
+        trust = self.trust(torch.cat(parts, dim=-1))
+        return torch.sigmoid(trust) * (2 * gate)
 
 
 class ErnieKGAggregatorLayer(BertLayer):
@@ -232,12 +268,15 @@ class ErnieKGAggregatorLayer(BertLayer):
                 entity_states = self.entity_attention(entity_states, layout)
         tokens = attention_output.reshape(-1, attention_output.shape[-1])  # [B*L, H]
         pre_tokens = self.intermediate.dense(tokens)  # W_t w_j + b_t, every token
-        knowledge = self.entity_intermediate(entity_states).to(pre_tokens.dtype)  # W_e e_k + b_e
+        knowledge = _cast(self.entity_intermediate(entity_states), pre_tokens.dtype)
+        gate = None  # W_e e_k + b_e at full strength
         if self.entity_gate is not None:
-            knowledge = self.entity_gate(knowledge, tokens.index_select(0, layout.flat_index),
-                                         entity_states, layout.links)
+            links = (layout.link_column(tokens.dtype) if self.entity_gate.reads_links
+                     else None)
+            gate = self.entity_gate(tokens.index_select(0, layout.flat_index),
+                                    entity_states, links)
         intermediate, fused = _fuse(self.intermediate.intermediate_act_fn, pre_tokens,
-                                    knowledge, layout.flat_index)
+                                    knowledge, layout.flat_index, gate)
         layer_output = self.output(intermediate.view(*attention_output.shape[:-1], -1),
                                    attention_output)
         next_entity_states = None
@@ -254,6 +293,22 @@ class ErnieKGAggregatorLayer(BertLayer):
         if not self.training:
             return lambda site: nullcontext()
         return lambda site: entity_random_stream(device, salt=2 * layer + site)
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` in ``dtype``, without dispatching an op when it already is."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def _dropout(dropout: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """``dropout(tensor)`` while training; in eval (where it is the identity) no call."""
+    return dropout(tensor) if dropout.training else tensor
+
+
+def _records_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd records an op on ``tensors`` (training, or a gradient check)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                           for t in tensors)
 
 
 def _gelu_approximation(activation: nn.Module) -> str | None:
@@ -279,10 +334,8 @@ class _FusedGelu(torch.autograd.Function):
     def forward(ctx: Any, pre: torch.Tensor, knowledge: torch.Tensor, index: torch.Tensor,
                 approximate: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (the GELU grid with the aligned rows fused, those rows)."""
-        pre_aligned = pre.index_select(0, index) + knowledge
-        fused = F.gelu(pre_aligned, approximate=approximate)
-        hidden = F.gelu(pre, approximate=approximate)
-        hidden.index_copy_(0, index, fused)
+        hidden, fused, pre_aligned = _fused_gelu_values(pre, knowledge, index, None,
+                                                        approximate)
         ctx.save_for_backward(pre, pre_aligned, index)
         ctx.approximate = approximate
         return hidden, fused
@@ -302,10 +355,30 @@ class _FusedGelu(torch.autograd.Function):
         return grad_pre, grad_knowledge, None, None
 
 
+def _fused_gelu_values(pre: torch.Tensor, knowledge: torch.Tensor, index: torch.Tensor,
+                       gate: torch.Tensor | None, approximate: str
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(GELU grid with the aligned rows fused, those rows, their pre-activations
+    ``pre[index] + knowledge * gate``), computed without autograd."""
+    aligned = pre.index_select(0, index)
+    aligned = (aligned.add_(knowledge) if gate is None
+               else aligned.addcmul_(knowledge, _cast(gate, aligned.dtype)))
+    fused = F.gelu(aligned, approximate=approximate)
+    hidden = F.gelu(pre, approximate=approximate)
+    hidden.index_copy_(0, index, fused)
+    return hidden, fused, aligned
+
+
 def _fuse(activation: nn.Module, pre: torch.Tensor, knowledge: torch.Tensor,
-          index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(act(pre + scatter(knowledge)), its rows at index)`` for ``pre`` ``[T, I]``."""
+          index: torch.Tensor, gate: torch.Tensor | None = None,
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(act(pre + scatter(knowledge * gate)), its rows at index)`` for ``pre``
+    ``[T, I]`` (``gate`` ``[N, 1]``, a scalar, or None for 1)."""
     approximate = _gelu_approximation(activation)
+    if approximate is not None and not _records_grad(pre, knowledge, gate):
+        return _fused_gelu_values(pre, knowledge, index, gate, approximate)[:2]
+    if gate is not None:
+        knowledge = knowledge * _cast(gate, knowledge.dtype)
     if approximate is not None:
         return _FusedGelu.apply(pre, knowledge, index, approximate)
     # Any other activation: autograd's index ops (correct, a few full-size copies slower).
