@@ -69,15 +69,16 @@ class ErnieKGEntityAttention(nn.Module):
     """Multi-head self-attention among the entities of each sequence, + residual and LN.
 
     ERNIE's ``BertSelfAttention`` + ``BertSelfOutput`` at ``hidden_size = entity_dim``; it
-    never looks at the tokens (the streams meet only in the feed-forward fusion). Without
-    attention dropout (inference) it is two batched matmuls: a sequence holds a handful of
-    entities, and at such sizes ``scaled_dot_product_attention``'s CPU kernel costs about
-    three times as much on two threads (130 us against 42 us for 16 sequences of 6 slots,
-    AMD EPYC), a few tenths of a percent of a MiniLM forward per knowledge layer. The
-    projections are packed straight into the per-head layout and the padding bias is
-    expanded once per forward pass: each copy or small op saved here is paid for in
-    every knowledge layer, and on an Intel Xeon an op run between the token stream's large
-    products costs several times its arithmetic (``benchmarks/small_op_cost.py``).
+    never looks at the tokens (the streams meet only in the feed-forward fusion). It runs
+    as batched matmuls over all N entities of the batch, the sequence bias
+    (:meth:`EntityLayout.sequence_bias`, built once per forward pass) keeping each entity
+    within its sequence: the q/k/v split is three views, with no packing or unpacking.
+    Each op saved here is paid for in every knowledge layer: on an Intel Xeon an op run
+    between the token stream's large products costs several times its arithmetic
+    (``benchmarks/small_op_cost.py``). Past :data:`DENSE_ATTENTION_MAX_ENTITIES` it
+    attends on per-sequence packed slots instead (without dropout as batched matmuls:
+    ``scaled_dot_product_attention``'s CPU kernel costs about three times as much at such
+    sizes, 130 us against 42 us for 16 sequences of 6 slots, AMD EPYC).
     """
 
     def __init__(self, config: ErnieKGConfig) -> None:

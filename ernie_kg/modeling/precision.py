@@ -30,7 +30,7 @@ object, set once (:func:`reduce_precision`, applied by
   packs for fbgemm, which leaves AMX unused.
   Everything that is not an ``nn.Linear`` stays float32: embeddings, LayerNorms, the
   attention products and softmax, the fused GELU with the entities added
-  (``_FusedGelu`` gets the quantized layers' float32 outputs), the gates' tanh/sigmoid.
+  (``layers._fuse`` gets the quantized layers' float32 outputs), the gates' tanh/sigmoid.
   :data:`INT8_KEEP_FLOAT` can keep named linear layers in float32; none needs to be
   kept to run. Dynamic quantization has CPU kernels only (fbgemm / x86 / onednn /
   qnnpack); torch 2.13 marks ``torch.ao.quantization`` deprecated in favour of torchao,
