@@ -138,8 +138,11 @@ def measure(threads: tuple[int, ...], repeats: int, chains: tuple[int, ...],
                         for name, op in small_ops(chains).items()}
     torch.set_num_threads(max(threads))
     ops = {**small_ops(chains[:1]), **weight_sizes()}
-    flush_costs = {megabytes: {name: op_cost(op, flush(megabytes), repeats)
-                               for name, op in ops.items()} for megabytes in flush_mb}
+    flush_costs = {}
+    for megabytes in flush_mb:
+        stream = flush(megabytes)  # one buffer per size, shared by the ops
+        flush_costs[megabytes] = {name: op_cost(op, stream, repeats)
+                                  for name, op in ops.items()}
     return {"costs": costs, "large_op_ms": large_ms, "flush_costs": flush_costs}
 
 
