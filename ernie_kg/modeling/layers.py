@@ -26,10 +26,10 @@ Why they are built this way:
 * The entity stream dispatches as few ops as it can: on an Intel Xeon an op whose code
   and data the token stream's traffic pushed out of the L2 cache costs 20-45 us more
   than hot, whatever its size (a LayerNorm of 41 rows 7 us hot, +26 us after 16 MB of
-  other traffic; results/small_op_cost_intel_flush.md), and the entity stream runs some
-  forty such ops per layer. Hence attention over all N entities (no packing and
-  unpacking), no ``.to`` when the dtype already matches, no dropout call in eval, the
-  gates' ``links`` column and the attention bias built once per forward.
+  other traffic; results/small_op_cost_intel_flush.md), and each knowledge layer runs
+  its entity ops (about 28 at inference, 42 before these cuts) between such products.
+  Hence attention over all N entities (no packing and unpacking), no ``.to`` when the
+  dtype matches, no dropout call in eval, the links column and biases built once.
 """
 
 from __future__ import annotations
