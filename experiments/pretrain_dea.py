@@ -61,7 +61,7 @@ from ernie_kg.modeling import (  # noqa: E402
     ErnieKGForRelationClassification,
 )
 from ernie_kg.modeling.configuration import DEFAULT_KNOWLEDGE_GATE  # noqa: E402
-from ernie_kg.modeling.layers import shut_knowledge_gates  # noqa: E402
+from ernie_kg.modeling.entity_modules import shut_knowledge_gates  # noqa: E402
 from ernie_kg.paths import PROJECT_ROOT, default_backbone, kg_data_dir  # noqa: E402
 from ernie_kg.pipelines.relation import (  # noqa: E402
     DEFAULT_MODEL_SETTINGS,
@@ -101,7 +101,7 @@ def parse_args() -> argparse.Namespace:
                    help="fine-tuning arms to run now (the report needs both)")
     p.add_argument("--keep-gates-open", dest="shut_gates", action="store_false",
                    help="fine-tune with the gates as pre-training left them (default: "
-                        "closed again, modeling.layers.shut_knowledge_gates)")
+                        "closed again, modeling.entity_modules.shut_knowledge_gates)")
     p.add_argument("--reuse-runs", type=Path, default=PROJECT_ROOT / "runs/fewrel16",
                    help="take the no-pre-training arm from this FewRel-16 grid's "
                         "open-ernie-seed<S> runs when their recipe is the same ('none': "

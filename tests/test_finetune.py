@@ -242,7 +242,7 @@ def test_with_its_gates_held_shut_ernie_kg_fine_tunes_as_its_baseline(tiny_backb
     """Same seed, same data: ERNIE-KG (linked entities, gates opened at a negligible rate)
     and the baseline end fine-tuning with the same weights, so a gap between them at the
     recipe's gate rate is what the entities did, not dropout or initialisation luck."""
-    from ernie_kg.modeling.layers import knowledge_role
+    from ernie_kg.modeling.entity_modules import knowledge_role
 
     weights, scores = [], []
     for knowledge_on in (True, False):

@@ -26,16 +26,12 @@ from ernie_kg.modeling import (
     ErnieKGForRelationClassification,
     ErnieKGModel,
     default_layer_types,
+    entity_modules,
 )
-from ernie_kg.modeling import layers as layers_module
 from ernie_kg.modeling.entity_layout import EntityLayout
+from ernie_kg.modeling.entity_modules import knowledge_role, shut_knowledge_gates
 from ernie_kg.modeling.entity_table import TABLE_DIR, MappedEntityTable
-from ernie_kg.modeling.layers import (
-    _fuse,
-    _FusedGelu,
-    knowledge_role,
-    shut_knowledge_gates,
-)
+from ernie_kg.modeling.layers import _fuse, _FusedGelu
 
 VOCAB, HIDDEN, LAYERS, ENTITY_DIM, NUM_ENTITIES = 99, 32, 4, 8, 20
 
@@ -248,7 +244,7 @@ def attention_path(request, monkeypatch) -> str:
     """Entity attention over the batch's N entities (small batches) or on the packed
     per-sequence slots (beyond ``DENSE_ATTENTION_MAX_ENTITIES``): both must be ERNIE's."""
     if request.param == "packed per sequence":
-        monkeypatch.setattr(layers_module, "DENSE_ATTENTION_MAX_ENTITIES", 0)
+        monkeypatch.setattr(entity_modules, "DENSE_ATTENTION_MAX_ENTITIES", 0)
     return request.param
 
 

@@ -25,8 +25,8 @@ from ernie_kg.data.features import LabelMap
 from ernie_kg.data.fewrel import read_fewrel
 from ernie_kg.errors import ErnieKGError, SettingError
 from ernie_kg.modeling import precision as precision_module
+from ernie_kg.modeling.entity_modules import GATE_PARAMETERS
 from ernie_kg.modeling.entity_table import MappedEntityTable
-from ernie_kg.modeling.layers import GATE_PARAMETERS
 from ernie_kg.modeling.precision import (
     DTYPES,
     INT8_OUTLIER_THRESHOLD,

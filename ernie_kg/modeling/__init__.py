@@ -15,6 +15,7 @@ from transformers import (
 
 from ernie_kg.modeling.configuration import LAYER_TYPES, ErnieKGConfig, default_layer_types
 from ernie_kg.modeling.entity_layout import EntityLayout
+from ernie_kg.modeling.entity_modules import ErnieKGEntityAttention
 from ernie_kg.modeling.heads import (
     ErnieKGEntityPredictionHead,
     ErnieKGForEntityTyping,
@@ -22,11 +23,7 @@ from ernie_kg.modeling.heads import (
     ErnieKGForRelationClassification,
     ErnieKGForSequenceClassification,
 )
-from ernie_kg.modeling.layers import (
-    ErnieKGAggregatorLayer,
-    ErnieKGEncoder,
-    ErnieKGEntityAttention,
-)
+from ernie_kg.modeling.layers import ErnieKGAggregatorLayer, ErnieKGEncoder
 from ernie_kg.modeling.modeling import ENTITY_IDS_FILE, ErnieKGModel, ErnieKGPreTrainedModel
 from ernie_kg.modeling.outputs import (
     ErnieKGClassifierOutput,

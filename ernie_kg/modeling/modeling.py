@@ -32,6 +32,7 @@ from ernie_kg.kg.embeddings import EntityEmbeddings
 from ernie_kg.kg.vocab import EntityVocab
 from ernie_kg.modeling.configuration import ErnieKGConfig
 from ernie_kg.modeling.entity_layout import EntityLayout
+from ernie_kg.modeling.entity_modules import KNOWLEDGE_PARAMETERS, ErnieKGEntityGate
 from ernie_kg.modeling.entity_table import (
     DELTA_FILE,
     TABLE_DIR,
@@ -43,11 +44,7 @@ from ernie_kg.modeling.entity_table import (
     table_copy,
     table_reference,
 )
-from ernie_kg.modeling.layers import (
-    KNOWLEDGE_PARAMETERS,
-    ErnieKGEncoder,
-    ErnieKGEntityGate,
-)
+from ernie_kg.modeling.layers import ErnieKGEncoder
 from ernie_kg.modeling.outputs import ErnieKGModelOutput
 from ernie_kg.modeling.random_streams import drop_entities
 

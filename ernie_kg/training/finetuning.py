@@ -36,7 +36,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from ernie_kg.checks import check_settings
 from ernie_kg.hub import no_save_progress_bars
 from ernie_kg.memory import keep_freed_memory
-from ernie_kg.modeling.layers import (  # noqa: F401  (also this module's API)
+from ernie_kg.modeling.entity_modules import (  # noqa: F401  (also this module's API)
     GATE_PARAMETERS,
     KNOWLEDGE_PARAMETERS,
     knowledge_role,

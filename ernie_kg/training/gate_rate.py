@@ -31,7 +31,7 @@ from torch import nn
 from transformers import EvalPrediction
 
 from ernie_kg.errors import ErnieKGError, SettingError
-from ernie_kg.modeling.layers import GATE_PARAMETERS
+from ernie_kg.modeling.entity_modules import GATE_PARAMETERS
 from ernie_kg.training.checkpoints import refuse_earlier_finetune, truncate_log
 from ernie_kg.training.dev_confidence import paired_bootstrap_wins
 from ernie_kg.training.finetuning import DEFAULT_FINETUNE_SETTINGS, FinetuneResult, finetune

@@ -31,7 +31,7 @@ from torch import nn
 
 from ernie_kg.data.pretraining import PretrainingShards
 from ernie_kg.errors import SettingError
-from ernie_kg.modeling.layers import GATE_PARAMETERS, knowledge_role
+from ernie_kg.modeling.entity_modules import GATE_PARAMETERS, knowledge_role
 from ernie_kg.modeling.mlm_head import set_unigram_bias
 
 
