@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ernie_kg.modeling.configuration import ErnieKGConfig
 from ernie_kg.modeling.entity_layout import EntityLayout
+from ernie_kg.modeling.random_streams import entity_dropout
 
 __all__ = [
     "DENSE_ATTENTION_MAX_ENTITIES",
@@ -36,9 +36,11 @@ def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
-def _dropout(dropout: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
-    """``dropout(tensor)`` while training; in eval (where it is the identity) no call."""
-    return dropout(tensor) if dropout.training else tensor
+def _dropout(dropout: nn.Dropout, tensor: torch.Tensor,
+             generator: torch.Generator | None) -> torch.Tensor:
+    """``dropout(tensor)`` drawn from ``generator`` while training; in eval (where it is
+    the identity) no call."""
+    return entity_dropout(tensor, dropout.p, generator) if dropout.training else tensor
 
 
 class ErnieKGEntityAttention(nn.Module):
@@ -52,9 +54,10 @@ class ErnieKGEntityAttention(nn.Module):
     Each op saved here is paid for in every knowledge layer: on an Intel Xeon an op run
     between the token stream's large products costs several times its arithmetic
     (``benchmarks/small_op_cost.py``). Past :data:`DENSE_ATTENTION_MAX_ENTITIES` it
-    attends on per-sequence packed slots instead (without dropout as batched matmuls:
-    ``scaled_dot_product_attention``'s CPU kernel costs about three times as much at such
-    sizes, 130 us against 42 us for 16 sequences of 6 slots, AMD EPYC).
+    attends on per-sequence packed slots instead, also as batched matmuls
+    (``scaled_dot_product_attention``'s CPU kernel costs about three times as much at such
+    sizes, 130 us against 42 us for 16 sequences of 6 slots, AMD EPYC, and its dropout
+    would draw from the global generator, :mod:`.random_streams`).
     """
 
     def __init__(self, config: ErnieKGConfig) -> None:
@@ -68,44 +71,40 @@ class ErnieKGEntityAttention(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.attention_dropout = config.attention_probs_dropout_prob
 
-    def forward(self, states: torch.Tensor, layout: EntityLayout) -> torch.Tensor:
-        """Entity states ``[N, entity_dim]`` after attending to their sequence's entities."""
+    def forward(self, states: torch.Tensor, layout: EntityLayout,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Entity states ``[N, entity_dim]`` after attending to their sequence's entities
+        (dropout, while training, drawn from ``generator``)."""
         count = states.shape[0]
         dropout = self.attention_dropout if self.training else 0.0
         if count > DENSE_ATTENTION_MAX_ENTITIES:
-            context = self._attend_packed(self.qkv(states), layout, dropout)
+            context = self._attend_packed(self.qkv(states), layout, dropout, generator)
         else:  # [N, 3 * dim] -> three [heads, N, head_dim] views
             query, key, value = self.qkv(states).view(
                 count, 3, self.num_heads, self.head_dim).permute(1, 2, 0, 3).unbind(0)
             scores = torch.baddbmm(layout.sequence_bias(query.dtype), query,
                                    key.transpose(1, 2), alpha=self.head_dim ** -0.5)
-            probs = scores.softmax(-1)
-            if dropout:
-                probs = F.dropout(probs, dropout)
+            probs = entity_dropout(scores.softmax(-1), dropout, generator)
             context = torch.bmm(probs, value).transpose(0, 1).reshape(count, -1)
-        return self.LayerNorm(states + _dropout(self.dropout, self.dense(context)))
+        return self.LayerNorm(states + _dropout(self.dropout, self.dense(context), generator))
 
-    def _attend_packed(self, qkv: torch.Tensor, layout: EntityLayout,
-                       dropout: float) -> torch.Tensor:
+    def _attend_packed(self, qkv: torch.Tensor, layout: EntityLayout, dropout: float,
+                       generator: torch.Generator | None) -> torch.Tensor:
         """Attention on the per-sequence packed slots: ``[N, 3 * dim]`` -> ``[N, dim]``."""
         query, key, value = layout.pack_heads(qkv, 3, self.num_heads).unbind(0)
-        if dropout:
-            bias = layout.key_bias.to(query.dtype)  # [B, 1, 1, slots]
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias,
-                                                     dropout_p=dropout)
-        else:
-            context = self._attend(query, key, value, layout)
-        return layout.unpack_heads(context)
+        return layout.unpack_heads(self._attend(query, key, value, layout, dropout, generator))
 
     def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                layout: EntityLayout) -> torch.Tensor:
-        """``softmax(q k^T / sqrt(d) + key_bias) v`` without dropout, as batched matmuls
-        (``query``, ``key``, ``value`` contiguous ``[B, heads, slots, d]``)."""
+                layout: EntityLayout, dropout: float = 0.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """``softmax(q k^T / sqrt(d) + key_bias) v``, dropout on the probabilities, as
+        batched matmuls (``query``, ``key``, ``value`` contiguous ``[B, heads, slots, d]``)."""
         batch, heads, slots, head_dim = query.shape
         flat = (batch * heads, slots, head_dim)
         scores = torch.baddbmm(layout.attention_bias(heads, query.dtype), query.view(flat),
                                key.view(flat).transpose(1, 2), alpha=head_dim ** -0.5)
-        return torch.bmm(scores.softmax(-1), value.view(flat)).view(query.shape)
+        probs = entity_dropout(scores.softmax(-1), dropout, generator)
+        return torch.bmm(probs, value.view(flat)).view(query.shape)
 
 
 class ErnieKGEntityOutput(nn.Module):
@@ -117,9 +116,12 @@ class ErnieKGEntityOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.entity_dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, fused: torch.Tensor, entity_states: torch.Tensor) -> torch.Tensor:
-        """The fused rows ``[N, intermediate]`` projected into the next entity states."""
-        return self.LayerNorm(entity_states + _dropout(self.dropout, self.dense(fused)))
+    def forward(self, fused: torch.Tensor, entity_states: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """The fused rows ``[N, intermediate]`` projected into the next entity states
+        (dropout, while training, drawn from ``generator``)."""
+        return self.LayerNorm(entity_states + _dropout(self.dropout, self.dense(fused),
+                                                       generator))
 
 
 #: Name fragments of the parameters that start fresh in ERNIE-KG (the entity stream).

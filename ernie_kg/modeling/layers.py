@@ -34,7 +34,6 @@ Why they are built this way:
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -52,7 +51,7 @@ from ernie_kg.modeling.entity_modules import (
     ErnieKGEntityOutput,
     as_dtype,
 )
-from ernie_kg.modeling.random_streams import entity_random_stream
+from ernie_kg.modeling.random_streams import entity_generator
 
 __all__ = ["ErnieKGAggregatorLayer", "ErnieKGEncoder"]
 
@@ -94,10 +93,10 @@ class ErnieKGAggregatorLayer(BertLayer):
         if entity_states is None or layout is None:  # knowledge off: the backbone layer itself
             return BertLayer.forward(self, hidden_states, attention_mask, **kwargs), None, None
         attention_output, _ = self.attention(hidden_states, attention_mask, **kwargs)
-        entity_stream = self._entity_stream(hidden_states.device)
+        device = hidden_states.device
         if self.entity_attention is not None:
-            with entity_stream(0):
-                entity_states = self.entity_attention(entity_states, layout)
+            entity_states = self.entity_attention(entity_states, layout,
+                                                  self._entity_generator(device, 0))
         tokens = attention_output.reshape(-1, attention_output.shape[-1])  # [B*L, H]
         pre_tokens = self.intermediate.dense(tokens)  # W_t w_j + b_t, every token
         knowledge = as_dtype(self.entity_intermediate(entity_states), pre_tokens.dtype)
@@ -113,18 +112,17 @@ class ErnieKGAggregatorLayer(BertLayer):
                                    attention_output)
         next_entity_states = None
         if self.entity_output is not None:
-            with entity_stream(1):
-                next_entity_states = self.entity_output(fused, entity_states)
+            next_entity_states = self.entity_output(fused, entity_states,
+                                                    self._entity_generator(device, 1))
         return layer_output, next_entity_states, entity_states
 
-    def _entity_stream(self, device: torch.device) -> Any:
-        """The entity modules' random numbers (:mod:`.random_streams`): while training, a
-        stream of their own per layer and call site, so the token stream's dropout masks
-        are the text-only backbone's; nothing to draw otherwise."""
-        layer = self.layer_idx or 0
+    def _entity_generator(self, device: torch.device, site: int) -> torch.Generator | None:
+        """The entity modules' random numbers at ``site`` (:mod:`.random_streams`): while
+        training, a generator of their own per layer and call site, so the token stream's
+        dropout masks are the text-only backbone's; nothing to draw otherwise."""
         if not self.training:
-            return lambda site: nullcontext()
-        return lambda site: entity_random_stream(device, salt=2 * layer + site)
+            return None
+        return entity_generator(device, salt=2 * (self.layer_idx or 0) + site)
 
 
 def _records_grad(*tensors: torch.Tensor | None) -> bool:
