@@ -32,6 +32,7 @@ from ernie_kg.modeling.entity_layout import EntityLayout
 from ernie_kg.modeling.entity_modules import knowledge_role, shut_knowledge_gates
 from ernie_kg.modeling.entity_table import TABLE_DIR, MappedEntityTable
 from ernie_kg.modeling.layers import _fuse, _FusedGelu
+from ernie_kg.modeling.random_streams import entity_dropout, entity_generator
 
 VOCAB, HIDDEN, LAYERS, ENTITY_DIM, NUM_ENTITIES = 99, 32, 4, 8, 20
 
@@ -726,3 +727,20 @@ def test_a_gate_that_reads_entity_links_starts_closed_and_then_tells_them_apart(
     assert torch.equal(encode(linked)[1], encode(unlinked)[1])  # row 1 has no entity
     with pytest.raises(ValueError, match="entity_links has shape"):
         encode(linked[:, :5])
+
+
+def test_entity_stream_draws_leave_the_global_generator_as_it_was():
+    """The entity stream's masks come from generators seeded by the global state, which
+    they read and do not advance; a site draws the same mask from the same state (and
+    another site another mask)."""
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    ones, cpu = torch.ones(50, 8), torch.device("cpu")
+    dropped = entity_dropout(ones, 0.25, entity_generator(cpu, salt=3))
+    assert torch.equal(torch.get_rng_state(), before)
+    kept = dropped != 0
+    assert 0.5 < kept.float().mean() < 0.95
+    torch.testing.assert_close(dropped[kept], torch.full_like(dropped[kept], 1 / 0.75))
+    assert torch.equal(entity_dropout(ones, 0.25, entity_generator(cpu, salt=3)), dropped)
+    assert not torch.equal(entity_dropout(ones, 0.25, entity_generator(cpu, salt=4)), dropped)
+    assert torch.equal(torch.get_rng_state(), before)
