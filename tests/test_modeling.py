@@ -635,7 +635,8 @@ def test_shutting_the_gates_makes_a_model_its_backbone_again(backbone_dir, table
                                    text_only.last_hidden_state)
 
 
-def test_a_shut_gate_trains_step_for_step_as_its_text_only_twin(backbone_dir, table):
+def test_a_shut_gate_trains_step_for_step_as_its_text_only_twin(backbone_dir, table,
+                                                                attention_path):
     """Same seed, same batches: with the gates held shut, the model fed entities and the
     one fed none stay equal through training with dropout on (the entity modules draw
     their dropout from a stream of their own, :mod:`ernie_kg.modeling.random_streams`)."""
