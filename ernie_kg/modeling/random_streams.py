@@ -34,9 +34,10 @@ def entity_generator(device: torch.device, salt: int) -> torch.Generator | None:
     backends without one (their draws then come from the global generator, unpaired).
 
     Why a generator handed to the draws rather than the global one forked and re-seeded
-    around them: the same numbers (a fresh generator seeded alike draws what the re-seeded
-    global one drew) for one state read instead of two reads, a write and a context
-    manager per call site, each paid cold between the token stream's products."""
+    around them: one state read instead of two reads, a write and a context manager per
+    call site, each paid cold between the token stream's products. On a CPU the masks
+    are the ones the re-seeded global generator drew, bit for bit; on a GPU they now come
+    from ``bernoulli_`` instead of the fused dropout kernel (other numbers, same law)."""
     state = _state(device)
     if state is None:
         return None
