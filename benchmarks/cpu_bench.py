@@ -28,6 +28,7 @@ import torch
 from ernie_kg.machine import cpu_flags as kernel_flags
 from ernie_kg.machine import cpu_model
 from ernie_kg.memory import freed_memory_kept
+from ernie_kg.modeling.native import entity_kernels
 from ernie_kg.paths import PROJECT_ROOT
 
 #: CPU flags that decide the fp32/bf16/int8 kernels oneDNN and torch pick.
@@ -65,6 +66,7 @@ def machine_info() -> dict:
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "malloc_thresholds_set": freed_memory_kept(),  # ernie_kg.memory
+        "entity_kernels": entity_kernels() is not None,  # ernie_kg.modeling.native
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -78,7 +80,10 @@ def machine_line(machine: dict) -> str:
             f"{machine['torch']} with {machine['torch_threads']} threads "
             f"(OMP_WAIT_POLICY={machine['omp_wait_policy']})"
             + (", glibc malloc thresholds set (ernie_kg.memory)"
-               if machine.get("malloc_thresholds_set") else ""))
+               if machine.get("malloc_thresholds_set") else "")
+            + {True: ", the entity stream's native kernels built (ernie_kg.modeling.native)",
+               False: ", the entity stream's native kernels not built: its ATen ops",
+               None: ""}[machine.get("entity_kernels")])
 
 
 def relative(path: Path) -> str:

@@ -11,7 +11,10 @@ just after running there, and what is left outside the entity modules (gathering
 scattering the aligned rows, the entity lookup and layout). Wall time per module comes
 from forward hooks (their own cost, a few microseconds a call, is in every row, the text
 model's layers included).
-Run it on each CPU kind to compare.
+Run it on each CPU kind to compare. ``--engine aten`` times the entity modules' ATen
+ops one module at a time; with the native kernels (the default, as users run it) the
+knowledge gate is computed inside the fused rows' kernel, so its time is in the "rest of
+the aggregator layers" row.
 
     python benchmarks/entity_stream_cost.py --output results/entity_stream_cost_intel
 """
@@ -19,6 +22,7 @@ Run it on each CPU kind to compare.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -49,9 +53,13 @@ from torch import nn  # noqa: E402
 
 from ernie_kg.memory import keep_freed_memory  # noqa: E402
 from ernie_kg.modeling.layers import ErnieKGAggregatorLayer  # noqa: E402
+from ernie_kg.modeling.native import entity_kernels_off  # noqa: E402
 
 #: The entity stream's modules in an aggregator layer, as the layer names them.
 ENTITY_MODULES = ("entity_attention", "entity_intermediate", "entity_gate", "entity_output")
+ENGINES = {"native": "the native kernels (where built; W_e, the gate and the entity output run "
+                     "inside the fusion call, in the rest of the layers)",
+           "aten": "its ATen ops, module by module"}
 
 
 class ModuleClock:
@@ -234,6 +242,8 @@ def markdown(summary: dict) -> str:
              f"`{summary['command']}`", "",
              f"- Machine: {machine_line(summary['machine'])}; 1-min load "
              f"{summary['load_before'][0]} before, {summary['load_after'][0]} after.",
+             f"- Entity stream: {ENGINES[summary['engine']]} (`--engine "
+             f"{summary['engine']}`).",
              f"- {summary['size']} size, {summary['batches']} FewRel-16 batches of "
              f"{summary['batch_size']}, {summary['rounds']} alternating rounds; hot: each "
              f"module's captured call run {summary['hot_repeats']} times back to back.",
@@ -271,6 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--hot-repeats", type=int, default=200)
     p.add_argument("--entity-rows", type=int, default=500_000)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--engine", choices=("native", "aten"), default="native",
+                   help="the entity stream's compiled kernels (where built) or its ATen ops")
     p.add_argument("--output", type=Path, default=Path("results/entity_stream_cost"))
     args = p.parse_args(argv)
     if min(args.batches, args.batch_size, args.rounds, args.hot_repeats, args.threads) < 1:
@@ -282,11 +294,13 @@ def main(argv: list[str] | None = None) -> dict:
     built = build_models(args.size, stats["num_labels"], rows, False)
     models = {name: built[name].eval() for name in ("text", "ernie")}
     machine, load_before = machine_info(), load_average()
-    with torch.inference_mode():
+    engine = entity_kernels_off() if args.engine == "aten" else contextlib.nullcontext()
+    with torch.inference_mode(), engine:
         measured = measure(models, batches, args.rounds, args.hot_repeats)
     summary = {"command": "python benchmarks/entity_stream_cost.py " + " ".join(
                    argv if argv is not None else sys.argv[1:]),
-               "machine": machine, "size": args.size, "batches": args.batches,
+               "machine": machine, "engine": args.engine, "size": args.size,
+               "batches": args.batches,
                "batch_size": args.batch_size, "rounds": args.rounds,
                "hot_repeats": args.hot_repeats, "measured": measured,
                "breakdown": breakdown(measured), "load_before": load_before,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +30,7 @@ from ernie_kg.modeling import (
     ErnieKGModel,
     default_layer_types,
     entity_modules,
+    native,
 )
 from ernie_kg.modeling.entity_layout import EntityLayout
 from ernie_kg.modeling.entity_modules import knowledge_role, shut_knowledge_gates
@@ -240,13 +244,21 @@ def _dense_reference(model: ErnieKGModel, input_ids, attention_mask, entity_ids)
     return hidden
 
 
-@pytest.fixture(params=["over all entities", "packed per sequence"])
-def attention_path(request, monkeypatch) -> str:
-    """Entity attention over the batch's N entities (small batches) or on the packed
-    per-sequence slots (beyond ``DENSE_ATTENTION_MAX_ENTITIES``): both must be ERNIE's."""
-    if request.param == "packed per sequence":
+@pytest.fixture(params=["native kernels", "ATen ops over all entities",
+                        "ATen ops packed per sequence"])
+def attention_path(request, monkeypatch) -> Iterator[str]:
+    """The entity stream in the compiled kernels (CPU float32, :mod:`ernie_kg.modeling.native`)
+    or as ATen ops: attention over the batch's N entities (small batches) or on the packed
+    per-sequence slots (beyond ``DENSE_ATTENTION_MAX_ENTITIES``). All must be ERNIE's."""
+    if request.param == "native kernels":
+        if native.entity_kernels() is None:
+            pytest.skip("the entity stream's kernels are not built here")
+        yield request.param
+        return
+    if request.param == "ATen ops packed per sequence":
         monkeypatch.setattr(entity_modules, "DENSE_ATTENTION_MAX_ENTITIES", 0)
-    return request.param
+    with native.entity_kernels_off():
+        yield request.param
 
 
 @pytest.mark.parametrize("knowledge_layers", [2, 4])
@@ -268,11 +280,12 @@ def test_packed_entity_stream_gradients_equal_dense_masked_formulation(backbone_
     model = build(ErnieKGModel, backbone_dir, table, 2, hidden_dropout_prob=0.0,
                   attention_probs_dropout_prob=0.0).train()
     inputs = batch(seed=5)
+    projection = torch.randn(3, 12, HIDDEN, generator=torch.Generator().manual_seed(0))
     gradients = []
     for forward in (lambda: model(**inputs).last_hidden_state,
                     lambda: _dense_reference(model, **inputs)):
         model.zero_grad(set_to_none=True)
-        forward().pow(2).sum().backward()
+        (forward() * projection).sum().backward()  # a LayerNorm's output keeps pow(2).sum()
         gradients.append({n: p.grad.clone() for n, p in model.named_parameters()
                           if "entity_attention" in n and p.grad is not None})
     ours, reference = gradients
@@ -280,6 +293,60 @@ def test_packed_entity_stream_gradients_equal_dense_masked_formulation(backbone_
     for name in ours:
         torch.testing.assert_close(ours[name], reference[name], atol=1e-5, rtol=1e-4)
     assert any(g.abs().sum() > 0 for n, g in ours.items() if "qkv" in n)
+
+
+@pytest.mark.parametrize("gate, links", [("none", False), ("layer", False), ("token", False),
+                                         ("token", True)])
+def test_native_entity_stream_gives_the_aten_ops_outputs_and_gradients(
+        backbone_dir, table, monkeypatch, gate, links):
+    """The compiled kernels (attention core, residual + LayerNorm, gate and fused rows)
+    compute what the modules' ATen ops compute, forward and backward, for every gate."""
+    if native.entity_kernels() is None:
+        pytest.skip("the entity stream's kernels are not built here")
+    model = build(ErnieKGModel, backbone_dir, table, 2, knowledge_gate=gate,
+                  knowledge_links=links, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0).double().train()  # float64: exact
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("entity_gate.scale"):
+                parameter.fill_(0.7)  # open: the gate's factor matters
+    inputs = batch(seed=7)
+    if links:
+        inputs["entity_links"] = (inputs["entity_ids"] % 2).long()
+    calls: Counter = Counter()
+
+    class Counting:  # the kernels, counting the calls the model makes
+        def __getattr__(self, name):
+            calls[name] += 1
+            return getattr(kernels, name)
+
+    kernels = native.entity_kernels()
+    projection = torch.randn(3, 12, HIDDEN, dtype=torch.float64,
+                             generator=torch.Generator().manual_seed(0))
+    results = []
+    for engine in ("native", "aten"):
+        monkeypatch.setattr(native, "_loaded", [Counting() if engine == "native" else None])
+        cpu = torch.device("cpu")
+        assert (native.use_entity_kernels(cpu, torch.float64) is None) == (engine == "aten")
+        model.zero_grad(set_to_none=True)
+        output = model(**inputs, output_hidden_states=True)
+        hidden = output.last_hidden_state
+        assert output.entity_last_hidden_state.dtype == torch.float64  # the kernels' dtype
+        (hidden * projection).sum().backward()  # not pow(2): a LayerNorm's output keeps it
+        results.append((hidden.detach(), {n: p.grad for n, p in model.named_parameters()
+                                          if p.grad is not None}))
+    (ours, our_grads), (reference, reference_grads) = results
+    # a mix and two norm layers: 2 entity attentions, 3 fusions (each with its layer's
+    # entity output but the topmost's)
+    assert calls == {"entity_attention": 2, "entity_fusion": 3}
+    torch.testing.assert_close(ours, reference, atol=1e-10, rtol=1e-10)
+    assert set(our_grads) == set(reference_grads)
+    knowledge = [n for n in our_grads if knowledge_role(n) is not None]
+    assert any("entity_attention.qkv" in n for n in knowledge)
+    assert (gate == "none") == all("entity_gate" not in n for n in knowledge)
+    for name, gradient in our_grads.items():
+        torch.testing.assert_close(gradient, reference_grads[name], atol=1e-9, rtol=1e-9)
+    assert all(our_grads[n].abs().max() > 1e-4 for n in knowledge)
 
 
 def test_entity_attention_inference_path_equals_sdpa(backbone_dir, table):

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import ModuleType
 
 import torch
+
+from ernie_kg.modeling.native import use_entity_kernels
 
 __all__ = ["EntityLayout"]
 
@@ -31,6 +34,8 @@ class EntityLayout:
     aligned: torch.Tensor  # [B, L] bool
     dtype: torch.dtype
     links: torch.Tensor | None = None
+    #: The entity stream's native kernels for this pass (:mod:`.native`), or None: ATen ops.
+    kernels: ModuleType | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
@@ -49,6 +54,7 @@ class EntityLayout:
             aligned=aligned,
             dtype=dtype,
             links=None if entity_links is None else entity_links.reshape(-1)[flat_index],
+            kernels=use_entity_kernels(entity_ids.device, dtype),
         )
 
     @property

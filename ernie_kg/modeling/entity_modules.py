@@ -21,6 +21,7 @@ __all__ = [
     "ErnieKGEntityGate",
     "ErnieKGEntityOutput",
     "as_dtype",
+    "kernel_ready",
     "knowledge_role",
     "shut_knowledge_gates",
 ]
@@ -34,6 +35,18 @@ DENSE_ATTENTION_MAX_ENTITIES = 1024
 def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``tensor`` in ``dtype``, without dispatching an op when it already is."""
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def kernel_ready(*modules: nn.Module, dtype: torch.dtype) -> bool:
+    """Whether ``modules`` are exactly ``nn.Linear`` / affine ``nn.LayerNorm`` with
+    ``dtype`` weights, what the native kernels read (a quantized or adapter-wrapped
+    linear runs its own forward, through the ATen path)."""
+    for module in modules:
+        if type(module) not in (nn.Linear, nn.LayerNorm) or module.weight is None:
+            return False
+        if module.weight.dtype != dtype or module.bias is None:
+            return False
+    return True
 
 
 def _dropout(dropout: nn.Dropout, tensor: torch.Tensor,
@@ -77,6 +90,13 @@ class ErnieKGEntityAttention(nn.Module):
         (dropout, while training, drawn from ``generator``)."""
         count = states.shape[0]
         dropout = self.attention_dropout if self.training else 0.0
+        if layout.kernels is not None and kernel_ready(self.qkv, self.dense, self.LayerNorm,
+                                                 dtype=states.dtype):
+            return layout.kernels.entity_attention(  # one native call, any N (.native)
+                states, self.qkv.weight, self.qkv.bias, self.dense.weight, self.dense.bias,
+                self.LayerNorm.weight, self.LayerNorm.bias, layout.batch_index,
+                self.num_heads, self.LayerNorm.eps, dropout,
+                self.dropout.p if self.training else 0.0, generator)
         if count > DENSE_ATTENTION_MAX_ENTITIES:
             context = self._attend_packed(self.qkv(states), layout, dropout, generator)
         else:  # [N, 3 * dim] -> three [heads, N, head_dim] views
@@ -122,6 +142,14 @@ class ErnieKGEntityOutput(nn.Module):
         (dropout, while training, drawn from ``generator``)."""
         return self.LayerNorm(entity_states + _dropout(self.dropout, self.dense(fused),
                                                        generator))
+
+    def kernel_arguments(self, dtype: torch.dtype) -> tuple | None:
+        """Its weights and dropout for the native fused rows (:mod:`.native`), or None
+        where its modules are not plain ones of ``dtype`` (quantized, adapted)."""
+        if not kernel_ready(self.dense, self.LayerNorm, dtype=dtype):
+            return None
+        return (self.dense.weight, self.dense.bias, self.LayerNorm.weight, self.LayerNorm.bias,
+                self.LayerNorm.eps, self.dropout.p if self.training else 0.0)
 
 
 #: Name fragments of the parameters that start fresh in ERNIE-KG (the entity stream).
@@ -202,3 +230,14 @@ class ErnieKGEntityGate(nn.Module):
                          else as_dtype(links, tokens.dtype))
         trust = self.trust(torch.cat(parts, dim=-1))
         return torch.sigmoid(trust) * (2 * gate)
+
+    def kernel_inputs(self, tokens: torch.Tensor, entities: torch.Tensor,
+                      links: torch.Tensor | None) -> tuple | None:
+        """The gate's part of the native fused rows' arguments (:mod:`.native`: tokens,
+        links, trust weight and bias, opening; None for what it does not read), or None
+        where its trust is not a plain linear of the tokens' dtype (quantized)."""
+        if self.trust is None:
+            return None, None, None, None, self.scale
+        if not kernel_ready(self.trust, dtype=tokens.dtype) or entities.dtype != tokens.dtype:
+            return None
+        return tokens, links, self.trust.weight, self.trust.bias, self.scale

@@ -50,6 +50,7 @@ from ernie_kg.modeling.entity_modules import (
     ErnieKGEntityGate,
     ErnieKGEntityOutput,
     as_dtype,
+    kernel_ready,
 )
 from ernie_kg.modeling.random_streams import entity_generator
 
@@ -99,22 +100,51 @@ class ErnieKGAggregatorLayer(BertLayer):
                                                   self._entity_generator(device, 0))
         tokens = attention_output.reshape(-1, attention_output.shape[-1])  # [B*L, H]
         pre_tokens = self.intermediate.dense(tokens)  # W_t w_j + b_t, every token
-        knowledge = as_dtype(self.entity_intermediate(entity_states), pre_tokens.dtype)
-        gate = None  # W_e e_k + b_e at full strength
-        if self.entity_gate is not None:
-            links = (layout.link_column(tokens.dtype) if self.entity_gate.reads_links
-                     else None)
-            gate = self.entity_gate(tokens.index_select(0, layout.flat_index),
-                                    entity_states, links)
-        intermediate, fused = _fuse(self.intermediate.intermediate_act_fn, pre_tokens,
-                                    knowledge, layout.flat_index, gate)
+        links = (layout.link_column(tokens.dtype)
+                 if self.entity_gate is not None and self.entity_gate.reads_links else None)
+        native = self._native_fusion(pre_tokens, tokens, entity_states, layout, links)
+        if native is not None:
+            intermediate, fused, next_entity_states = native
+        else:
+            knowledge = as_dtype(self.entity_intermediate(entity_states), pre_tokens.dtype)
+            gate = None  # W_e e_k + b_e at full strength
+            if self.entity_gate is not None:
+                gate = self.entity_gate(tokens.index_select(0, layout.flat_index),
+                                        entity_states, links)
+            intermediate, fused = _fuse(self.intermediate.intermediate_act_fn, pre_tokens,
+                                        knowledge, layout.flat_index, gate)
+            next_entity_states = None
+            if self.entity_output is not None:
+                next_entity_states = self.entity_output(fused, entity_states,
+                                                        self._entity_generator(device, 1))
         layer_output = self.output(intermediate.view(*attention_output.shape[:-1], -1),
                                    attention_output)
-        next_entity_states = None
-        if self.entity_output is not None:
-            next_entity_states = self.entity_output(fused, entity_states,
-                                                    self._entity_generator(device, 1))
         return layer_output, next_entity_states, entity_states
+
+    def _native_fusion(self, pre: torch.Tensor, tokens: torch.Tensor,
+                       entities: torch.Tensor, layout: EntityLayout, links: torch.Tensor | None,
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """(hidden, fused rows, next entity states) in one native call (:mod:`.native`):
+        ``W_e e_k + b_e``, the gate, :func:`_fuse`'s rows and the entity output; None where
+        the kernels do not run (a GPU, bfloat16, a non-GELU activation, quantized modules)."""
+        approximate = _gelu_approximation(self.intermediate.intermediate_act_fn)
+        if (layout.kernels is None or approximate is None
+                or not kernel_ready(self.entity_intermediate, dtype=pre.dtype)):
+            return None
+        gate: tuple | None = (None,) * 5
+        if self.entity_gate is not None:
+            gate = self.entity_gate.kernel_inputs(tokens, entities, links)
+        output: tuple | None = (None,) * 4 + (0.0, 0.0)
+        if self.entity_output is not None:
+            output = self.entity_output.kernel_arguments(pre.dtype)
+        if gate is None or output is None:
+            return None
+        generator = (self._entity_generator(pre.device, 1) if self.entity_output is not None
+                     else None)
+        hidden, fused, next_states = layout.kernels.entity_fusion(
+            pre, entities, self.entity_intermediate.weight, self.entity_intermediate.bias,
+            layout.flat_index, *gate, approximate, *output, generator)
+        return hidden, fused, next_states
 
     def _entity_generator(self, device: torch.device, site: int) -> torch.Generator | None:
         """The entity modules' random numbers at ``site`` (:mod:`.random_streams`): while

@@ -1,0 +1,555 @@
+// The entity stream's CPU kernels: ERNIE-KG's entity self-attention core, the entity
+// stream's residual + dropout + LayerNorm, and the knowledge gate with the fused rows of
+// the information fusion, each one call forward and one autograd node backward.
+//
+// Why native code: on a CPU each of these steps is several small ATen ops run between the
+// token stream's large products, and each op first pays to bring its code and data back
+// into the caches (tens of microseconds on an Intel Xeon, whatever its size). One loop
+// over the entities pays that once. The matrix products stay ATen's (called from Python).
+// ernie_kg/modeling/native.py builds this file on first use and says when it is used.
+
+#include <torch/extension.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+namespace {
+
+// Row offsets of the sequences' entity groups (rows with equal batch index are
+// consecutive), with the row count appended.
+std::vector<int64_t> group_starts(const Tensor& batch_index) {
+  const Tensor index = batch_index.to(torch::kLong).contiguous();
+  const int64_t* p = index.data_ptr<int64_t>();
+  const int64_t n = index.numel();
+  std::vector<int64_t> starts;
+  for (int64_t i = 0; i < n; ++i) {
+    if (i == 0 || p[i] != p[i - 1]) starts.push_back(i);
+  }
+  starts.push_back(n);
+  return starts;
+}
+
+// The keep factors of a dropout: 0 with probability p, 1 / (1 - p) otherwise.
+Tensor draw_keep(int64_t count, double p, const std::optional<at::Generator>& generator,
+                 const Tensor& like) {
+  Tensor keep = at::empty({count}, like.options());
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
+      generator, at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  const uint64_t cut = static_cast<uint64_t>(p * 4294967296.0);
+  AT_DISPATCH_FLOATING_TYPES(like.scalar_type(), "entity_dropout", [&] {
+    const scalar_t scale = static_cast<scalar_t>(1.0 / (1.0 - p));
+    scalar_t* out = keep.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < count; ++i) {
+      out[i] = gen->random() < cut ? scalar_t(0) : scale;
+    }
+  });
+  return keep;
+}
+
+// ---------------------------------------------------------------- attention core
+// qkv [N, 3 * dim] (query, key, value, heads of head_dim each) -> context [N, dim]:
+// softmax(q k^T / sqrt(head_dim)) v within each sequence's entities. probs (when not
+// null) keeps each group's [heads, m, m] probabilities; keep (when not null) the dropout
+// factors applied to them.
+
+template <typename scalar_t>
+void attention_forward(const scalar_t* qkv, scalar_t* out, scalar_t* probs, const scalar_t* keep,
+                       const std::vector<int64_t>& starts, int64_t heads, int64_t dim) {
+  const int64_t head_dim = dim / heads;
+  const scalar_t scale = scalar_t(1) / std::sqrt(static_cast<scalar_t>(head_dim));
+  std::vector<scalar_t> row;
+  int64_t offset = 0;
+  for (size_t g = 0; g + 1 < starts.size(); ++g) {
+    const int64_t s = starts[g], m = starts[g + 1] - starts[g];
+    row.resize(m);
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t at = offset + (h * m + i) * m;
+        scalar_t* p = probs ? probs + at : row.data();
+        const scalar_t* q = qkv + (s + i) * 3 * dim + h * head_dim;
+        scalar_t top = -INFINITY;
+        for (int64_t j = 0; j < m; ++j) {
+          const scalar_t* k = qkv + (s + j) * 3 * dim + dim + h * head_dim;
+          scalar_t dot = 0;
+          for (int64_t t = 0; t < head_dim; ++t) dot += q[t] * k[t];
+          p[j] = dot * scale;
+          top = std::max(top, p[j]);
+        }
+        scalar_t sum = 0;
+        for (int64_t j = 0; j < m; ++j) {
+          p[j] = std::exp(p[j] - top);
+          sum += p[j];
+        }
+        scalar_t* o = out + (s + i) * dim + h * head_dim;
+        for (int64_t j = 0; j < m; ++j) {
+          p[j] /= sum;
+          const scalar_t w = keep ? p[j] * keep[at + j] : p[j];
+          const scalar_t* v = qkv + (s + j) * 3 * dim + 2 * dim + h * head_dim;
+          for (int64_t t = 0; t < head_dim; ++t) o[t] += w * v[t];
+        }
+      }
+    }
+    offset += heads * m * m;
+  }
+}
+
+template <typename scalar_t>
+void attention_backward(const scalar_t* qkv, const scalar_t* probs, const scalar_t* keep,
+                        const scalar_t* grad_out, scalar_t* grad_qkv,
+                        const std::vector<int64_t>& starts, int64_t heads, int64_t dim) {
+  const int64_t head_dim = dim / heads;
+  const scalar_t scale = scalar_t(1) / std::sqrt(static_cast<scalar_t>(head_dim));
+  std::vector<scalar_t> grad_probs;
+  int64_t offset = 0;
+  for (size_t g = 0; g + 1 < starts.size(); ++g) {
+    const int64_t s = starts[g], m = starts[g + 1] - starts[g];
+    grad_probs.resize(m);
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t at = offset + (h * m + i) * m;
+        const scalar_t* p = probs + at;
+        const scalar_t* go = grad_out + (s + i) * dim + h * head_dim;
+        scalar_t weighted = 0;  // sum_j dP_ij P_ij
+        for (int64_t j = 0; j < m; ++j) {
+          const scalar_t factor = keep ? keep[at + j] : scalar_t(1);
+          const scalar_t* v = qkv + (s + j) * 3 * dim + 2 * dim + h * head_dim;
+          scalar_t* gv = grad_qkv + (s + j) * 3 * dim + 2 * dim + h * head_dim;
+          scalar_t dot = 0;
+          const scalar_t used = p[j] * factor;
+          for (int64_t t = 0; t < head_dim; ++t) {
+            dot += go[t] * v[t];
+            gv[t] += used * go[t];
+          }
+          grad_probs[j] = dot * factor;
+          weighted += grad_probs[j] * p[j];
+        }
+        const scalar_t* q = qkv + (s + i) * 3 * dim + h * head_dim;
+        scalar_t* gq = grad_qkv + (s + i) * 3 * dim + h * head_dim;
+        for (int64_t j = 0; j < m; ++j) {
+          const scalar_t grad_score = p[j] * (grad_probs[j] - weighted) * scale;
+          const scalar_t* k = qkv + (s + j) * 3 * dim + dim + h * head_dim;
+          scalar_t* gk = grad_qkv + (s + j) * 3 * dim + dim + h * head_dim;
+          for (int64_t t = 0; t < head_dim; ++t) {
+            gq[t] += grad_score * k[t];
+            gk[t] += grad_score * q[t];
+          }
+        }
+      }
+    }
+    offset += heads * m * m;
+  }
+}
+
+struct AttentionCore : public torch::autograd::Function<AttentionCore> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& qkv_in, const Tensor& batch_index,
+                        int64_t heads, double p, std::optional<at::Generator> generator,
+                        bool record) {
+    TORCH_CHECK(qkv_in.dim() == 2 && qkv_in.size(0) == batch_index.numel() &&
+                    qkv_in.size(1) % (3 * heads) == 0,
+                "attention_core: qkv must be [N, 3 * heads * head_dim] for N entities");
+    const Tensor qkv = qkv_in.contiguous();
+    const std::vector<int64_t> starts = group_starts(batch_index);
+    const int64_t rows = qkv.size(0), dim = qkv.size(1) / 3;
+    int64_t total = 0;
+    for (size_t g = 0; g + 1 < starts.size(); ++g) {
+      const int64_t m = starts[g + 1] - starts[g];
+      total += heads * m * m;
+    }
+    Tensor probs = record ? at::empty({total}, qkv.options()) : Tensor();
+    Tensor keep = p > 0 ? draw_keep(total, p, generator, qkv) : Tensor();
+    Tensor out = at::zeros({rows, dim}, qkv.options());
+    AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "entity_attention_core", [&] {
+      attention_forward<scalar_t>(qkv.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                  record ? probs.data_ptr<scalar_t>() : nullptr,
+                                  p > 0 ? keep.data_ptr<scalar_t>() : nullptr, starts, heads,
+                                  dim);
+    });
+    if (record) {
+      ctx->save_for_backward({qkv, probs, keep});
+      ctx->saved_data["heads"] = heads;
+      ctx->saved_data["starts"] = c10::IValue(starts);
+    }
+    return out;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& qkv = saved[0];
+    const Tensor& probs = saved[1];
+    const Tensor& keep = saved[2];
+    const int64_t heads = ctx->saved_data["heads"].toInt();
+    const std::vector<int64_t> starts = ctx->saved_data["starts"].toIntVector();
+    const Tensor grad_out = grads[0].contiguous();
+    Tensor grad_qkv = at::zeros_like(qkv);
+    AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "entity_attention_core_backward", [&] {
+      attention_backward<scalar_t>(qkv.data_ptr<scalar_t>(), probs.data_ptr<scalar_t>(),
+                                   keep.defined() ? keep.data_ptr<scalar_t>() : nullptr,
+                                   grad_out.data_ptr<scalar_t>(), grad_qkv.data_ptr<scalar_t>(),
+                                   starts, heads, qkv.size(1) / 3);
+    });
+    return {grad_qkv, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+// ------------------------------------------------- residual + dropout + LayerNorm
+// out = LayerNorm(x + dropout(y)) over the last dimension, d wide (biased variance, eps
+// inside the square root, as torch.nn.LayerNorm).
+
+struct ResidualLayerNorm : public torch::autograd::Function<ResidualLayerNorm> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x_in, const Tensor& y_in,
+                        const Tensor& weight_in, const Tensor& bias_in, double eps, double p,
+                        std::optional<at::Generator> generator, bool record) {
+    TORCH_CHECK(x_in.sizes() == y_in.sizes() && weight_in.numel() == x_in.size(-1) &&
+                    bias_in.numel() == x_in.size(-1),
+                "residual_layer_norm: x and y of one shape, weight and bias of its last size");
+    const Tensor x = x_in.contiguous(), y = y_in.contiguous();
+    const Tensor weight = weight_in.contiguous(), bias = bias_in.contiguous();
+    const int64_t d = x.size(-1), rows = d ? x.numel() / d : 0;  // any leading dimensions
+    Tensor keep = p > 0 ? draw_keep(rows * d, p, generator, x) : Tensor();
+    Tensor out = at::empty_like(x);
+    Tensor normed = record ? at::empty_like(x) : Tensor();
+    Tensor rstd = at::empty({rows}, x.options());
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "entity_residual_layer_norm", [&] {
+      const scalar_t *px = x.data_ptr<scalar_t>(), *py = y.data_ptr<scalar_t>();
+      const scalar_t *pw = weight.data_ptr<scalar_t>(), *pb = bias.data_ptr<scalar_t>();
+      const scalar_t* pk = keep.defined() ? keep.data_ptr<scalar_t>() : nullptr;
+      scalar_t* po = out.data_ptr<scalar_t>();
+      scalar_t* pn = record ? normed.data_ptr<scalar_t>() : po;
+      scalar_t* pr = rstd.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < rows; ++i) {
+        const scalar_t *a = px + i * d, *c = py + i * d;
+        scalar_t* z = pn + i * d;
+        scalar_t mean = 0;
+        for (int64_t j = 0; j < d; ++j) {
+          z[j] = a[j] + (pk ? c[j] * pk[i * d + j] : c[j]);
+          mean += z[j];
+        }
+        mean /= d;
+        scalar_t var = 0;
+        for (int64_t j = 0; j < d; ++j) {
+          z[j] -= mean;
+          var += z[j] * z[j];
+        }
+        const scalar_t inv = scalar_t(1) / std::sqrt(var / d + static_cast<scalar_t>(eps));
+        pr[i] = inv;
+        scalar_t* o = po + i * d;
+        for (int64_t j = 0; j < d; ++j) {
+          z[j] *= inv;
+          o[j] = z[j] * pw[j] + pb[j];
+        }
+      }
+    });
+    if (record) ctx->save_for_backward({normed, rstd, keep, weight});
+    return out;
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &normed = saved[0], &rstd = saved[1], &keep = saved[2], &weight = saved[3];
+    const Tensor grad_out = grads[0].contiguous();
+    const int64_t d = normed.size(-1), rows = d ? normed.numel() / d : 0;
+    Tensor grad_x = at::empty_like(normed);
+    Tensor grad_y = ctx->needs_input_grad(1) ? at::empty_like(normed) : Tensor();
+    Tensor grad_weight = at::zeros_like(weight), grad_bias = at::zeros_like(weight);
+    AT_DISPATCH_FLOATING_TYPES(normed.scalar_type(), "entity_residual_layer_norm_backward", [&] {
+      const scalar_t *pn = normed.data_ptr<scalar_t>(), *pr = rstd.data_ptr<scalar_t>();
+      const scalar_t *pw = weight.data_ptr<scalar_t>(), *pg = grad_out.data_ptr<scalar_t>();
+      const scalar_t* pk = keep.defined() ? keep.data_ptr<scalar_t>() : nullptr;
+      scalar_t *gx = grad_x.data_ptr<scalar_t>(), *gw = grad_weight.data_ptr<scalar_t>();
+      scalar_t* gb = grad_bias.data_ptr<scalar_t>();
+      scalar_t* gy = grad_y.defined() ? grad_y.data_ptr<scalar_t>() : nullptr;
+      for (int64_t i = 0; i < rows; ++i) {
+        const scalar_t *z = pn + i * d, *g = pg + i * d;
+        scalar_t mean_g = 0, mean_gz = 0;
+        for (int64_t j = 0; j < d; ++j) {
+          const scalar_t gj = g[j] * pw[j];
+          mean_g += gj;
+          mean_gz += gj * z[j];
+          gw[j] += g[j] * z[j];
+          gb[j] += g[j];
+        }
+        mean_g /= d;
+        mean_gz /= d;
+        for (int64_t j = 0; j < d; ++j) {
+          const scalar_t dz = pr[i] * (g[j] * pw[j] - mean_g - z[j] * mean_gz);
+          gx[i * d + j] = dz;
+          if (gy) gy[i * d + j] = pk ? dz * pk[i * d + j] : dz;
+        }
+      }
+    });
+    return {grad_x, grad_y, grad_weight, grad_bias, Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+// ------------------------------------------------------------ gate + fused rows
+// hidden = act(pre) over the token grid [T, I], except the aligned rows index[k], which are
+// act(pre[index[k]] + gate_k * knowledge[k]); returns (hidden, those rows). The gate:
+// none (no scale: 1), layer (tanh(scale)) or token (2 tanh(scale) sigmoid(trust . [token;
+// entity; link] + bias), trust_weight [1, H + De (+ 1)]), as ErnieKGEntityGate.
+
+// An input the caller does not have comes as an empty tensor (autograd functions take no
+// undefined ones).
+
+enum GateKind : int64_t { kNoGate = 0, kLayerGate = 1, kTokenGate = 2 };
+
+bool given(const Tensor& tensor) { return tensor.numel() > 0; }
+
+GateKind gate_kind(const Tensor& scale, const Tensor& trust_weight) {
+  if (!given(scale)) return kNoGate;
+  return given(trust_weight) ? kTokenGate : kLayerGate;
+}
+
+struct FuseRows : public torch::autograd::Function<FuseRows> {
+  static tensor_list forward(AutogradContext* ctx, const Tensor& pre_in, const Tensor& knowledge_in,
+                             const Tensor& index_in, const Tensor& tokens_in,
+                             const Tensor& entities_in, const Tensor& links_in,
+                             const Tensor& trust_weight, const Tensor& trust_bias,
+                             const Tensor& scale, std::string approximate, bool record) {
+    TORCH_CHECK(pre_in.dim() == 2 && knowledge_in.dim() == 2 &&
+                    knowledge_in.size(0) == index_in.numel() &&
+                    knowledge_in.size(1) == pre_in.size(1),
+                "fuse_rows: pre [T, I], knowledge [N, I] for N aligned rows");
+    const Tensor pre = pre_in.contiguous(), knowledge = knowledge_in.contiguous();
+    const Tensor index = index_in.to(torch::kLong).contiguous();
+    const GateKind kind = gate_kind(scale, trust_weight);
+    const int64_t n = index.numel(), width = pre.size(1);
+    Tensor tokens, entities, links;
+    Tensor sig = at::empty({n}, pre.options());  // sigmoid(trust) per row (token gate)
+    Tensor gate = at::ones({n}, pre.options());
+    if (kind == kTokenGate) {
+      tokens = tokens_in.contiguous();
+      entities = entities_in.contiguous();
+      links = given(links_in) ? links_in.contiguous() : Tensor();
+    }
+    Tensor aligned = at::empty({n, width}, pre.options());
+    AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows", [&] {
+      const int64_t* idx = index.data_ptr<int64_t>();
+      scalar_t* pg = gate.data_ptr<scalar_t>();
+      scalar_t* ps = sig.data_ptr<scalar_t>();
+      if (kind != kNoGate) {
+        const scalar_t opening = std::tanh(scale.item<scalar_t>());
+        for (int64_t i = 0; i < n; ++i) pg[i] = opening;
+      }
+      if (kind == kTokenGate) {
+        const int64_t h = tokens.size(1), de = entities.size(1);
+        const Tensor tw = trust_weight.contiguous();
+        const scalar_t* w = tw.data_ptr<scalar_t>();
+        const scalar_t b = trust_bias.item<scalar_t>();
+        const scalar_t *tok = tokens.data_ptr<scalar_t>(), *ent = entities.data_ptr<scalar_t>();
+        const scalar_t* lk = links.defined() ? links.data_ptr<scalar_t>() : nullptr;
+        const bool reads_links = tw.numel() > h + de;
+        for (int64_t i = 0; i < n; ++i) {
+          scalar_t trust = b;
+          const scalar_t *t = tok + idx[i] * h, *e = ent + i * de;
+          for (int64_t j = 0; j < h; ++j) trust += w[j] * t[j];
+          for (int64_t j = 0; j < de; ++j) trust += w[h + j] * e[j];
+          if (reads_links && lk) trust += w[h + de] * lk[i];
+          ps[i] = scalar_t(1) / (scalar_t(1) + std::exp(-trust));
+          pg[i] *= 2 * ps[i];
+        }
+      }
+      const scalar_t *pp = pre.data_ptr<scalar_t>(), *pk = knowledge.data_ptr<scalar_t>();
+      scalar_t* pa = aligned.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < n; ++i) {
+        const scalar_t *row = pp + idx[i] * width, *k = pk + i * width;
+        scalar_t* a = pa + i * width;
+        const scalar_t factor = pg[i];
+        for (int64_t j = 0; j < width; ++j) a[j] = row[j] + factor * k[j];
+      }
+    });
+    Tensor hidden = at::gelu(pre, approximate);
+    Tensor fused = at::gelu(aligned, approximate);
+    hidden.index_copy_(0, index, fused);
+    if (record) {
+      ctx->save_for_backward({pre, aligned, knowledge, index, tokens, entities, links,
+                              trust_weight, scale, sig, gate});
+      ctx->saved_data["approximate"] = approximate;
+      ctx->saved_data["kind"] = static_cast<int64_t>(kind);
+    }
+    return {hidden, fused};
+  }
+
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &pre = saved[0], &aligned = saved[1], &knowledge = saved[2], &index = saved[3];
+    const Tensor &tokens = saved[4], &entities = saved[5], &links = saved[6];
+    const Tensor &trust_weight = saved[7], &scale = saved[8], &sig = saved[9], &gate = saved[10];
+    const std::string approximate = ctx->saved_data["approximate"].toStringRef();
+    const auto kind = static_cast<GateKind>(ctx->saved_data["kind"].toInt());
+    const Tensor grad_hidden = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(pre);
+    Tensor grad_rows = grad_hidden.index_select(0, index);
+    if (grads[1].defined()) grad_rows.add_(grads[1]);
+    const Tensor grad_aligned = at::gelu_backward(grad_rows, aligned, approximate).contiguous();
+    Tensor grad_pre = at::gelu_backward(grad_hidden, pre, approximate);
+    grad_pre.index_copy_(0, index, grad_aligned);
+    const int64_t n = index.numel(), width = pre.size(1);
+    Tensor grad_knowledge = at::empty_like(knowledge);
+    Tensor grad_gate = at::empty({n}, pre.options());
+    Tensor grad_tokens, grad_entities, grad_trust_weight, grad_trust_bias, grad_scale;
+    AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows_backward", [&] {
+      const scalar_t *ga = grad_aligned.data_ptr<scalar_t>(), *pk = knowledge.data_ptr<scalar_t>();
+      const scalar_t* pg = gate.data_ptr<scalar_t>();
+      scalar_t *gk = grad_knowledge.data_ptr<scalar_t>(), *gg = grad_gate.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < n; ++i) {
+        scalar_t dot = 0;
+        for (int64_t j = 0; j < width; ++j) {
+          gk[i * width + j] = ga[i * width + j] * pg[i];
+          dot += ga[i * width + j] * pk[i * width + j];
+        }
+        gg[i] = dot;
+      }
+      if (kind == kNoGate) return;
+      const scalar_t opening = std::tanh(scale.item<scalar_t>());
+      const scalar_t slope = 1 - opening * opening;  // d tanh(s) / ds
+      scalar_t grad_s = 0;
+      if (kind == kLayerGate) {
+        for (int64_t i = 0; i < n; ++i) grad_s += gg[i] * slope;
+        grad_scale = at::scalar_tensor(grad_s, scale.options());
+        return;
+      }
+      const int64_t h = tokens.size(1), de = entities.size(1);
+      const Tensor tw = trust_weight.contiguous();
+      const scalar_t* w = tw.data_ptr<scalar_t>();
+      const bool reads_links = tw.numel() > h + de;
+      const scalar_t *ps = sig.data_ptr<scalar_t>(), *tok = tokens.data_ptr<scalar_t>();
+      const scalar_t* ent = entities.data_ptr<scalar_t>();
+      const scalar_t* lk = links.defined() ? links.data_ptr<scalar_t>() : nullptr;
+      const int64_t* idx = index.data_ptr<int64_t>();
+      grad_trust_weight = at::zeros_like(tw);
+      scalar_t* gw = grad_trust_weight.data_ptr<scalar_t>();
+      scalar_t grad_b = 0;
+      const bool want_tokens = ctx->needs_input_grad(3), want_entities = ctx->needs_input_grad(4);
+      if (want_tokens) grad_tokens = at::zeros_like(tokens);
+      if (want_entities) grad_entities = at::empty_like(entities);
+      for (int64_t i = 0; i < n; ++i) {
+        grad_s += gg[i] * 2 * ps[i] * slope;
+        const scalar_t grad_trust = gg[i] * 2 * opening * ps[i] * (1 - ps[i]);
+        grad_b += grad_trust;
+        const scalar_t *t = tok + idx[i] * h, *e = ent + i * de;
+        for (int64_t j = 0; j < h; ++j) gw[j] += grad_trust * t[j];
+        for (int64_t j = 0; j < de; ++j) gw[h + j] += grad_trust * e[j];
+        if (reads_links && lk) gw[h + de] += grad_trust * lk[i];
+        if (want_tokens) {
+          scalar_t* gt = grad_tokens.data_ptr<scalar_t>() + idx[i] * h;
+          for (int64_t j = 0; j < h; ++j) gt[j] += grad_trust * w[j];
+        }
+        if (want_entities) {
+          scalar_t* ge = grad_entities.data_ptr<scalar_t>() + i * de;
+          for (int64_t j = 0; j < de; ++j) ge[j] = grad_trust * w[h + j];
+        }
+      }
+      grad_scale = at::scalar_tensor(grad_s, scale.options());
+      grad_trust_bias = at::full({1}, grad_b, tw.options());
+    });
+    return {grad_pre, grad_knowledge, Tensor(), grad_tokens, grad_entities, Tensor(),
+            grad_trust_weight, grad_trust_bias, grad_scale, Tensor(), Tensor()};
+  }
+};
+
+Tensor optional_tensor(const std::optional<Tensor>& tensor, const Tensor& like) {
+  return tensor.has_value() ? *tensor : at::empty({0}, like.options());
+}
+
+// Whether autograd records a call on these tensors (a Function's forward runs with grad
+// mode off, so the wrappers ask before calling it).
+bool records(std::initializer_list<Tensor> tensors) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const Tensor& tensor : tensors) {
+    if (tensor.defined() && tensor.requires_grad()) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Tensor attention_core(const Tensor& qkv, const Tensor& batch_index, int64_t heads, double p,
+                      std::optional<at::Generator> generator) {
+  return AttentionCore::apply(qkv, batch_index, heads, p, generator, records({qkv}));
+}
+
+Tensor residual_layer_norm(const Tensor& x, const Tensor& y, const Tensor& weight,
+                           const Tensor& bias, double eps, double p,
+                           std::optional<at::Generator> generator) {
+  return ResidualLayerNorm::apply(x, y, weight, bias, eps, p, generator,
+                                  records({x, y, weight, bias}));
+}
+
+std::vector<Tensor> fuse_rows(const Tensor& pre, const Tensor& knowledge, const Tensor& index,
+                              std::optional<Tensor> tokens, std::optional<Tensor> entities,
+                              std::optional<Tensor> links, std::optional<Tensor> trust_weight,
+                              std::optional<Tensor> trust_bias, std::optional<Tensor> scale,
+                              const std::string& approximate) {
+  const Tensor t = optional_tensor(tokens, pre), e = optional_tensor(entities, pre);
+  const Tensor w = optional_tensor(trust_weight, pre), b = optional_tensor(trust_bias, pre);
+  const Tensor s = optional_tensor(scale, pre);
+  return FuseRows::apply(pre, knowledge, index, t, e, optional_tensor(links, pre), w, b, s,
+                         approximate, records({pre, knowledge, t, e, w, b, s}));
+}
+
+// The entity modules' whole forward, their products included (ATen's, recorded by autograd
+// as from Python): one call from Python per module.
+
+Tensor entity_attention(const Tensor& states, const Tensor& qkv_weight, const Tensor& qkv_bias,
+                        const Tensor& dense_weight, const Tensor& dense_bias,
+                        const Tensor& norm_weight, const Tensor& norm_bias,
+                        const Tensor& batch_index, int64_t heads, double eps,
+                        double attention_dropout, double hidden_dropout,
+                        std::optional<at::Generator> generator) {
+  const Tensor qkv = at::linear(states, qkv_weight, qkv_bias);
+  const Tensor context = attention_core(qkv, batch_index, heads, attention_dropout, generator);
+  return residual_layer_norm(states, at::linear(context, dense_weight, dense_bias), norm_weight,
+                             norm_bias, eps, hidden_dropout, generator);
+}
+
+Tensor entity_output(const Tensor& fused, const Tensor& states, const Tensor& weight,
+                     const Tensor& bias, const Tensor& norm_weight, const Tensor& norm_bias,
+                     double eps, double dropout, std::optional<at::Generator> generator) {
+  return residual_layer_norm(states, at::linear(fused, weight, bias), norm_weight, norm_bias, eps,
+                             dropout, generator);
+}
+
+// W_e e + b_e, the gate and the fused rows, then (where the layer has one) the entity
+// output LayerNorm(e + dropout(W_oe fused + b_oe)): {hidden, fused rows, next entity states
+// or None}.
+std::vector<Tensor> entity_fusion(
+    const Tensor& pre, const Tensor& entities, const Tensor& weight, const Tensor& bias,
+    const Tensor& index, std::optional<Tensor> tokens, std::optional<Tensor> links,
+    std::optional<Tensor> trust_weight, std::optional<Tensor> trust_bias,
+    std::optional<Tensor> scale, const std::string& approximate,
+    std::optional<Tensor> output_weight, std::optional<Tensor> output_bias,
+    std::optional<Tensor> output_norm_weight, std::optional<Tensor> output_norm_bias,
+    double output_eps, double output_dropout, std::optional<at::Generator> generator) {
+  const Tensor knowledge = at::linear(entities, weight, bias);
+  const bool token_gate = trust_weight.has_value();
+  std::vector<Tensor> out = fuse_rows(
+      pre, knowledge, index, tokens, token_gate ? std::optional<Tensor>(entities) : std::nullopt,
+      links, trust_weight, trust_bias, scale, approximate);
+  Tensor next;
+  if (output_weight.has_value()) {
+    next = residual_layer_norm(entities, at::linear(out[1], *output_weight, *output_bias),
+                               *output_norm_weight, *output_norm_bias, output_eps,
+                               output_dropout, generator);
+  }
+  out.push_back(next);
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("entity_fusion", &entity_fusion, "W_e e + b_e, gate, fused rows, entity output");
+  m.def("entity_attention", &entity_attention, "ErnieKGEntityAttention's forward");
+  m.def("entity_output", &entity_output, "ErnieKGEntityOutput's forward");
+  m.def("attention_core", &attention_core, "Entity self-attention within each sequence");
+  m.def("residual_layer_norm", &residual_layer_norm, "LayerNorm(x + dropout(y))");
+  m.def("fuse_rows", &fuse_rows, "Knowledge gate and the fused rows of the fusion");
+}
