@@ -161,3 +161,13 @@ def test_the_kernels_run_only_where_they_compute_what_the_aten_ops_would():
     with native.entity_kernels_off():
         assert native.use_entity_kernels(cpu, torch.float32) is None
     assert native.use_entity_kernels(cpu, torch.float32) is expected
+
+
+@needs_kernels
+def test_a_second_derivative_is_refused_with_the_switch_to_use():
+    qkv = _qkv(4, 4)
+    out = kernels.attention_core(qkv, torch.tensor([0, 0, 1, 1]), 2, 0.0, None)
+    (grad,) = torch.autograd.grad(out.sum(), qkv, create_graph=False)
+    assert grad.abs().sum() > 0
+    with pytest.raises(RuntimeError, match="entity_kernels_off"):
+        torch.autograd.grad(out.sum(), qkv, create_graph=True)

@@ -39,6 +39,13 @@ std::vector<int64_t> group_starts(const Tensor& batch_index) {
   return starts;
 }
 
+// The backward passes are loops, not recorded ops: a graph of them cannot be differentiated.
+void refuse_double_backward() {
+  TORCH_CHECK(!at::GradMode::is_enabled(),
+              "the entity stream's native kernels have no second derivative; run the "
+              "double backward inside ernie_kg.modeling.native.entity_kernels_off()");
+}
+
 // The keep factors of a dropout: 0 with probability p, 1 / (1 - p) otherwise.
 Tensor draw_keep(int64_t count, double p, const std::optional<at::Generator>& generator,
                  const Tensor& like) {
@@ -184,6 +191,7 @@ struct AttentionCore : public torch::autograd::Function<AttentionCore> {
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    refuse_double_backward();
     const auto saved = ctx->get_saved_variables();
     const Tensor& qkv = saved[0];
     const Tensor& probs = saved[1];
@@ -255,6 +263,7 @@ struct ResidualLayerNorm : public torch::autograd::Function<ResidualLayerNorm> {
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    refuse_double_backward();
     const auto saved = ctx->get_saved_variables();
     const Tensor &normed = saved[0], &rstd = saved[1], &keep = saved[2], &weight = saved[3];
     const Tensor grad_out = grads[0].contiguous();
@@ -381,6 +390,7 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    refuse_double_backward();
     const auto saved = ctx->get_saved_variables();
     const Tensor &pre = saved[0], &aligned = saved[1], &knowledge = saved[2], &index = saved[3];
     const Tensor &tokens = saved[4], &entities = saved[5], &links = saved[6];
