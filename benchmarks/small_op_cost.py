@@ -12,7 +12,9 @@ are the MiniLM entity stream's on FewRel-16 batches of 16 (41 entities, 944 toke
 ``--flush-mb`` also times each op after streaming that many megabytes of other data
 through the caches (what a forward's other layers do between two calls of an op), and
 small products whose weights span 6 KB to 2.4 MB: whether the added cost follows how far
-the op's code and data fell, and its weights' bytes.
+the op's code and data fell, and its weights' bytes. Two steps of the entity stream run
+both as ATen ops and as the native kernels that replaced them (``ernie_kg.modeling.native``):
+what one loop pays against several ops.
 Run it on each CPU kind to compare.
 
     python benchmarks/small_op_cost.py --output results/small_op_cost_intel
@@ -38,6 +40,7 @@ from cpu_bench import load_average, machine_info, machine_line, timed  # noqa: E
 from torch.nn import functional as F  # noqa: E402
 
 from ernie_kg.memory import keep_freed_memory  # noqa: E402
+from ernie_kg.modeling.native import entity_kernels  # noqa: E402
 
 ENTITIES, TOKENS, HIDDEN, INTERMEDIATE, ENTITY_DIM = 41, 944, 384, 1536, 100
 #: Output widths of the [41, 100] x [100, out] products of the weight-size rows.
@@ -66,6 +69,7 @@ def small_ops(chains: tuple[int, ...]) -> dict[str, Callable[[], object]]:
         f"LayerNorm [{ENTITIES}, {ENTITY_DIM}]": lambda: norm(e),
         "view (no kernel)": lambda: rows.view(-1),
     }
+    ops.update(entity_steps(rand))
     for k in chains:
         def chain(k: int = k) -> None:
             out = rows
@@ -73,6 +77,36 @@ def small_ops(chains: tuple[int, ...]) -> dict[str, Callable[[], object]]:
                 out = out + fused
         ops[f"{k} add{'s' if k > 1 else ''} [{ENTITIES}, {INTERMEDIATE}] in a row"] = chain
     return ops
+
+
+def entity_steps(rand: Callable[..., torch.Tensor]) -> dict[str, Callable[[], object]]:
+    """Two steps of the entity stream as the ATen ops the modules ran and as the native
+    kernels that replaced them (:mod:`ernie_kg.modeling.native`; ATen rows only where the
+    kernels are not built): residual + LayerNorm, and attention within each of 16
+    sequences' entities (4 heads of 25)."""
+    e, update, qkv = rand(ENTITIES, ENTITY_DIM), rand(ENTITIES, ENTITY_DIM), rand(ENTITIES, 300)
+    norm, heads = torch.nn.LayerNorm(ENTITY_DIM).requires_grad_(False), 4
+    counts = torch.tensor([3, 2, 4, 1, 3, 2, 5, 2, 3, 2, 3, 1, 3, 2, 3, 2])  # 41 entities
+    batch_index = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    bias = torch.zeros(1, ENTITIES, ENTITIES).masked_fill_(
+        (batch_index[:, None] != batch_index[None, :])[None], torch.finfo(torch.float32).min)
+
+    def attend() -> torch.Tensor:
+        query, key, value = qkv.view(ENTITIES, 3, heads, -1).permute(1, 2, 0, 3).unbind(0)
+        scores = torch.baddbmm(bias, query, key.transpose(1, 2), alpha=25 ** -0.5)
+        return torch.bmm(scores.softmax(-1), value).transpose(0, 1).reshape(ENTITIES, -1)
+
+    residual = f"residual + LayerNorm [{ENTITIES}, {ENTITY_DIM}]"
+    attention = f"attention within 16 sequences ({ENTITIES} entities, {heads} heads)"
+    steps = {f"{residual}, ATen (add, layer_norm)": lambda: norm(e + update),
+             f"{attention}, ATen (baddbmm, softmax, bmm)": attend}
+    kernels = entity_kernels()
+    if kernels is not None:
+        steps[f"{residual}, native kernel"] = lambda: kernels.residual_layer_norm(
+            e, update, norm.weight, norm.bias, norm.eps, 0.0, None)
+        steps[f"{attention}, native kernel"] = lambda: kernels.attention_core(
+            qkv, batch_index, heads, 0.0, None)
+    return steps
 
 
 def weight_sizes() -> dict[str, Callable[[], object]]:

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from ernie_kg.modeling.native import entity_kernels
+
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_each_op_is_timed_hot_and_after_the_large_product(benchmark_script, tmp_path, capsys):
@@ -16,6 +18,9 @@ def test_each_op_is_timed_hot_and_after_the_large_product(benchmark_script, tmp_
                            "--output", str(out)])
     costs = summary["costs"][1]
     assert "3 adds [41, 1536] in a row" in costs and "view (no kernel)" in costs
+    steps = [n for n in costs if n.startswith(("residual + LayerNorm", "attention within"))]
+    built = entity_kernels() is not None  # both steps as ATen ops, and as kernels if built
+    assert sum("ATen" in n for n in steps) == 2 and len(steps) == (4 if built else 2)
     for name, cost in costs.items():
         assert cost["hot_us"] > 0 and cost["after_large_us"] > 0, name
         assert cost["added_us"] == pytest.approx(cost["after_large_us"] - cost["hot_us"],

@@ -11,6 +11,7 @@
 #include <torch/extension.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -37,6 +38,15 @@ std::vector<int64_t> group_starts(const Tensor& batch_index) {
   }
   starts.push_back(n);
   return starts;
+}
+
+// grid[index[k]] = rows[k] for the n rows of a [T, width] grid (index_copy_ without an op).
+template <typename scalar_t>
+void copy_rows_into(scalar_t* grid, const scalar_t* rows, const int64_t* index, int64_t n,
+                    int64_t width) {
+  for (int64_t k = 0; k < n; ++k) {
+    std::memcpy(grid + index[k] * width, rows + k * width, width * sizeof(scalar_t));
+  }
 }
 
 // The backward passes are loops, not recorded ops: a graph of them cannot be differentiated.
@@ -99,6 +109,7 @@ void attention_forward(const scalar_t* qkv, scalar_t* out, scalar_t* probs, cons
           sum += p[j];
         }
         scalar_t* o = out + (s + i) * dim + h * head_dim;
+        std::fill(o, o + head_dim, scalar_t(0));
         for (int64_t j = 0; j < m; ++j) {
           p[j] /= sum;
           const scalar_t w = keep ? p[j] * keep[at + j] : p[j];
@@ -175,7 +186,7 @@ struct AttentionCore : public torch::autograd::Function<AttentionCore> {
     }
     Tensor probs = record ? at::empty({total}, qkv.options()) : Tensor();
     Tensor keep = p > 0 ? draw_keep(total, p, generator, qkv) : Tensor();
-    Tensor out = at::zeros({rows, dim}, qkv.options());
+    Tensor out = at::empty({rows, dim}, qkv.options());  // every row written
     AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "entity_attention_core", [&] {
       attention_forward<scalar_t>(qkv.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                   record ? probs.data_ptr<scalar_t>() : nullptr,
@@ -335,7 +346,7 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
     const int64_t n = index.numel(), width = pre.size(1);
     Tensor tokens, entities, links;
     Tensor sig = at::empty({n}, pre.options());  // sigmoid(trust) per row (token gate)
-    Tensor gate = at::ones({n}, pre.options());
+    Tensor gate = at::empty({n}, pre.options());
     if (kind == kTokenGate) {
       tokens = tokens_in.contiguous();
       entities = entities_in.contiguous();
@@ -346,10 +357,8 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
       const int64_t* idx = index.data_ptr<int64_t>();
       scalar_t* pg = gate.data_ptr<scalar_t>();
       scalar_t* ps = sig.data_ptr<scalar_t>();
-      if (kind != kNoGate) {
-        const scalar_t opening = std::tanh(scale.item<scalar_t>());
-        for (int64_t i = 0; i < n; ++i) pg[i] = opening;
-      }
+      const scalar_t opening = kind == kNoGate ? scalar_t(1) : std::tanh(scale.item<scalar_t>());
+      for (int64_t i = 0; i < n; ++i) pg[i] = opening;
       if (kind == kTokenGate) {
         const int64_t h = tokens.size(1), de = entities.size(1);
         const Tensor tw = trust_weight.contiguous();
@@ -379,7 +388,10 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
     });
     Tensor hidden = at::gelu(pre, approximate);
     Tensor fused = at::gelu(aligned, approximate);
-    hidden.index_copy_(0, index, fused);
+    AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows_copy", [&] {
+      copy_rows_into(hidden.data_ptr<scalar_t>(), fused.data_ptr<scalar_t>(),
+                     index.data_ptr<int64_t>(), n, width);
+    });
     if (record) {
       ctx->save_for_backward({pre, aligned, knowledge, index, tokens, entities, links,
                               trust_weight, scale, sig, gate});
@@ -398,12 +410,26 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
     const std::string approximate = ctx->saved_data["approximate"].toStringRef();
     const auto kind = static_cast<GateKind>(ctx->saved_data["kind"].toInt());
     const Tensor grad_hidden = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(pre);
-    Tensor grad_rows = grad_hidden.index_select(0, index);
-    if (grads[1].defined()) grad_rows.add_(grads[1]);
-    const Tensor grad_aligned = at::gelu_backward(grad_rows, aligned, approximate).contiguous();
-    Tensor grad_pre = at::gelu_backward(grad_hidden, pre, approximate);
-    grad_pre.index_copy_(0, index, grad_aligned);
+    const Tensor grad_fused = grads[1].defined() ? grads[1].contiguous() : Tensor();
     const int64_t n = index.numel(), width = pre.size(1);
+    const int64_t* idx = index.data_ptr<int64_t>();
+    Tensor grad_rows = at::empty({n, width}, pre.options());  // grad_hidden[index] + grad_fused
+    AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows_gather", [&] {
+      const scalar_t* gh = grad_hidden.data_ptr<scalar_t>();
+      const scalar_t* gf = grad_fused.defined() ? grad_fused.data_ptr<scalar_t>() : nullptr;
+      scalar_t* gr = grad_rows.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < n; ++i) {
+        const scalar_t* from = gh + idx[i] * width;
+        scalar_t* to = gr + i * width;
+        for (int64_t j = 0; j < width; ++j) to[j] = gf ? from[j] + gf[i * width + j] : from[j];
+      }
+    });
+    const Tensor grad_aligned = at::gelu_backward(grad_rows, aligned, approximate).contiguous();
+    Tensor grad_pre = at::gelu_backward(grad_hidden, pre, approximate).contiguous();
+    AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows_scatter", [&] {
+      copy_rows_into(grad_pre.data_ptr<scalar_t>(), grad_aligned.data_ptr<scalar_t>(), idx, n,
+                     width);
+    });
     Tensor grad_knowledge = at::empty_like(knowledge);
     Tensor grad_gate = at::empty({n}, pre.options());
     Tensor grad_tokens, grad_entities, grad_trust_weight, grad_trust_bias, grad_scale;
@@ -435,7 +461,6 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
       const scalar_t *ps = sig.data_ptr<scalar_t>(), *tok = tokens.data_ptr<scalar_t>();
       const scalar_t* ent = entities.data_ptr<scalar_t>();
       const scalar_t* lk = links.defined() ? links.data_ptr<scalar_t>() : nullptr;
-      const int64_t* idx = index.data_ptr<int64_t>();
       grad_trust_weight = at::zeros_like(tw);
       scalar_t* gw = grad_trust_weight.data_ptr<scalar_t>();
       scalar_t grad_b = 0;
@@ -472,7 +497,8 @@ Tensor optional_tensor(const std::optional<Tensor>& tensor, const Tensor& like) 
 }
 
 // Whether autograd records a call on these tensors (a Function's forward runs with grad
-// mode off, so the wrappers ask before calling it).
+// mode off, so the wrappers ask before calling it). Where it does not (inference), the
+// wrappers run the forward directly, without an autograd node (ctx null, nothing saved).
 bool records(std::initializer_list<Tensor> tensors) {
   if (!at::GradMode::is_enabled()) return false;
   for (const Tensor& tensor : tensors) {
@@ -485,14 +511,19 @@ bool records(std::initializer_list<Tensor> tensors) {
 
 Tensor attention_core(const Tensor& qkv, const Tensor& batch_index, int64_t heads, double p,
                       std::optional<at::Generator> generator) {
-  return AttentionCore::apply(qkv, batch_index, heads, p, generator, records({qkv}));
+  if (!records({qkv})) {
+    return AttentionCore::forward(nullptr, qkv, batch_index, heads, p, generator, false);
+  }
+  return AttentionCore::apply(qkv, batch_index, heads, p, generator, true);
 }
 
 Tensor residual_layer_norm(const Tensor& x, const Tensor& y, const Tensor& weight,
                            const Tensor& bias, double eps, double p,
                            std::optional<at::Generator> generator) {
-  return ResidualLayerNorm::apply(x, y, weight, bias, eps, p, generator,
-                                  records({x, y, weight, bias}));
+  if (!records({x, y, weight, bias})) {
+    return ResidualLayerNorm::forward(nullptr, x, y, weight, bias, eps, p, generator, false);
+  }
+  return ResidualLayerNorm::apply(x, y, weight, bias, eps, p, generator, true);
 }
 
 std::vector<Tensor> fuse_rows(const Tensor& pre, const Tensor& knowledge, const Tensor& index,
@@ -503,8 +534,11 @@ std::vector<Tensor> fuse_rows(const Tensor& pre, const Tensor& knowledge, const 
   const Tensor t = optional_tensor(tokens, pre), e = optional_tensor(entities, pre);
   const Tensor w = optional_tensor(trust_weight, pre), b = optional_tensor(trust_bias, pre);
   const Tensor s = optional_tensor(scale, pre);
-  return FuseRows::apply(pre, knowledge, index, t, e, optional_tensor(links, pre), w, b, s,
-                         approximate, records({pre, knowledge, t, e, w, b, s}));
+  const Tensor l = optional_tensor(links, pre);
+  if (!records({pre, knowledge, t, e, w, b, s})) {
+    return FuseRows::forward(nullptr, pre, knowledge, index, t, e, l, w, b, s, approximate, false);
+  }
+  return FuseRows::apply(pre, knowledge, index, t, e, l, w, b, s, approximate, true);
 }
 
 // The entity modules' whole forward, their products included (ATen's, recorded by autograd
