@@ -12,9 +12,9 @@ scattering the aligned rows, the entity lookup and layout). Wall time per module
 from forward hooks (their own cost, a few microseconds a call, is in every row, the text
 model's layers included).
 Run it on each CPU kind to compare. ``--engine aten`` times the entity modules' ATen
-ops one module at a time; with the native kernels (the default, as users run it) the
-knowledge gate is computed inside the fused rows' kernel, so its time is in the "rest of
-the aggregator layers" row.
+ops one module at a time; with the native kernels (the default, as users run it) W_e, the
+knowledge gate and the entity output run inside the layer's fusion call, so their time
+is in the "rest of the aggregator layers" row.
 
     python benchmarks/entity_stream_cost.py --output results/entity_stream_cost_intel
 """

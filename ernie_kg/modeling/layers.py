@@ -30,6 +30,10 @@ Why they are built this way:
   its entity ops (about 28 at inference, 42 before these cuts) between such products.
   Hence attention over all N entities (no packing and unpacking), no ``.to`` when the
   dtype matches, no dropout call in eval, the links column and biases built once.
+* On a CPU in float32 / float64 even those ops go: the entity attention and, per layer,
+  ``W_e e_k + b_e`` with the gate, the fused rows and the entity output are one native
+  call each (:mod:`.native`, forward and backward; :meth:`_native_fusion`), what the
+  ATen path below computes. Elsewhere (a GPU, bfloat16, quantized modules) it runs.
 """
 
 from __future__ import annotations
