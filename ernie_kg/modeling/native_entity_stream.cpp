@@ -80,46 +80,52 @@ Tensor draw_keep(int64_t count, double p, const std::optional<at::Generator>& ge
 // null) keeps each group's [heads, m, m] probabilities; keep (when not null) the dropout
 // factors applied to them.
 
+// Calls visit(first row s, group size m, head h, query i, offset of its m probabilities)
+// for every head of every entity, group by group: the index space of both passes.
+template <typename Visit>
+void for_each_query(const std::vector<int64_t>& starts, int64_t heads, Visit visit) {
+  int64_t offset = 0;
+  for (size_t g = 0; g + 1 < starts.size(); ++g) {
+    const int64_t s = starts[g], m = starts[g + 1] - starts[g];
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < m; ++i) visit(s, m, h, i, offset + (h * m + i) * m);
+    }
+    offset += heads * m * m;
+  }
+}
+
 template <typename scalar_t>
 void attention_forward(const scalar_t* qkv, scalar_t* out, scalar_t* probs, const scalar_t* keep,
                        const std::vector<int64_t>& starts, int64_t heads, int64_t dim) {
   const int64_t head_dim = dim / heads;
   const scalar_t scale = scalar_t(1) / std::sqrt(static_cast<scalar_t>(head_dim));
   std::vector<scalar_t> row;
-  int64_t offset = 0;
-  for (size_t g = 0; g + 1 < starts.size(); ++g) {
-    const int64_t s = starts[g], m = starts[g + 1] - starts[g];
+  for_each_query(starts, heads, [&](int64_t s, int64_t m, int64_t h, int64_t i, int64_t at) {
     row.resize(m);
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t i = 0; i < m; ++i) {
-        const int64_t at = offset + (h * m + i) * m;
-        scalar_t* p = probs ? probs + at : row.data();
-        const scalar_t* q = qkv + (s + i) * 3 * dim + h * head_dim;
-        scalar_t top = -INFINITY;
-        for (int64_t j = 0; j < m; ++j) {
-          const scalar_t* k = qkv + (s + j) * 3 * dim + dim + h * head_dim;
-          scalar_t dot = 0;
-          for (int64_t t = 0; t < head_dim; ++t) dot += q[t] * k[t];
-          p[j] = dot * scale;
-          top = std::max(top, p[j]);
-        }
-        scalar_t sum = 0;
-        for (int64_t j = 0; j < m; ++j) {
-          p[j] = std::exp(p[j] - top);
-          sum += p[j];
-        }
-        scalar_t* o = out + (s + i) * dim + h * head_dim;
-        std::fill(o, o + head_dim, scalar_t(0));
-        for (int64_t j = 0; j < m; ++j) {
-          p[j] /= sum;
-          const scalar_t w = keep ? p[j] * keep[at + j] : p[j];
-          const scalar_t* v = qkv + (s + j) * 3 * dim + 2 * dim + h * head_dim;
-          for (int64_t t = 0; t < head_dim; ++t) o[t] += w * v[t];
-        }
-      }
+    scalar_t* p = probs ? probs + at : row.data();
+    const scalar_t* q = qkv + (s + i) * 3 * dim + h * head_dim;
+    scalar_t top = -INFINITY;
+    for (int64_t j = 0; j < m; ++j) {
+      const scalar_t* k = qkv + (s + j) * 3 * dim + dim + h * head_dim;
+      scalar_t dot = 0;
+      for (int64_t t = 0; t < head_dim; ++t) dot += q[t] * k[t];
+      p[j] = dot * scale;
+      top = std::max(top, p[j]);
     }
-    offset += heads * m * m;
-  }
+    scalar_t sum = 0;
+    for (int64_t j = 0; j < m; ++j) {
+      p[j] = std::exp(p[j] - top);
+      sum += p[j];
+    }
+    scalar_t* o = out + (s + i) * dim + h * head_dim;
+    std::fill(o, o + head_dim, scalar_t(0));
+    for (int64_t j = 0; j < m; ++j) {
+      p[j] /= sum;
+      const scalar_t w = keep ? p[j] * keep[at + j] : p[j];
+      const scalar_t* v = qkv + (s + j) * 3 * dim + 2 * dim + h * head_dim;
+      for (int64_t t = 0; t < head_dim; ++t) o[t] += w * v[t];
+    }
+  });
 }
 
 template <typename scalar_t>
@@ -129,44 +135,36 @@ void attention_backward(const scalar_t* qkv, const scalar_t* probs, const scalar
   const int64_t head_dim = dim / heads;
   const scalar_t scale = scalar_t(1) / std::sqrt(static_cast<scalar_t>(head_dim));
   std::vector<scalar_t> grad_probs;
-  int64_t offset = 0;
-  for (size_t g = 0; g + 1 < starts.size(); ++g) {
-    const int64_t s = starts[g], m = starts[g + 1] - starts[g];
+  for_each_query(starts, heads, [&](int64_t s, int64_t m, int64_t h, int64_t i, int64_t at) {
     grad_probs.resize(m);
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t i = 0; i < m; ++i) {
-        const int64_t at = offset + (h * m + i) * m;
-        const scalar_t* p = probs + at;
-        const scalar_t* go = grad_out + (s + i) * dim + h * head_dim;
-        scalar_t weighted = 0;  // sum_j dP_ij P_ij
-        for (int64_t j = 0; j < m; ++j) {
-          const scalar_t factor = keep ? keep[at + j] : scalar_t(1);
-          const scalar_t* v = qkv + (s + j) * 3 * dim + 2 * dim + h * head_dim;
-          scalar_t* gv = grad_qkv + (s + j) * 3 * dim + 2 * dim + h * head_dim;
-          scalar_t dot = 0;
-          const scalar_t used = p[j] * factor;
-          for (int64_t t = 0; t < head_dim; ++t) {
-            dot += go[t] * v[t];
-            gv[t] += used * go[t];
-          }
-          grad_probs[j] = dot * factor;
-          weighted += grad_probs[j] * p[j];
-        }
-        const scalar_t* q = qkv + (s + i) * 3 * dim + h * head_dim;
-        scalar_t* gq = grad_qkv + (s + i) * 3 * dim + h * head_dim;
-        for (int64_t j = 0; j < m; ++j) {
-          const scalar_t grad_score = p[j] * (grad_probs[j] - weighted) * scale;
-          const scalar_t* k = qkv + (s + j) * 3 * dim + dim + h * head_dim;
-          scalar_t* gk = grad_qkv + (s + j) * 3 * dim + dim + h * head_dim;
-          for (int64_t t = 0; t < head_dim; ++t) {
-            gq[t] += grad_score * k[t];
-            gk[t] += grad_score * q[t];
-          }
-        }
+    const scalar_t* p = probs + at;
+    const scalar_t* go = grad_out + (s + i) * dim + h * head_dim;
+    scalar_t weighted = 0;  // sum_j dP_ij P_ij
+    for (int64_t j = 0; j < m; ++j) {
+      const scalar_t factor = keep ? keep[at + j] : scalar_t(1);
+      const scalar_t* v = qkv + (s + j) * 3 * dim + 2 * dim + h * head_dim;
+      scalar_t* gv = grad_qkv + (s + j) * 3 * dim + 2 * dim + h * head_dim;
+      scalar_t dot = 0;
+      const scalar_t used = p[j] * factor;
+      for (int64_t t = 0; t < head_dim; ++t) {
+        dot += go[t] * v[t];
+        gv[t] += used * go[t];
+      }
+      grad_probs[j] = dot * factor;
+      weighted += grad_probs[j] * p[j];
+    }
+    const scalar_t* q = qkv + (s + i) * 3 * dim + h * head_dim;
+    scalar_t* gq = grad_qkv + (s + i) * 3 * dim + h * head_dim;
+    for (int64_t j = 0; j < m; ++j) {
+      const scalar_t grad_score = p[j] * (grad_probs[j] - weighted) * scale;
+      const scalar_t* k = qkv + (s + j) * 3 * dim + dim + h * head_dim;
+      scalar_t* gk = grad_qkv + (s + j) * 3 * dim + dim + h * head_dim;
+      for (int64_t t = 0; t < head_dim; ++t) {
+        gq[t] += grad_score * k[t];
+        gk[t] += grad_score * q[t];
       }
     }
-    offset += heads * m * m;
-  }
+  });
 }
 
 struct AttentionCore : public torch::autograd::Function<AttentionCore> {
