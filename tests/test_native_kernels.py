@@ -171,3 +171,27 @@ def test_a_second_derivative_is_refused_with_the_switch_to_use():
     assert grad.abs().sum() > 0
     with pytest.raises(RuntimeError, match="entity_kernels_off"):
         torch.autograd.grad(out.sum(), qkv, create_graph=True)
+
+
+@needs_kernels
+def test_large_inputs_split_across_threads_to_the_same_values():
+    """Beyond 4 x 32768 elements the loops run in parallel chunks (rows and sequences are
+    independent): the values are those of one thread, bit for bit."""
+    generator = torch.Generator().manual_seed(6)
+    batch_index = torch.arange(400).repeat_interleave(8)  # 400 sequences of 8 entities
+    qkv = torch.randn(len(batch_index), 3 * 64, generator=generator)
+    pre, entities = torch.randn(9000, 512, generator=generator), torch.randn(3200, 64)
+    weight, bias = torch.randn(512, 64, generator=generator), torch.randn(512)
+    index = torch.arange(0, 9000, 2)[:3200]
+    threads, results = torch.get_num_threads(), []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results.append([kernels.attention_core(qkv, batch_index, 4, 0.0, None),
+                            *kernels.entity_fusion(pre, entities, weight, bias, index, None,
+                                                   None, None, None, None, "none", None, None,
+                                                   None, None, 0.0, 0.0, None)[:2]])
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*results, strict=True):
+        assert torch.equal(one, two)

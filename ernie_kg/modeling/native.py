@@ -70,7 +70,8 @@ def _build() -> ModuleType | None:
         _logger.info("compiling the entity stream's CPU kernels (once per machine)")
         with _ninja_on_path():
             return load(name="ernie_kg_entity_stream", sources=[str(SOURCE)],
-                        extra_cflags=["-O3"], verbose=False)
+                        extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                        verbose=False)
     except Exception as error:  # no compiler, no ninja, an unwritable cache
         warnings.warn(f"ernie-kg: the entity stream's CPU kernels could not be built "
                       f"({type(error).__name__}: {error}); running its ATen ops instead",

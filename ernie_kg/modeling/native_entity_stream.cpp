@@ -10,6 +10,7 @@
 
 #include <torch/extension.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -40,13 +41,27 @@ std::vector<int64_t> group_starts(const Tensor& batch_index) {
   return starts;
 }
 
+// Loops split across torch's threads only beyond this many elements (4x ATen's grain):
+// a small batch runs inline, without waking a thread; a large one on many cores does not
+// wait on one.
+constexpr int64_t kParallelElements = 4 * 32768;
+
+// body(begin, end) over rows [0, n) of `width` elements each, in parallel chunks if large.
+template <typename Body>
+void for_rows(int64_t n, int64_t width, const Body& body) {
+  const int64_t grain = std::max<int64_t>(1, kParallelElements / std::max<int64_t>(width, 1));
+  at::parallel_for(0, n, grain, body);
+}
+
 // grid[index[k]] = rows[k] for the n rows of a [T, width] grid (index_copy_ without an op).
 template <typename scalar_t>
 void copy_rows_into(scalar_t* grid, const scalar_t* rows, const int64_t* index, int64_t n,
                     int64_t width) {
-  for (int64_t k = 0; k < n; ++k) {
-    std::memcpy(grid + index[k] * width, rows + k * width, width * sizeof(scalar_t));
-  }
+  for_rows(n, width, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      std::memcpy(grid + index[k] * width, rows + k * width, width * sizeof(scalar_t));
+    }
+  });
 }
 
 // The backward passes are loops, not recorded ops: a graph of them cannot be differentiated.
@@ -80,18 +95,33 @@ Tensor draw_keep(int64_t count, double p, const std::optional<at::Generator>& ge
 // null) keeps each group's [heads, m, m] probabilities; keep (when not null) the dropout
 // factors applied to them.
 
-// Calls visit(first row s, group size m, head h, query i, offset of its m probabilities)
-// for every head of every entity, group by group: the index space of both passes.
-template <typename Visit>
-void for_each_query(const std::vector<int64_t>& starts, int64_t heads, Visit visit) {
-  int64_t offset = 0;
-  for (size_t g = 0; g + 1 < starts.size(); ++g) {
-    const int64_t s = starts[g], m = starts[g + 1] - starts[g];
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t i = 0; i < m; ++i) visit(s, m, h, i, offset + (h * m + i) * m);
-    }
-    offset += heads * m * m;
+// Calls visit(first row s, group size m, head h, query i, offset of its m probabilities,
+// a scratch row of m) for every head of every entity: the index space of both passes.
+// Groups (sequences) are independent, so large batches split them across threads.
+template <typename scalar_t, typename Visit>
+void for_each_query(const std::vector<int64_t>& starts, int64_t heads, int64_t head_dim,
+                    const Visit& visit) {
+  const int64_t groups = static_cast<int64_t>(starts.size()) - 1;
+  std::vector<int64_t> offsets(groups + 1, 0);
+  int64_t work = 0;
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t m = starts[g + 1] - starts[g];
+    offsets[g + 1] = offsets[g] + heads * m * m;
+    work += heads * m * m * head_dim;
   }
+  for_rows(groups, std::max<int64_t>(1, work / std::max<int64_t>(groups, 1)),
+           [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> scratch;
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t s = starts[g], m = starts[g + 1] - starts[g];
+      scratch.resize(m);
+      for (int64_t h = 0; h < heads; ++h) {
+        for (int64_t i = 0; i < m; ++i) {
+          visit(s, m, h, i, offsets[g] + (h * m + i) * m, scratch.data());
+        }
+      }
+    }
+  });
 }
 
 template <typename scalar_t>
@@ -99,10 +129,9 @@ void attention_forward(const scalar_t* qkv, scalar_t* out, scalar_t* probs, cons
                        const std::vector<int64_t>& starts, int64_t heads, int64_t dim) {
   const int64_t head_dim = dim / heads;
   const scalar_t scale = scalar_t(1) / std::sqrt(static_cast<scalar_t>(head_dim));
-  std::vector<scalar_t> row;
-  for_each_query(starts, heads, [&](int64_t s, int64_t m, int64_t h, int64_t i, int64_t at) {
-    row.resize(m);
-    scalar_t* p = probs ? probs + at : row.data();
+  for_each_query<scalar_t>(starts, heads, head_dim, [&](int64_t s, int64_t m, int64_t h,
+                                                      int64_t i, int64_t at, scalar_t* row) {
+    scalar_t* p = probs ? probs + at : row;
     const scalar_t* q = qkv + (s + i) * 3 * dim + h * head_dim;
     scalar_t top = -INFINITY;
     for (int64_t j = 0; j < m; ++j) {
@@ -134,9 +163,9 @@ void attention_backward(const scalar_t* qkv, const scalar_t* probs, const scalar
                         const std::vector<int64_t>& starts, int64_t heads, int64_t dim) {
   const int64_t head_dim = dim / heads;
   const scalar_t scale = scalar_t(1) / std::sqrt(static_cast<scalar_t>(head_dim));
-  std::vector<scalar_t> grad_probs;
-  for_each_query(starts, heads, [&](int64_t s, int64_t m, int64_t h, int64_t i, int64_t at) {
-    grad_probs.resize(m);
+  for_each_query<scalar_t>(starts, heads, head_dim, [&](int64_t s, int64_t m, int64_t h,
+                                                      int64_t i, int64_t at,
+                                                      scalar_t* grad_probs) {
     const scalar_t* p = probs + at;
     const scalar_t* go = grad_out + (s + i) * dim + h * head_dim;
     scalar_t weighted = 0;  // sum_j dP_ij P_ij
@@ -244,28 +273,30 @@ struct ResidualLayerNorm : public torch::autograd::Function<ResidualLayerNorm> {
       scalar_t* po = out.data_ptr<scalar_t>();
       scalar_t* pn = record ? normed.data_ptr<scalar_t>() : po;
       scalar_t* pr = rstd.data_ptr<scalar_t>();
-      for (int64_t i = 0; i < rows; ++i) {
-        const scalar_t *a = px + i * d, *c = py + i * d;
-        scalar_t* z = pn + i * d;
-        scalar_t mean = 0;
-        for (int64_t j = 0; j < d; ++j) {
-          z[j] = a[j] + (pk ? c[j] * pk[i * d + j] : c[j]);
-          mean += z[j];
+      for_rows(rows, d, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const scalar_t *a = px + i * d, *c = py + i * d;
+          scalar_t* z = pn + i * d;
+          scalar_t mean = 0;
+          for (int64_t j = 0; j < d; ++j) {
+            z[j] = a[j] + (pk ? c[j] * pk[i * d + j] : c[j]);
+            mean += z[j];
+          }
+          mean /= d;
+          scalar_t var = 0;
+          for (int64_t j = 0; j < d; ++j) {
+            z[j] -= mean;
+            var += z[j] * z[j];
+          }
+          const scalar_t inv = scalar_t(1) / std::sqrt(var / d + static_cast<scalar_t>(eps));
+          pr[i] = inv;
+          scalar_t* o = po + i * d;
+          for (int64_t j = 0; j < d; ++j) {
+            z[j] *= inv;
+            o[j] = z[j] * pw[j] + pb[j];
+          }
         }
-        mean /= d;
-        scalar_t var = 0;
-        for (int64_t j = 0; j < d; ++j) {
-          z[j] -= mean;
-          var += z[j] * z[j];
-        }
-        const scalar_t inv = scalar_t(1) / std::sqrt(var / d + static_cast<scalar_t>(eps));
-        pr[i] = inv;
-        scalar_t* o = po + i * d;
-        for (int64_t j = 0; j < d; ++j) {
-          z[j] *= inv;
-          o[j] = z[j] * pw[j] + pb[j];
-        }
-      }
+      });
     });
     if (record) ctx->save_for_backward({normed, rstd, keep, weight});
     return out;
@@ -365,24 +396,28 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
         const scalar_t *tok = tokens.data_ptr<scalar_t>(), *ent = entities.data_ptr<scalar_t>();
         const scalar_t* lk = links.defined() ? links.data_ptr<scalar_t>() : nullptr;
         const bool reads_links = tw.numel() > h + de;
-        for (int64_t i = 0; i < n; ++i) {
-          scalar_t trust = b;
-          const scalar_t *t = tok + idx[i] * h, *e = ent + i * de;
-          for (int64_t j = 0; j < h; ++j) trust += w[j] * t[j];
-          for (int64_t j = 0; j < de; ++j) trust += w[h + j] * e[j];
-          if (reads_links && lk) trust += w[h + de] * lk[i];
-          ps[i] = scalar_t(1) / (scalar_t(1) + std::exp(-trust));
-          pg[i] *= 2 * ps[i];
-        }
+        for_rows(n, h + de, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) {
+            scalar_t trust = b;
+            const scalar_t *t = tok + idx[i] * h, *e = ent + i * de;
+            for (int64_t j = 0; j < h; ++j) trust += w[j] * t[j];
+            for (int64_t j = 0; j < de; ++j) trust += w[h + j] * e[j];
+            if (reads_links && lk) trust += w[h + de] * lk[i];
+            ps[i] = scalar_t(1) / (scalar_t(1) + std::exp(-trust));
+            pg[i] *= 2 * ps[i];
+          }
+        });
       }
       const scalar_t *pp = pre.data_ptr<scalar_t>(), *pk = knowledge.data_ptr<scalar_t>();
       scalar_t* pa = aligned.data_ptr<scalar_t>();
-      for (int64_t i = 0; i < n; ++i) {
-        const scalar_t *row = pp + idx[i] * width, *k = pk + i * width;
-        scalar_t* a = pa + i * width;
-        const scalar_t factor = pg[i];
-        for (int64_t j = 0; j < width; ++j) a[j] = row[j] + factor * k[j];
-      }
+      for_rows(n, width, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const scalar_t *row = pp + idx[i] * width, *k = pk + i * width;
+          scalar_t* a = pa + i * width;
+          const scalar_t factor = pg[i];
+          for (int64_t j = 0; j < width; ++j) a[j] = row[j] + factor * k[j];
+        }
+      });
     });
     Tensor hidden = at::gelu(pre, approximate);
     Tensor fused = at::gelu(aligned, approximate);
@@ -416,11 +451,13 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
       const scalar_t* gh = grad_hidden.data_ptr<scalar_t>();
       const scalar_t* gf = grad_fused.defined() ? grad_fused.data_ptr<scalar_t>() : nullptr;
       scalar_t* gr = grad_rows.data_ptr<scalar_t>();
-      for (int64_t i = 0; i < n; ++i) {
-        const scalar_t* from = gh + idx[i] * width;
-        scalar_t* to = gr + i * width;
-        for (int64_t j = 0; j < width; ++j) to[j] = gf ? from[j] + gf[i * width + j] : from[j];
-      }
+      for_rows(n, width, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const scalar_t* from = gh + idx[i] * width;
+          scalar_t* to = gr + i * width;
+          for (int64_t j = 0; j < width; ++j) to[j] = gf ? from[j] + gf[i * width + j] : from[j];
+        }
+      });
     });
     const Tensor grad_aligned = at::gelu_backward(grad_rows, aligned, approximate).contiguous();
     Tensor grad_pre = at::gelu_backward(grad_hidden, pre, approximate).contiguous();
@@ -435,14 +472,16 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
       const scalar_t *ga = grad_aligned.data_ptr<scalar_t>(), *pk = knowledge.data_ptr<scalar_t>();
       const scalar_t* pg = gate.data_ptr<scalar_t>();
       scalar_t *gk = grad_knowledge.data_ptr<scalar_t>(), *gg = grad_gate.data_ptr<scalar_t>();
-      for (int64_t i = 0; i < n; ++i) {
-        scalar_t dot = 0;
-        for (int64_t j = 0; j < width; ++j) {
-          gk[i * width + j] = ga[i * width + j] * pg[i];
-          dot += ga[i * width + j] * pk[i * width + j];
+      for_rows(n, width, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          scalar_t dot = 0;
+          for (int64_t j = 0; j < width; ++j) {
+            gk[i * width + j] = ga[i * width + j] * pg[i];
+            dot += ga[i * width + j] * pk[i * width + j];
+          }
+          gg[i] = dot;
         }
-        gg[i] = dot;
-      }
+      });
       if (kind == kNoGate) return;
       const scalar_t opening = std::tanh(scale.item<scalar_t>());
       const scalar_t slope = 1 - opening * opening;  // d tanh(s) / ds
