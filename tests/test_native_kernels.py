@@ -5,7 +5,6 @@ test_modeling.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
@@ -14,6 +13,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ernie_kg.modeling import native
+from ernie_kg.pure_python import PURE_PYTHON_ENV, pure_python_requested
 
 kernels = native.entity_kernels()
 needs_kernels = pytest.mark.skipif(kernels is None, reason="the kernels are not built here")
@@ -22,8 +22,8 @@ DOUBLE = torch.float64
 
 def test_the_kernels_are_built_where_a_compiler_exists():
     """They build on first use wherever a C++ compiler exists (as on CI)."""
-    if os.environ.get(native.PURE_PYTHON_ENV, "") not in ("", "0"):
-        pytest.skip(f"{native.PURE_PYTHON_ENV} is set")
+    if pure_python_requested():
+        pytest.skip(f"{PURE_PYTHON_ENV} is set")
     if shutil.which("c++") is None:
         pytest.skip("no C++ compiler: the entity stream runs its ATen ops")
     assert kernels is not None

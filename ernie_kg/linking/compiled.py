@@ -9,19 +9,19 @@ the same context words added to their set in the same order, so scores agree to 
 
 from __future__ import annotations
 
-import os
 import warnings
 from types import ModuleType
 
 import spacy
 
+from ernie_kg.pure_python import PURE_PYTHON_ENV, pure_python_requested
+
 __all__ = ["PURE_PYTHON_ENV", "speedups"]
 
-PURE_PYTHON_ENV = "ERNIE_KG_PURE_PYTHON"
 
 
 def _load() -> ModuleType | None:
-    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+    if pure_python_requested():
         return None
     try:
         from ernie_kg.linking import _speedups

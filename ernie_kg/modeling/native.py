@@ -5,16 +5,17 @@ entities, residual + dropout + LayerNorm, the knowledge gate and the fused rows)
 several ATen ops run between the token stream's large products, and each op pays to bring
 its code and data back into the caches first; on an Intel Xeon that made ERNIE-KG's
 fusion overhead several times its arithmetic (results/small_op_cost_intel_flush.md). One
-loop per step pays it once (benchmarks/peer_throughput.py measures both paths).
+loop per step pays it once (``benchmarks/small_op_cost.py`` times two steps both ways,
+``benchmarks/entity_stream_cost.py --engine native|aten`` the model).
 
 The kernels are compiled with ``torch.utils.cpp_extension`` the first time a model runs on
-a CPU (about a minute, once per machine and source version; cached under
+a CPU (about 25 s on a 2-core machine, once per machine and source version; cached under
 ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). They run for float32
 and float64 CPU tensors outside autocast, tracing and dispatch modes; everywhere else
 (GPU, bfloat16, ``torch.compile``, a FLOP counter) the modules run their ATen ops, to the
 same values up to float rounding. Without a C++ compiler, or with
-``ERNIE_KG_PURE_PYTHON=1`` (the switch the compiled linker reads too), everything runs the
-ATen ops.
+``ERNIE_KG_PURE_PYTHON=1`` (:mod:`ernie_kg.pure_python`, the compiled linker's switch
+too), everything runs the ATen ops.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from types import ModuleType
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-__all__ = ["PURE_PYTHON_ENV", "entity_kernels", "entity_kernels_off", "use_entity_kernels"]
+from ernie_kg.pure_python import pure_python_requested
 
-#: Set to 1 to run without compiled code (also read by ``ernie_kg.linking.compiled``).
-PURE_PYTHON_ENV = "ERNIE_KG_PURE_PYTHON"
+__all__ = ["entity_kernels", "entity_kernels_off", "use_entity_kernels"]
+
 SOURCE = Path(__file__).with_name("native_entity_stream.cpp")
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 _logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def _ninja_on_path() -> Iterator[None]:
 
 
 def _build() -> ModuleType | None:
-    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+    if pure_python_requested():
         return None
     try:
         from torch.utils.cpp_extension import load
