@@ -19,7 +19,6 @@ from ernie_kg.pure_python import PURE_PYTHON_ENV, pure_python_requested
 __all__ = ["PURE_PYTHON_ENV", "speedups"]
 
 
-
 def _load() -> ModuleType | None:
     if pure_python_requested():
         return None
