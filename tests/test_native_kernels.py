@@ -95,26 +95,28 @@ def test_residual_layer_norm_is_layer_norm_of_the_sum():
 @needs_kernels
 @pytest.mark.parametrize("gate", ["none", "layer", "token", "token with links"])
 def test_fuse_rows_is_the_gated_fusion(gate):
-    """act(pre + scatter(gate * knowledge)) over the grid, and its aligned rows."""
+    """act(W_t w + b_t + scatter(gate * knowledge)) over the grid, and its aligned rows;
+    the token gate reads the same tokens, so their gradient has both paths."""
     generator = torch.Generator().manual_seed(4)
 
     def leaf(*shape):
         return torch.randn(*shape, dtype=DOUBLE, generator=generator).requires_grad_()
 
     index = torch.tensor([1, 4, 5, 9])
-    pre, knowledge, tokens, entities = leaf(12, 6), leaf(4, 6), leaf(12, 5), leaf(4, 3)
+    tokens, token_weight, token_bias = leaf(12, 5), leaf(6, 5), leaf(6)
+    knowledge, entities = leaf(4, 6), leaf(4, 3)
     links = torch.tensor([[1.0], [0.0], [1.0], [0.0]], dtype=DOUBLE)
     trust_weight, trust_bias = leaf(1, 5 + 3 + (gate == "token with links")), leaf(1)
     scale = torch.tensor(0.4, dtype=DOUBLE, requires_grad=True)
     read_links = links if gate == "token with links" else None
 
-    def fused(pre, knowledge, tokens=None, entities=None, trust_weight=None, trust_bias=None,
-              scale=None):
-        return tuple(kernels.fuse_rows(pre, knowledge, index, tokens, entities, read_links,
-                                       trust_weight, trust_bias, scale, "none"))
+    def fused(tokens, token_weight, token_bias, knowledge, entities=None, trust_weight=None,
+              trust_bias=None, scale=None):
+        return tuple(kernels.fuse_rows(tokens, token_weight, token_bias, knowledge, index,
+                                       entities, read_links, trust_weight, trust_bias, scale,
+                                       "none"))
 
-    def factor(pre, knowledge, tokens=None, entities=None, trust_weight=None, trust_bias=None,
-               scale=None):
+    def factor(tokens, entities=None, trust_weight=None, trust_bias=None, scale=None):
         if scale is None:
             return 1.0
         if trust_weight is None:
@@ -123,24 +125,32 @@ def test_fuse_rows_is_the_gated_fusion(gate):
         trust = torch.cat(parts, 1) @ trust_weight.t() + trust_bias
         return torch.sigmoid(trust) * 2 * torch.tanh(scale)
 
-    def reference(*args, **named):
-        grid = args[0].index_put((index,), args[1] * factor(*args, **named), accumulate=True)
+    def reference(tokens, token_weight, token_bias, knowledge, **gate_inputs):
+        grid = F.linear(tokens, token_weight, token_bias).index_put(
+            (index,), knowledge * factor(tokens, **gate_inputs), accumulate=True)
         hidden = F.gelu(grid)
         return hidden, hidden[index]
 
+    inputs = (tokens, token_weight, token_bias, knowledge)
     if gate == "none":
-        inputs, call, expect = (pre, knowledge), fused, reference
-    elif gate == "layer":
-        inputs = (pre, knowledge, scale)
-
-        def call(p, k, s):
-            return fused(p, k, scale=s)
-
-        def expect(p, k, s):
-            return reference(p, k, scale=s)
-    else:
-        inputs = (pre, knowledge, tokens, entities, trust_weight, trust_bias, scale)
         call, expect = fused, reference
+    elif gate == "layer":
+        inputs += (scale,)
+
+        def call(*a):
+            return fused(*a[:4], scale=a[4])
+
+        def expect(*a):
+            return reference(*a[:4], scale=a[4])
+    else:
+        inputs += (entities, trust_weight, trust_bias, scale)
+
+        def call(*a):
+            return fused(*a[:4], *a[4:])
+
+        def expect(*a):
+            return reference(*a[:4], entities=a[4], trust_weight=a[5], trust_bias=a[6],
+                             scale=a[7])
 
     for ours, expected in zip(call(*inputs), expect(*inputs), strict=True):
         torch.testing.assert_close(ours, expected)
@@ -180,7 +190,8 @@ def test_large_inputs_split_across_threads_to_the_same_values():
     generator = torch.Generator().manual_seed(6)
     batch_index = torch.arange(400).repeat_interleave(8)  # 400 sequences of 8 entities
     qkv = torch.randn(len(batch_index), 3 * 64, generator=generator)
-    pre, entities = torch.randn(9000, 512, generator=generator), torch.randn(3200, 64)
+    tokens, entities = torch.randn(9000, 48, generator=generator), torch.randn(3200, 64)
+    token_weight, token_bias = torch.randn(512, 48, generator=generator), torch.randn(512)
     weight, bias = torch.randn(512, 64, generator=generator), torch.randn(512)
     index = torch.arange(0, 9000, 2)[:3200]
     threads, results = torch.get_num_threads(), []
@@ -188,9 +199,10 @@ def test_large_inputs_split_across_threads_to_the_same_values():
         for count in (1, 2):
             torch.set_num_threads(count)
             results.append([kernels.attention_core(qkv, batch_index, 4, 0.0, None),
-                            *kernels.entity_fusion(pre, entities, weight, bias, index, None,
-                                                   None, None, None, None, "none", None, None,
-                                                   None, None, 0.0, 0.0, None)[:2]])
+                            *kernels.entity_fusion(tokens, token_weight, token_bias, entities,
+                                                   weight, bias, index, None, None, None, None,
+                                                   "none", None, None, None, None, 0.0, 0.0,
+                                                   None)[:2]])
     finally:
         torch.set_num_threads(threads)
     for one, two in zip(*results, strict=True):

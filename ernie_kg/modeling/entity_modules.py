@@ -235,11 +235,11 @@ class ErnieKGEntityGate(nn.Module):
 
     def kernel_inputs(self, tokens: torch.Tensor, entities: torch.Tensor,
                       links: torch.Tensor | None) -> tuple | None:
-        """The gate's part of the native fused rows' arguments (:mod:`.native`: tokens,
-        links, trust weight and bias, opening; None for what it does not read), or None
-        where its trust is not a plain linear of the tokens' dtype (quantized)."""
+        """The gate's part of the native fused rows' arguments (:mod:`.native`: links,
+        trust weight and bias, opening; None for what it does not read), or None where its
+        trust is not a plain linear of the tokens' dtype (quantized)."""
         if self.trust is None:
-            return None, None, None, None, self.scale
+            return None, None, None, self.scale
         if not kernel_ready(self.trust, dtype=tokens.dtype) or entities.dtype != tokens.dtype:
             return None
-        return tokens, links, self.trust.weight, self.trust.bias, self.scale
+        return links, self.trust.weight, self.trust.bias, self.scale

@@ -31,9 +31,12 @@ Why they are built this way:
   Hence attention over all N entities (no packing and unpacking), no ``.to`` when the
   dtype matches, no dropout call in eval, the links column and biases built once.
 * On a CPU in float32 / float64 even those ops go: the entity attention and, per layer,
-  ``W_e e_k + b_e`` with the gate, the fused rows and the entity output are one native
-  call each (:mod:`.native`, forward and backward; :meth:`_native_fusion`), what the
-  ATen path below computes. Elsewhere (a GPU, bfloat16, quantized modules) it runs.
+  ``W_t w_j + b_t`` and ``W_e e_k + b_e`` with the gate, the fused rows and the entity
+  output are one native call each (:mod:`.native`, forward and backward;
+  :meth:`_native_fusion`), what the ATen path below computes. Taking ``W_t`` in lets the
+  token gate's few rows add into the tokens' gradient (no zero-filled ``[B*L, H]`` grid
+  and full-size add per layer). Elsewhere (a GPU, bfloat16, quantized modules) the ATen
+  path runs.
 """
 
 from __future__ import annotations
@@ -103,13 +106,13 @@ class ErnieKGAggregatorLayer(BertLayer):
             entity_states = self.entity_attention(entity_states, layout,
                                                   self._entity_generator(device, 0))
         tokens = attention_output.reshape(-1, attention_output.shape[-1])  # [B*L, H]
-        pre_tokens = self.intermediate.dense(tokens)  # W_t w_j + b_t, every token
         links = (layout.link_column(tokens.dtype)
                  if self.entity_gate is not None and self.entity_gate.reads_links else None)
-        native = self._native_fusion(pre_tokens, tokens, entity_states, layout, links)
+        native = self._native_fusion(tokens, entity_states, layout, links)
         if native is not None:
             intermediate, fused, next_entity_states = native
         else:
+            pre_tokens = self.intermediate.dense(tokens)  # W_t w_j + b_t, every token
             knowledge = as_dtype(self.entity_intermediate(entity_states), pre_tokens.dtype)
             gate = None  # W_e e_k + b_e at full strength
             if self.entity_gate is not None:
@@ -125,29 +128,32 @@ class ErnieKGAggregatorLayer(BertLayer):
                                    attention_output)
         return layer_output, next_entity_states, entity_states
 
-    def _native_fusion(self, pre: torch.Tensor, tokens: torch.Tensor,
-                       entities: torch.Tensor, layout: EntityLayout, links: torch.Tensor | None,
+    def _native_fusion(self, tokens: torch.Tensor, entities: torch.Tensor,
+                       layout: EntityLayout, links: torch.Tensor | None,
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
         """(hidden, fused rows, next entity states) in one native call (:mod:`.native`):
-        ``W_e e_k + b_e``, the gate, :func:`_fuse`'s rows and the entity output; None where
-        the kernels do not run (a GPU, bfloat16, a non-GELU activation, quantized modules)."""
+        ``W_t w_j + b_t``, ``W_e e_k + b_e``, the gate, :func:`_fuse`'s rows and the entity
+        output; None where the kernels do not run (a GPU, bfloat16, a non-GELU activation,
+        quantized or adapted modules)."""
         approximate = _gelu_approximation(self.intermediate.intermediate_act_fn)
+        token_product = self.intermediate.dense
         if (layout.kernels is None or approximate is None
-                or not kernel_ready(self.entity_intermediate, dtype=pre.dtype)):
+                or not kernel_ready(self.entity_intermediate, token_product, dtype=tokens.dtype)):
             return None
-        gate: tuple | None = (None,) * 5
+        gate: tuple | None = (None,) * 4
         if self.entity_gate is not None:
             gate = self.entity_gate.kernel_inputs(tokens, entities, links)
         output: tuple | None = (None,) * 4 + (0.0, 0.0)
         if self.entity_output is not None:
-            output = self.entity_output.kernel_arguments(pre.dtype)
+            output = self.entity_output.kernel_arguments(tokens.dtype)
         if gate is None or output is None:
             return None
-        generator = (self._entity_generator(pre.device, 1) if self.entity_output is not None
+        generator = (self._entity_generator(tokens.device, 1) if self.entity_output is not None
                      else None)
         hidden, fused, next_states = layout.kernels.entity_fusion(
-            pre, entities, self.entity_intermediate.weight, self.entity_intermediate.bias,
-            layout.flat_index, *gate, approximate, *output, generator)
+            tokens, token_product.weight, token_product.bias, entities,
+            self.entity_intermediate.weight, self.entity_intermediate.bias, layout.flat_index,
+            *gate, approximate, *output, generator)
         return hidden, fused, next_states
 
     def _entity_generator(self, device: torch.device, site: int) -> torch.Generator | None:

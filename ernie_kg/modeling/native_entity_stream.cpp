@@ -5,7 +5,7 @@
 // Why native code: on a CPU each of these steps is several small ATen ops run between the
 // token stream's large products, and each op first pays to bring its code and data back
 // into the caches (tens of microseconds on an Intel Xeon, whatever its size). One loop
-// over the entities pays that once. The matrix products stay ATen's (called from Python).
+// over the entities pays that once. The matrix products stay ATen's.
 // ernie_kg/modeling/native.py builds this file on first use and says when it is used.
 
 #include <torch/extension.h>
@@ -26,6 +26,11 @@ using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
 namespace {
+
+// Lets the compiler vectorize a sum by reordering its additions (a loop-carried sum is
+// otherwise one add after another); a macro because AT_DISPATCH's lambdas take no #pragma.
+#define ENTITY_STRINGIFY(...) #__VA_ARGS__
+#define ENTITY_SIMD_SUM(...) _Pragma(ENTITY_STRINGIFY(omp simd reduction(+ : __VA_ARGS__)))
 
 // Row offsets of the sequences' entity groups (rows with equal batch index are
 // consecutive), with the row count appended.
@@ -53,13 +58,13 @@ void for_rows(int64_t n, int64_t width, const Body& body) {
   at::parallel_for(0, n, grain, body);
 }
 
-// grid[index[k]] = rows[k] for the n rows of a [T, width] grid (index_copy_ without an op).
+// rows[k] = grid[index[k]] for n rows of a [T, width] grid (index_select without an op).
 template <typename scalar_t>
-void copy_rows_into(scalar_t* grid, const scalar_t* rows, const int64_t* index, int64_t n,
-                    int64_t width) {
+void gather_rows(scalar_t* rows, const scalar_t* grid, const int64_t* index, int64_t n,
+                 int64_t width) {
   for_rows(n, width, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
-      std::memcpy(grid + index[k] * width, rows + k * width, width * sizeof(scalar_t));
+      std::memcpy(rows + k * width, grid + index[k] * width, width * sizeof(scalar_t));
     }
   });
 }
@@ -137,6 +142,7 @@ void attention_forward(const scalar_t* qkv, scalar_t* out, scalar_t* probs, cons
     for (int64_t j = 0; j < m; ++j) {
       const scalar_t* k = qkv + (s + j) * 3 * dim + dim + h * head_dim;
       scalar_t dot = 0;
+      ENTITY_SIMD_SUM(dot)
       for (int64_t t = 0; t < head_dim; ++t) dot += q[t] * k[t];
       p[j] = dot * scale;
       top = std::max(top, p[j]);
@@ -175,6 +181,7 @@ void attention_backward(const scalar_t* qkv, const scalar_t* probs, const scalar
       scalar_t* gv = grad_qkv + (s + j) * 3 * dim + 2 * dim + h * head_dim;
       scalar_t dot = 0;
       const scalar_t used = p[j] * factor;
+      ENTITY_SIMD_SUM(dot)
       for (int64_t t = 0; t < head_dim; ++t) {
         dot += go[t] * v[t];
         gv[t] += used * go[t];
@@ -278,12 +285,14 @@ struct ResidualLayerNorm : public torch::autograd::Function<ResidualLayerNorm> {
           const scalar_t *a = px + i * d, *c = py + i * d;
           scalar_t* z = pn + i * d;
           scalar_t mean = 0;
+          ENTITY_SIMD_SUM(mean)
           for (int64_t j = 0; j < d; ++j) {
             z[j] = a[j] + (pk ? c[j] * pk[i * d + j] : c[j]);
             mean += z[j];
           }
           mean /= d;
           scalar_t var = 0;
+          ENTITY_SIMD_SUM(var)
           for (int64_t j = 0; j < d; ++j) {
             z[j] -= mean;
             var += z[j] * z[j];
@@ -321,6 +330,7 @@ struct ResidualLayerNorm : public torch::autograd::Function<ResidualLayerNorm> {
       for (int64_t i = 0; i < rows; ++i) {
         const scalar_t *z = pn + i * d, *g = pg + i * d;
         scalar_t mean_g = 0, mean_gz = 0;
+        ENTITY_SIMD_SUM(mean_g, mean_gz)
         for (int64_t j = 0; j < d; ++j) {
           const scalar_t gj = g[j] * pw[j];
           mean_g += gj;
@@ -342,6 +352,8 @@ struct ResidualLayerNorm : public torch::autograd::Function<ResidualLayerNorm> {
 };
 
 // ------------------------------------------------------------ gate + fused rows
+// pre = W_t w + b_t over the tokens [T, H] (BERT's intermediate product, taken in here so
+// that the token gate's few rows add into the tokens' gradient instead of a grid of zeros);
 // hidden = act(pre) over the token grid [T, I], except the aligned rows index[k], which are
 // act(pre[index[k]] + gate_k * knowledge[k]); returns (hidden, those rows). The gate:
 // none (no scale: 1), layer (tanh(scale)) or token (2 tanh(scale) sigmoid(trust . [token;
@@ -360,28 +372,29 @@ GateKind gate_kind(const Tensor& scale, const Tensor& trust_weight) {
 }
 
 struct FuseRows : public torch::autograd::Function<FuseRows> {
-  static tensor_list forward(AutogradContext* ctx, const Tensor& pre_in, const Tensor& knowledge_in,
-                             const Tensor& index_in, const Tensor& tokens_in,
+  static tensor_list forward(AutogradContext* ctx, const Tensor& tokens_in,
+                             const Tensor& token_weight, const Tensor& token_bias,
+                             const Tensor& knowledge_in, const Tensor& index_in,
                              const Tensor& entities_in, const Tensor& links_in,
                              const Tensor& trust_weight, const Tensor& trust_bias,
                              const Tensor& scale, std::string approximate, bool record) {
-    TORCH_CHECK(pre_in.dim() == 2 && knowledge_in.dim() == 2 &&
+    TORCH_CHECK(tokens_in.dim() == 2 && token_weight.dim() == 2 && knowledge_in.dim() == 2 &&
                     knowledge_in.size(0) == index_in.numel() &&
-                    knowledge_in.size(1) == pre_in.size(1),
-                "fuse_rows: pre [T, I], knowledge [N, I] for N aligned rows");
-    const Tensor pre = pre_in.contiguous(), knowledge = knowledge_in.contiguous();
+                    knowledge_in.size(1) == token_weight.size(0),
+                "fuse_rows: tokens [T, H], token weight [I, H], knowledge [N, I] for N aligned "
+                "rows");
+    const Tensor tokens = tokens_in.contiguous(), knowledge = knowledge_in.contiguous();
+    const Tensor pre = at::linear(tokens, token_weight, token_bias);  // W_t w_j + b_t
     const Tensor index = index_in.to(torch::kLong).contiguous();
     const GateKind kind = gate_kind(scale, trust_weight);
     const int64_t n = index.numel(), width = pre.size(1);
-    Tensor tokens, entities, links;
+    Tensor entities, links;
     Tensor sig = at::empty({n}, pre.options());  // sigmoid(trust) per row (token gate)
     Tensor gate = at::empty({n}, pre.options());
     if (kind == kTokenGate) {
-      tokens = tokens_in.contiguous();
       entities = entities_in.contiguous();
       links = given(links_in) ? links_in.contiguous() : Tensor();
     }
-    Tensor aligned = at::empty({n, width}, pre.options());
     AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows", [&] {
       const int64_t* idx = index.data_ptr<int64_t>();
       scalar_t* pg = gate.data_ptr<scalar_t>();
@@ -400,7 +413,9 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
           for (int64_t i = begin; i < end; ++i) {
             scalar_t trust = b;
             const scalar_t *t = tok + idx[i] * h, *e = ent + i * de;
+            ENTITY_SIMD_SUM(trust)
             for (int64_t j = 0; j < h; ++j) trust += w[j] * t[j];
+            ENTITY_SIMD_SUM(trust)
             for (int64_t j = 0; j < de; ++j) trust += w[h + j] * e[j];
             if (reads_links && lk) trust += w[h + de] * lk[i];
             ps[i] = scalar_t(1) / (scalar_t(1) + std::exp(-trust));
@@ -408,25 +423,26 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
           }
         });
       }
-      const scalar_t *pp = pre.data_ptr<scalar_t>(), *pk = knowledge.data_ptr<scalar_t>();
-      scalar_t* pa = aligned.data_ptr<scalar_t>();
+      // pre is this call's own product: the aligned rows take their knowledge in place, so
+      // one GELU covers the grid and pre keeps every row's pre-activation for the backward.
+      scalar_t* pp = pre.data_ptr<scalar_t>();
+      const scalar_t* pk = knowledge.data_ptr<scalar_t>();
       for_rows(n, width, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
-          const scalar_t *row = pp + idx[i] * width, *k = pk + i * width;
-          scalar_t* a = pa + i * width;
-          const scalar_t factor = pg[i];
-          for (int64_t j = 0; j < width; ++j) a[j] = row[j] + factor * k[j];
+          scalar_t* row = pp + idx[i] * width;
+          const scalar_t *k = pk + i * width, factor = pg[i];
+          for (int64_t j = 0; j < width; ++j) row[j] += factor * k[j];
         }
       });
     });
     Tensor hidden = at::gelu(pre, approximate);
-    Tensor fused = at::gelu(aligned, approximate);
-    AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows_copy", [&] {
-      copy_rows_into(hidden.data_ptr<scalar_t>(), fused.data_ptr<scalar_t>(),
-                     index.data_ptr<int64_t>(), n, width);
+    Tensor fused = at::empty({n, width}, pre.options());
+    AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows_gather", [&] {
+      gather_rows(fused.data_ptr<scalar_t>(), hidden.data_ptr<scalar_t>(),
+                  index.data_ptr<int64_t>(), n, width);
     });
     if (record) {
-      ctx->save_for_backward({pre, aligned, knowledge, index, tokens, entities, links,
+      ctx->save_for_backward({tokens, token_weight, pre, knowledge, index, entities, links,
                               trust_weight, scale, sig, gate});
       ctx->saved_data["approximate"] = approximate;
       ctx->saved_data["kind"] = static_cast<int64_t>(kind);
@@ -437,47 +453,56 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     refuse_double_backward();
     const auto saved = ctx->get_saved_variables();
-    const Tensor &pre = saved[0], &aligned = saved[1], &knowledge = saved[2], &index = saved[3];
-    const Tensor &tokens = saved[4], &entities = saved[5], &links = saved[6];
-    const Tensor &trust_weight = saved[7], &scale = saved[8], &sig = saved[9], &gate = saved[10];
+    const Tensor &tokens = saved[0], &token_weight = saved[1], &pre = saved[2];
+    const Tensor &knowledge = saved[3], &index = saved[4], &entities = saved[5];
+    const Tensor &links = saved[6], &trust_weight = saved[7], &scale = saved[8];
+    const Tensor &sig = saved[9], &gate = saved[10];
     const std::string approximate = ctx->saved_data["approximate"].toStringRef();
     const auto kind = static_cast<GateKind>(ctx->saved_data["kind"].toInt());
     const Tensor grad_hidden = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(pre);
     const Tensor grad_fused = grads[1].defined() ? grads[1].contiguous() : Tensor();
     const int64_t n = index.numel(), width = pre.size(1);
     const int64_t* idx = index.data_ptr<int64_t>();
-    Tensor grad_rows = at::empty({n, width}, pre.options());  // grad_hidden[index] + grad_fused
-    AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows_gather", [&] {
-      const scalar_t* gh = grad_hidden.data_ptr<scalar_t>();
-      const scalar_t* gf = grad_fused.defined() ? grad_fused.data_ptr<scalar_t>() : nullptr;
-      scalar_t* gr = grad_rows.data_ptr<scalar_t>();
-      for_rows(n, width, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const scalar_t* from = gh + idx[i] * width;
-          scalar_t* to = gr + i * width;
-          for (int64_t j = 0; j < width; ++j) to[j] = gf ? from[j] + gf[i * width + j] : from[j];
-        }
-      });
-    });
-    const Tensor grad_aligned = at::gelu_backward(grad_rows, aligned, approximate).contiguous();
     Tensor grad_pre = at::gelu_backward(grad_hidden, pre, approximate).contiguous();
-    AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows_scatter", [&] {
-      copy_rows_into(grad_pre.data_ptr<scalar_t>(), grad_aligned.data_ptr<scalar_t>(), idx, n,
-                     width);
-    });
+    if (grad_fused.defined()) {  // the fused rows' own gradient joins at their pre-activations
+      AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows_rows", [&] {
+        Tensor rows = at::empty({n, width}, pre.options());
+        gather_rows(rows.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(), idx, n, width);
+        const Tensor extra = at::gelu_backward(grad_fused, rows, approximate).contiguous();
+        const scalar_t* pe = extra.data_ptr<scalar_t>();
+        scalar_t* gp = grad_pre.data_ptr<scalar_t>();
+        for_rows(n, width, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) {
+            scalar_t* row = gp + idx[i] * width;
+            const scalar_t* add = pe + i * width;
+            for (int64_t j = 0; j < width; ++j) row[j] += add[j];
+          }
+        });
+      });
+    }
+    // W_t's products, as ATen's linear backward computes them; the token gate's rows then
+    // add into the tokens' gradient in place (no [T, H] grid of zeros for a few rows).
+    Tensor grad_tokens = ctx->needs_input_grad(0) ? at::mm(grad_pre, token_weight) : Tensor();
+    Tensor grad_token_weight =
+        ctx->needs_input_grad(1) ? at::mm(grad_pre.t(), tokens) : Tensor();
+    Tensor grad_token_bias = ctx->needs_input_grad(2) ? grad_pre.sum(0) : Tensor();
     Tensor grad_knowledge = at::empty_like(knowledge);
     Tensor grad_gate = at::empty({n}, pre.options());
-    Tensor grad_tokens, grad_entities, grad_trust_weight, grad_trust_bias, grad_scale;
+    Tensor grad_entities, grad_trust_weight, grad_trust_bias, grad_scale;
     AT_DISPATCH_FLOATING_TYPES(pre.scalar_type(), "entity_fuse_rows_backward", [&] {
-      const scalar_t *ga = grad_aligned.data_ptr<scalar_t>(), *pk = knowledge.data_ptr<scalar_t>();
+      const scalar_t *gp = grad_pre.data_ptr<scalar_t>(), *pk = knowledge.data_ptr<scalar_t>();
       const scalar_t* pg = gate.data_ptr<scalar_t>();
       scalar_t *gk = grad_knowledge.data_ptr<scalar_t>(), *gg = grad_gate.data_ptr<scalar_t>();
       for_rows(n, width, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
+          const scalar_t *g = gp + idx[i] * width, *k = pk + i * width;
+          scalar_t* out = gk + i * width;
+          const scalar_t factor = pg[i];
           scalar_t dot = 0;
+          ENTITY_SIMD_SUM(dot)
           for (int64_t j = 0; j < width; ++j) {
-            gk[i * width + j] = ga[i * width + j] * pg[i];
-            dot += ga[i * width + j] * pk[i * width + j];
+            out[j] = g[j] * factor;
+            dot += g[j] * k[j];
           }
           gg[i] = dot;
         }
@@ -500,9 +525,9 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
       const scalar_t* lk = links.defined() ? links.data_ptr<scalar_t>() : nullptr;
       grad_trust_weight = at::zeros_like(tw);
       scalar_t* gw = grad_trust_weight.data_ptr<scalar_t>();
+      scalar_t* gt = grad_tokens.defined() ? grad_tokens.data_ptr<scalar_t>() : nullptr;
       scalar_t grad_b = 0;
-      const bool want_tokens = ctx->needs_input_grad(3), want_entities = ctx->needs_input_grad(4);
-      if (want_tokens) grad_tokens = at::zeros_like(tokens);
+      const bool want_entities = ctx->needs_input_grad(5);
       if (want_entities) grad_entities = at::empty_like(entities);
       for (int64_t i = 0; i < n; ++i) {
         grad_s += gg[i] * 2 * ps[i] * slope;
@@ -512,9 +537,9 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
         for (int64_t j = 0; j < h; ++j) gw[j] += grad_trust * t[j];
         for (int64_t j = 0; j < de; ++j) gw[h + j] += grad_trust * e[j];
         if (reads_links && lk) gw[h + de] += grad_trust * lk[i];
-        if (want_tokens) {
-          scalar_t* gt = grad_tokens.data_ptr<scalar_t>() + idx[i] * h;
-          for (int64_t j = 0; j < h; ++j) gt[j] += grad_trust * w[j];
+        if (gt) {
+          scalar_t* row = gt + idx[i] * h;
+          for (int64_t j = 0; j < h; ++j) row[j] += grad_trust * w[j];
         }
         if (want_entities) {
           scalar_t* ge = grad_entities.data_ptr<scalar_t>() + i * de;
@@ -524,8 +549,9 @@ struct FuseRows : public torch::autograd::Function<FuseRows> {
       grad_scale = at::scalar_tensor(grad_s, scale.options());
       grad_trust_bias = at::full({1}, grad_b, tw.options());
     });
-    return {grad_pre, grad_knowledge, Tensor(), grad_tokens, grad_entities, Tensor(),
-            grad_trust_weight, grad_trust_bias, grad_scale, Tensor(), Tensor()};
+    return {grad_tokens, grad_token_weight, grad_token_bias, grad_knowledge, Tensor(),
+            grad_entities, Tensor(), grad_trust_weight, grad_trust_bias, grad_scale, Tensor(),
+            Tensor()};
   }
 };
 
@@ -563,19 +589,21 @@ Tensor residual_layer_norm(const Tensor& x, const Tensor& y, const Tensor& weigh
   return ResidualLayerNorm::apply(x, y, weight, bias, eps, p, generator, true);
 }
 
-std::vector<Tensor> fuse_rows(const Tensor& pre, const Tensor& knowledge, const Tensor& index,
-                              std::optional<Tensor> tokens, std::optional<Tensor> entities,
+std::vector<Tensor> fuse_rows(const Tensor& tokens, const Tensor& token_weight,
+                              const Tensor& token_bias, const Tensor& knowledge,
+                              const Tensor& index, std::optional<Tensor> entities,
                               std::optional<Tensor> links, std::optional<Tensor> trust_weight,
                               std::optional<Tensor> trust_bias, std::optional<Tensor> scale,
                               const std::string& approximate) {
-  const Tensor t = optional_tensor(tokens, pre), e = optional_tensor(entities, pre);
-  const Tensor w = optional_tensor(trust_weight, pre), b = optional_tensor(trust_bias, pre);
-  const Tensor s = optional_tensor(scale, pre);
-  const Tensor l = optional_tensor(links, pre);
-  if (!records({pre, knowledge, t, e, w, b, s})) {
-    return FuseRows::forward(nullptr, pre, knowledge, index, t, e, l, w, b, s, approximate, false);
+  const Tensor e = optional_tensor(entities, tokens), l = optional_tensor(links, tokens);
+  const Tensor w = optional_tensor(trust_weight, tokens), b = optional_tensor(trust_bias, tokens);
+  const Tensor s = optional_tensor(scale, tokens);
+  if (!records({tokens, token_weight, token_bias, knowledge, e, w, b, s})) {
+    return FuseRows::forward(nullptr, tokens, token_weight, token_bias, knowledge, index, e, l, w,
+                             b, s, approximate, false);
   }
-  return FuseRows::apply(pre, knowledge, index, t, e, l, w, b, s, approximate, true);
+  return FuseRows::apply(tokens, token_weight, token_bias, knowledge, index, e, l, w, b, s,
+                         approximate, true);
 }
 
 // The entity modules' whole forward, their products included (ATen's, recorded by autograd
@@ -600,22 +628,23 @@ Tensor entity_output(const Tensor& fused, const Tensor& states, const Tensor& we
                              dropout, generator);
 }
 
-// W_e e + b_e, the gate and the fused rows, then (where the layer has one) the entity
-// output LayerNorm(e + dropout(W_oe fused + b_oe)): {hidden, fused rows, next entity states
-// or None}.
+// W_t w + b_t over the tokens, W_e e + b_e, the gate and the fused rows, then (where the layer
+// has one) the entity output LayerNorm(e + dropout(W_oe fused + b_oe)): {hidden, fused rows,
+// next entity states or None}.
 std::vector<Tensor> entity_fusion(
-    const Tensor& pre, const Tensor& entities, const Tensor& weight, const Tensor& bias,
-    const Tensor& index, std::optional<Tensor> tokens, std::optional<Tensor> links,
-    std::optional<Tensor> trust_weight, std::optional<Tensor> trust_bias,
-    std::optional<Tensor> scale, const std::string& approximate,
+    const Tensor& tokens, const Tensor& token_weight, const Tensor& token_bias,
+    const Tensor& entities, const Tensor& weight, const Tensor& bias, const Tensor& index,
+    std::optional<Tensor> links, std::optional<Tensor> trust_weight,
+    std::optional<Tensor> trust_bias, std::optional<Tensor> scale, const std::string& approximate,
     std::optional<Tensor> output_weight, std::optional<Tensor> output_bias,
     std::optional<Tensor> output_norm_weight, std::optional<Tensor> output_norm_bias,
     double output_eps, double output_dropout, std::optional<at::Generator> generator) {
   const Tensor knowledge = at::linear(entities, weight, bias);
   const bool token_gate = trust_weight.has_value();
   std::vector<Tensor> out = fuse_rows(
-      pre, knowledge, index, tokens, token_gate ? std::optional<Tensor>(entities) : std::nullopt,
-      links, trust_weight, trust_bias, scale, approximate);
+      tokens, token_weight, token_bias, knowledge, index,
+      token_gate ? std::optional<Tensor>(entities) : std::nullopt, links, trust_weight,
+      trust_bias, scale, approximate);
   Tensor next;
   if (output_weight.has_value()) {
     next = residual_layer_norm(entities, at::linear(out[1], *output_weight, *output_bias),
@@ -627,7 +656,8 @@ std::vector<Tensor> entity_fusion(
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("entity_fusion", &entity_fusion, "W_e e + b_e, gate, fused rows, entity output");
+  m.def("entity_fusion", &entity_fusion,
+        "W_t w + b_t, W_e e + b_e, gate, fused rows, entity output");
   m.def("entity_attention", &entity_attention, "ErnieKGEntityAttention's forward");
   m.def("entity_output", &entity_output, "ErnieKGEntityOutput's forward");
   m.def("attention_core", &attention_core, "Entity self-attention within each sequence");
