@@ -349,6 +349,36 @@ def test_native_entity_stream_gives_the_aten_ops_outputs_and_gradients(
     assert all(our_grads[n].abs().max() > 1e-4 for n in knowledge)
 
 
+def test_an_adapted_w_t_keeps_its_own_forward_beside_the_kernels(backbone_dir, table):
+    """The fusion call computes W_t w + b_t itself, so it runs only where W_t is a plain
+    linear: an adapter-like subclass (here: doubling its output) is still called, and
+    the model gives the ATen path's output."""
+    if native.entity_kernels() is None:
+        pytest.skip("the entity stream's kernels are not built here")
+
+    class Doubled(torch.nn.Linear):
+        def forward(self, tokens):
+            return 2 * super().forward(tokens)
+
+    model = build(ErnieKGModel, backbone_dir, table, 2).eval()
+    for layer in model.encoder.layer:
+        if isinstance(layer, ErnieKGAggregatorLayer):
+            plain = layer.intermediate.dense
+            layer.intermediate.dense = Doubled(plain.in_features, plain.out_features)
+            layer.intermediate.dense.load_state_dict(plain.state_dict())
+    inputs = batch(seed=3)
+    with torch.no_grad():
+        ours = model(**inputs).last_hidden_state
+        with native.entity_kernels_off():
+            reference = model(**inputs).last_hidden_state
+        for layer in model.encoder.layer:  # and the doubling matters
+            if isinstance(layer, ErnieKGAggregatorLayer):
+                layer.intermediate.dense.__class__ = torch.nn.Linear
+        plain = model(**inputs).last_hidden_state
+    torch.testing.assert_close(ours, reference)
+    assert (ours - plain).abs().max() > 1e-3
+
+
 def test_entity_attention_inference_path_equals_sdpa(backbone_dir, table):
     """Without dropout, entity attention runs as batched matmuls; it must equal what
     training computes with scaled_dot_product_attention (padding slots masked alike)."""
