@@ -621,13 +621,6 @@ Tensor entity_attention(const Tensor& states, const Tensor& qkv_weight, const Te
                              norm_bias, eps, hidden_dropout, generator);
 }
 
-Tensor entity_output(const Tensor& fused, const Tensor& states, const Tensor& weight,
-                     const Tensor& bias, const Tensor& norm_weight, const Tensor& norm_bias,
-                     double eps, double dropout, std::optional<at::Generator> generator) {
-  return residual_layer_norm(states, at::linear(fused, weight, bias), norm_weight, norm_bias, eps,
-                             dropout, generator);
-}
-
 // W_t w + b_t over the tokens, W_e e + b_e, the gate and the fused rows, then (where the layer
 // has one) the entity output LayerNorm(e + dropout(W_oe fused + b_oe)): {hidden, fused rows,
 // next entity states or None}.
@@ -659,8 +652,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("entity_fusion", &entity_fusion,
         "W_t w + b_t, W_e e + b_e, gate, fused rows, entity output");
   m.def("entity_attention", &entity_attention, "ErnieKGEntityAttention's forward");
-  m.def("entity_output", &entity_output, "ErnieKGEntityOutput's forward");
   m.def("attention_core", &attention_core, "Entity self-attention within each sequence");
   m.def("residual_layer_norm", &residual_layer_norm, "LayerNorm(x + dropout(y))");
-  m.def("fuse_rows", &fuse_rows, "Knowledge gate and the fused rows of the fusion");
+  m.def("fuse_rows", &fuse_rows, "W_t w + b_t, the knowledge gate and the fused rows");
 }
