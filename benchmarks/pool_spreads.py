@@ -85,8 +85,9 @@ def _relative(path: Path) -> str:
         else path.name
 
 
-def markdown(groups: list[dict]) -> str:
+def markdown(groups: list[dict], command: str) -> str:
     lines = ["# Peer benchmark, runs pooled per CPU kind and setting", "",
+             f"`{command}`", "",
              f"Every process of the runs listed, pooled; bar: ERNIE-KG/text within {MARGIN} "
              "of the FLOP bound (issue 19 §3) and at most 1.05x (§5).", "",
              "| CPU | arguments | runs | processes | inference: pooled median (bar) | "
@@ -122,9 +123,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         grouped.setdefault(group_key(run), []).append(run)
     groups = [{"cpu": cpu, "peer_args": peer_args, **pool(runs)}
               for (cpu, peer_args), runs in grouped.items()]
+    command = " ".join(["python benchmarks/pool_spreads.py",
+                        *(_relative(path) for path in args.runs),
+                        "--output", _relative(args.output)])
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".json").write_text(json.dumps(groups, indent=2) + "\n")
-    args.output.with_suffix(".md").write_text(markdown(groups))
+    args.output.with_suffix(".json").write_text(json.dumps(
+        {"benchmark": "pool_spreads", "command": command, "groups": groups}, indent=2) + "\n")
+    args.output.with_suffix(".md").write_text(markdown(groups, command))
     print(json.dumps([{"cpu": g["cpu"], "peer_args": g["peer_args"],
                        **{key: g[key]["pooled_median"] for key in BOUNDED}} for g in groups]),
           flush=True)

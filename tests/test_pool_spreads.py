@@ -58,7 +58,8 @@ def test_runs_pool_per_cpu_kind_and_setting(pooling, tmp_path, capsys):
     assert printed[0]["ernie_vs_text_inference"] == 1.04
     table = (tmp_path / "pooled.md").read_text()
     assert "| 1.0400 (1.0350) | 2 of 6, 1 of 2 |" in table
-    assert json.loads((tmp_path / "pooled.json").read_text()) == groups
+    saved = json.loads((tmp_path / "pooled.json").read_text())
+    assert saved["groups"] == groups and saved["command"].endswith("--output pooled")
 
 
 def test_a_file_that_is_not_a_spread_result_is_named(pooling, tmp_path):
