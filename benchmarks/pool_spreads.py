@@ -36,6 +36,9 @@ def read_run(path: Path) -> dict:
     if "machine" in run:
         missing += [f"machine.{key}" for key in ("cpu_model", "cpu_flags")
                     if key not in run["machine"]]
+    if "summary" in run:
+        missing += [f"summary.{key}" for key in (*BOUNDED, *BOUNDED.values(), *PEERS)
+                    if key not in run["summary"]]
     if run.get("benchmark") != "process_spread" or missing:
         raise SystemExit(f"{path}: not a process_spread result (benchmark="
                          f"{run.get('benchmark')!r}, missing {missing or 'nothing'})")

@@ -67,6 +67,12 @@ def test_a_file_that_is_not_a_spread_result_is_named(pooling, tmp_path):
     other.write_text(json.dumps({"benchmark": "peer_throughput", "summary": {}}))
     with pytest.raises(SystemExit, match="peer.json: not a process_spread result"):
         pooling.main([str(other), "--output", str(tmp_path / "pooled")])
+    partial = spread_result(tmp_path, "partial", INTEL, 16, [1.0], [1.0])
+    saved = json.loads(partial.read_text())
+    del saved["summary"]["flop_bound_train"]
+    partial.write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match=r"missing \['summary.flop_bound_train'\]"):
+        pooling.main([str(partial), "--output", str(tmp_path / "pooled")])
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     with pytest.raises(SystemExit, match="broken.json: not a readable"):
