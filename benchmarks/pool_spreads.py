@@ -83,6 +83,8 @@ def pool(runs: list[dict]) -> dict:
 
 
 def _relative(path: Path) -> str:
+    """As results record paths; not ``cpu_bench.relative``, which imports torch for a job
+    that reads JSON (and would write ``../..`` for a file outside the checkout)."""
     resolved = path.resolve()
     return str(resolved.relative_to(PROJECT_ROOT)) if resolved.is_relative_to(PROJECT_ROOT) \
         else path.name
